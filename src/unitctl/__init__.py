@@ -1,0 +1,3 @@
+"""unitctl: render, rewrite and safely deploy systemd units for Gunicorn-served Python apps."""
+
+__version__ = "0.1.0"

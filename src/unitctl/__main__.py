@@ -1,0 +1,3 @@
+from unitctl.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real systemd sandbox (session-scoped) with per-test clean-up.
+
+Outside CI a host that cannot boot the sandbox skips the real-systemd tests with the reason;
+in CI (CI=true) that is a failure: a sandbox that cannot start never counts as a pass.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from unitctl import sandbox as sandbox_mod
+from unitctl.errors import SandboxError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UNIT_DIR = "/etc/systemd/system"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[sandbox_mod.Sandbox]:
+    """A booted systemd container shared by the session's real-systemd tests."""
+    try:
+        sandbox_mod.check_host()
+    except SandboxError as exc:
+        if _in_ci():
+            pytest.fail(f"the systemd sandbox cannot start in CI: {exc}")
+        pytest.skip(f"no systemd sandbox on this host: {exc}")
+    with sandbox_mod.booted(bind_ro=[REPO_ROOT, sys.prefix]) as box:
+        yield box
+
+
+def _units(box: sandbox_mod.Sandbox) -> set[str]:
+    d = box.host_path(UNIT_DIR)
+    return {p.name for p in d.iterdir()} if d.exists() else set()
+
+
+@pytest.fixture
+def box(sandbox: sandbox_mod.Sandbox) -> Iterator[sandbox_mod.Sandbox]:
+    """The session sandbox; units (and drop-in dirs) a test adds to /etc/systemd/system are removed after it."""
+    before = _units(sandbox)
+    yield sandbox
+    added = sorted(_units(sandbox) - before)
+    services = [n for n in added if not n.endswith(".d") and "." in n]
+    if services:
+        sandbox.systemctl("stop", *services, timeout=60)
+        sandbox.systemctl("reset-failed", *services)
+    for name in added:
+        path = sandbox.host_path(f"{UNIT_DIR}/{name}")
+        if path.is_dir() and not path.is_symlink():
+            for child in path.iterdir():
+                child.unlink()
+            path.rmdir()
+        else:
+            path.unlink()
+    if added:
+        sandbox.systemctl("daemon-reload", check=True)
+
+
+@pytest.fixture(scope="session")
+def venv_bin() -> Path:
+    """The bin directory of the virtual environment running the tests (gunicorn, unitctl live here)."""
+    return Path(sys.prefix) / "bin"
