@@ -88,7 +88,13 @@ class Sandbox:
         """Run ``argv`` inside the container (all its namespaces) and capture its output."""
         if not argv:
             raise ValueError("empty argv")
-        full_env = {"PATH": CONTAINER_PATH, "LANG": "C.UTF-8", "HOME": "/root", "SYSTEMD_PAGER": "", "TERM": "dumb"}
+        full_env = {
+            "PATH": CONTAINER_PATH,
+            "LANG": "C.UTF-8",
+            "HOME": "/root",
+            "SYSTEMD_PAGER": "",
+            "TERM": "dumb",
+        }
         if env:
             full_env.update(env)
         nsenter = ["nsenter", "-t", str(self.leader), "-a"]
@@ -107,7 +113,9 @@ class Sandbox:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise SandboxError(f"command {' '.join(argv)!r} did not finish within {timeout}s in the sandbox") from exc
+            raise SandboxError(
+                f"command {' '.join(argv)!r} did not finish within {timeout}s in the sandbox"
+            ) from exc
         result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
         return result.check() if check else result
 
@@ -162,14 +170,18 @@ class Sandbox:
             if value in states:
                 return value
             time.sleep(0.1)
-        raise SandboxError(f"{unit} {prop} stayed {value!r}, expected one of {list(states)} within {timeout}s")
+        raise SandboxError(
+            f"{unit} {prop} stayed {value!r}, expected one of {list(states)} within {timeout}s"
+        )
 
 
 def check_host() -> None:
     """Raise SandboxError with what to do when this host cannot boot a sandbox."""
     if os.geteuid() != 0:
-        raise SandboxError("the systemd sandbox needs root (it mounts an overlay and boots systemd-nspawn)",
-                           hint="run the tests as root")
+        raise SandboxError(
+            "the systemd sandbox needs root (it mounts an overlay and boots systemd-nspawn)",
+            hint="run the tests as root",
+        )
     if shutil.which("systemd-nspawn") is None:
         raise SandboxError("systemd-nspawn is not installed", hint="apt-get install systemd-container")
     if shutil.which("nsenter") is None:
@@ -354,8 +366,10 @@ def leftovers() -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"systemd-nspawn") and any(
-            a.startswith(b"--machine=unitctl-") for a in cmdline
+        if (
+            cmdline
+            and cmdline[0].endswith(b"systemd-nspawn")
+            and any(a.startswith(b"--machine=unitctl-") for a in cmdline)
         ):
             found.append(f"process {proc.name} {b' '.join(cmdline).decode(errors='replace')[:120]}")
     return found

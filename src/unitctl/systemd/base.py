@@ -1,0 +1,94 @@
+"""The one seam between unitctl and systemd: a protocol and the data it returns.
+
+Real implementations: ``systemctl.py`` (subprocess, always available) and ``dbus.py`` (pystemd).
+``fake.py`` is an in-memory stand-in for fast unit tests of the guard's decisions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from unitctl.errors import UsageError
+
+# systemd's unit name rules (unit-name.c): at most 255 chars, [A-Za-z0-9:_.\-@\\] with one '@' for instances.
+_UNIT_NAME = re.compile(
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|target|timer|path|mount)$"
+)
+
+
+def validate_unit_name(name: str, *, default_suffix: str = ".service") -> str:
+    """Return ``name`` (with ``.service`` appended when it has no suffix) or raise UsageError."""
+    if "." not in name.rsplit("@", 1)[-1]:
+        name = name + default_suffix
+    if len(name) > 255 or not _UNIT_NAME.match(name) or name.startswith("-"):
+        raise UsageError(
+            f"{name!r} is not a valid systemd unit name",
+            hint="use letters, digits and ':_.-@\\', e.g. 'myapp' or 'myapp.service'",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class UnitState:
+    """What systemd says about a unit right now."""
+
+    name: str
+    load_state: str  # loaded, not-found, bad-setting, error, masked
+    active_state: str  # active, reloading, inactive, failed, activating, deactivating
+    sub_state: str  # running, start, auto-restart, dead, failed, exited, ...
+    main_pid: int = 0
+    n_restarts: int = 0
+    result: str = "success"  # success, exit-code, signal, timeout, start-limit-hit, ...
+    exec_main_status: int = 0
+    invocation_id: str = ""
+    need_daemon_reload: bool = False
+    fragment_path: str = ""
+    dropin_paths: tuple[str, ...] = ()
+
+    @property
+    def is_active(self) -> bool:
+        return self.active_state in ("active", "reloading")
+
+    @property
+    def is_failed(self) -> bool:
+        return self.active_state == "failed" or self.sub_state in ("failed", "auto-restart")
+
+
+@dataclass(frozen=True)
+class TransientResult:
+    """How a command run as a transient unit ended."""
+
+    returncode: int
+    output: str  # stdout and stderr, as the journal/pipe delivered them
+
+
+@dataclass(frozen=True)
+class TransientSpec:
+    """The execution environment a transient check runs in: the service's own."""
+
+    argv: Sequence[str]
+    user: str | None = None
+    group: str | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    env_files: Sequence[tuple[str, bool]] = ()  # (path, ignore_if_missing) as EnvironmentFile=-path says
+    timeout: float = 120.0
+
+
+class SystemdBackend(Protocol):
+    """What unitctl needs from systemd. Every method raises SystemdError on failure."""
+
+    name: str
+
+    def daemon_reload(self) -> None: ...
+    def start(self, unit: str) -> None: ...
+    def stop(self, unit: str) -> None: ...
+    def restart(self, unit: str) -> None: ...  # waits for the job to finish
+    def reload(self, unit: str) -> None: ...  # ExecReload= (HUP for Gunicorn); waits for the job
+    def reset_failed(self, unit: str) -> None: ...
+    def state(self, unit: str) -> UnitState: ...
+    def run_transient(self, spec: TransientSpec) -> TransientResult: ...
+    def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]: ...
