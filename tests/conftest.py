@@ -44,7 +44,7 @@ def _units(box: sandbox_mod.Sandbox) -> set[str]:
 
 @pytest.fixture
 def box(sandbox: sandbox_mod.Sandbox) -> Iterator[sandbox_mod.Sandbox]:
-    """The session sandbox; units (and drop-in dirs) a test adds to /etc/systemd/system are removed after it."""
+    """The session sandbox; units and drop-in dirs a test adds to /etc/systemd/system go after it."""
     before = _units(sandbox)
     yield sandbox
     added = sorted(_units(sandbox) - before)

@@ -13,7 +13,7 @@
     │   ├── LockHeldError              another apply of the same unit is running
     │   ├── GitStateError              dirty or shallow tree, unknown revision
     │   └── SandboxError               the systemd sandbox cannot start here
-    ├── SystemdError                3  systemd refused an operation (apply turns one after the switch into a rollback)
+    ├── SystemdError                3  systemd refused an operation (after the switch, apply rolls back)
     ├── RolledBackError             4  the release failed after the switch; rollback verified healthy
     └── RollbackFailedError         5  the rollback failed or could not be verified: a human is needed
 
