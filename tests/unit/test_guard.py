@@ -1,0 +1,334 @@
+"""The guard's decisions, driven by the fake backend, a fake clock and real Probes over httpx.MockTransport."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+
+import httpx
+import pytest
+
+from unitctl import guard
+from unitctl.errors import SystemdError, UsageError
+from unitctl.probe import Probe, ProbeResult
+from unitctl.systemd.fake import FakeSystemd, failed_state, running_state
+
+UNIT = "app.service"
+
+
+class Clock:
+    """A fake monotonic clock; sleep advances it, and each probe costs ``probe_cost`` seconds."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def scripted_probe(
+    answers: Iterable[int | Exception], clock: Clock | None = None, cost: float = 0.01
+) -> tuple[Probe, list[httpx.Request]]:
+    """A real Probe whose transport answers with ``answers`` in turn (the last one repeats)."""
+    items = list(answers)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if clock is not None:
+            clock.now += cost
+        item = items.pop(0) if len(items) > 1 else items[0]
+        if isinstance(item, Exception):
+            raise item
+        headers = {"location": "http://elsewhere.example/login"} if 300 <= item < 400 else {}
+        return httpx.Response(item, text=f"status {item}", headers=headers)
+
+    return Probe("http://127.0.0.1:8000/health/ready", transport=httpx.MockTransport(handler)), seen
+
+
+def setup() -> tuple[FakeSystemd, Clock]:
+    fake = FakeSystemd()
+    fake.add_unit(UNIT)
+    fake.restart(UNIT)
+    clock = Clock()
+    return fake, clock
+
+
+def run(
+    fake: FakeSystemd,
+    clock: Clock,
+    probe: Callable[[], ProbeResult],
+    *,
+    timeout: float = 30,
+    **kw: object,
+) -> guard.GuardOutcome:
+    return guard.watch(
+        fake,
+        UNIT,
+        probe,
+        timeout=timeout,
+        interval=0.5,
+        clock=clock,
+        sleep=clock.sleep,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_503_503_then_three_200_is_ready_after_five_probes() -> None:
+    fake, clock = setup()
+    probe, seen = scripted_probe([503, 503, 200, 200, 200, 503], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.ready and outcome.kind == "ready", outcome
+    assert outcome.probes == 5 and len(seen) == 5
+    assert outcome.last_probe is not None and outcome.last_probe.status_code == 200
+    assert outcome.elapsed == pytest.approx(4 * 0.5 + 5 * 0.01)
+    assert "3 consecutive" in outcome.reason
+
+
+def test_connection_refused_then_ready() -> None:
+    fake, clock = setup()
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    probe, _ = scripted_probe([refused, refused, 200], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.ready and outcome.probes == 5
+
+
+def test_refused_until_timeout_names_the_reason_and_does_not_overrun() -> None:
+    fake, clock = setup()
+    probe, seen = scripted_probe([httpx.ConnectError("[Errno 111] Connection refused")], clock)
+    outcome = run(fake, clock, probe, timeout=5)
+    assert not outcome.ready and outcome.kind == "timeout"
+    assert "connection refused" in outcome.reason and "within 5s" in outcome.reason
+    assert 5 <= outcome.elapsed < 5.1
+    assert len(seen) == outcome.probes >= 10
+
+
+def test_probe_timeouts_count_as_not_ready() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([httpx.ReadTimeout("read timed out")], clock, cost=2.0)
+    outcome = run(fake, clock, probe, timeout=6)
+    assert outcome.kind == "timeout"
+    assert outcome.last_probe is not None and "timed out" in (outcome.last_probe.error or "")
+
+
+def test_redirect_is_not_ready_and_is_not_followed() -> None:
+    fake, clock = setup()
+    probe, seen = scripted_probe([302], clock)
+    outcome = run(fake, clock, probe, timeout=3)
+    assert outcome.kind == "timeout"
+    assert {r.url.host for r in seen} == {"127.0.0.1"}
+    assert "redirect to http://elsewhere.example/login (not followed)" in outcome.reason
+
+
+def test_flapping_never_reaches_three_in_a_row() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200, 200, 503] * 20, clock)
+    outcome = run(fake, clock, probe, timeout=10)
+    assert outcome.kind == "timeout"
+    assert "flapping" in outcome.reason and "best run 2/3" in outcome.reason
+
+
+def test_any_non_2xx_resets_the_streak() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200, 200, 500, 200, 200, 200], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.ready and outcome.probes == 6
+
+
+def test_unit_failed_immediately_is_decided_without_probing() -> None:
+    fake, clock = setup()
+    inv = fake.state(UNIT).invocation_id
+    fake.script_states(UNIT, [failed_state(UNIT, status=3, invocation_id=inv)])
+    probe, seen = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, timeout=60)
+    assert outcome.kind == "unit-failed" and not outcome.ready
+    assert outcome.elapsed == 0 and seen == []
+    assert "ExecMainStatus=3" in outcome.reason and UNIT in outcome.reason
+
+
+def test_failure_after_a_few_probes_is_decided_at_that_tick() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    fake.script_states(UNIT, [ok, ok, dataclasses.replace(failed_state(UNIT), invocation_id=ok.invocation_id)])
+    probe, seen = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe, timeout=60, baseline=ok)
+    assert outcome.kind == "unit-failed"
+    assert len(seen) == 2 and outcome.elapsed < 1.1
+
+
+def test_restart_loop_via_nrestarts() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    fake.script_states(UNIT, [ok, dataclasses.replace(ok, n_restarts=1, main_pid=ok.main_pid + 7)])
+    probe, _ = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.kind == "restart-loop" and "NRestarts 0 -> 1" in outcome.reason
+
+
+def test_restart_loop_via_auto_restart_substate() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    waiting = dataclasses.replace(
+        ok, active_state="activating", sub_state="auto-restart", main_pid=0, result="exit-code", exec_main_status=1
+    )
+    fake.script_states(UNIT, [waiting])
+    probe, seen = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.kind == "restart-loop" and seen == []
+    assert "auto-restart" in outcome.reason
+
+
+def test_restart_loop_via_new_invocation_id() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    fake.script_states(UNIT, [ok, dataclasses.replace(ok, invocation_id="f" * 32)])
+    probe, _ = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.kind == "restart-loop" and "InvocationID changed" in outcome.reason
+
+
+def test_main_exited_inactive() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    gone = dataclasses.replace(ok, active_state="inactive", sub_state="dead", main_pid=0)
+    fake.script_states(UNIT, [gone])
+    probe, _ = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.kind == "main-exited" and "inactive/dead" in outcome.reason
+
+
+def test_main_exited_while_active_without_main_pid() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    fake.script_states(UNIT, [dataclasses.replace(ok, sub_state="exited", main_pid=0)])
+    probe, _ = scripted_probe([200], clock)
+    assert run(fake, clock, probe).kind == "main-exited"
+
+
+def test_main_pid_change_is_a_restart_behind_our_back() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    fake.script_states(UNIT, [dataclasses.replace(ok, main_pid=ok.main_pid + 1)])
+    probe, _ = scripted_probe([200], clock)
+    assert run(fake, clock, probe, baseline=ok).kind == "restart-loop"
+
+
+def test_missing_unit_is_unit_failed() -> None:
+    fake, clock = FakeSystemd(), Clock()
+    probe, _ = scripted_probe([200], clock)
+    outcome = guard.watch(fake, "gone.service", probe, timeout=5, clock=clock, sleep=clock.sleep)
+    assert outcome.kind == "unit-failed" and "not-found" in outcome.reason
+
+
+def test_activating_unit_keeps_being_probed() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    starting = dataclasses.replace(ok, active_state="activating", sub_state="start")
+    fake.script_states(UNIT, [starting, starting, ok])
+    probe, _ = scripted_probe([503, 200], clock)
+    outcome = run(fake, clock, probe)
+    assert outcome.ready and outcome.probes == 4
+
+
+def test_explicit_baseline_catches_a_restart_that_happened_before_watch_started() -> None:
+    fake, clock = setup()
+    before = fake.state(UNIT)
+    fake.script_states(UNIT, [dataclasses.replace(before, n_restarts=2, invocation_id="e" * 32)])
+    probe, _ = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, baseline=before)
+    assert outcome.kind == "restart-loop"
+
+
+def test_on_tick_reports_progress() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([503, 200], clock)
+    ticks: list[tuple[float, float, int | None]] = []
+    run(fake, clock, probe, on_tick=lambda e, t, p: ticks.append((e, t, p.status_code if p else None)))
+    assert [t[2] for t in ticks] == [503, 200, 200, 200]
+    assert all(t[1] == 30 for t in ticks) and ticks == sorted(ticks)
+
+
+def test_successes_needed_one() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, successes_needed=1)
+    assert outcome.ready and outcome.probes == 1 and clock.sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("kw", "text"),
+    [({"timeout": 0}, "positive"), ({"timeout": 5, "interval": -1}, "positive"), ({"successes_needed": 0}, "one")],
+)
+def test_bad_parameters_are_usage_errors(kw: dict[str, float], text: str) -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    args: dict[str, float] = {"timeout": 5, **kw}
+    with pytest.raises(UsageError, match=text):
+        guard.watch(fake, UNIT, probe, clock=clock, sleep=clock.sleep, **args)  # type: ignore[arg-type]
+    assert fake.ops() == ["restart"]
+
+
+def test_systemd_errors_propagate() -> None:
+    fake, clock = setup()
+
+    def broken(unit: str) -> None:
+        raise SystemdError("state of app.service failed: bus gone")
+
+    fake.state = broken  # type: ignore[method-assign,assignment]
+    probe, _ = scripted_probe([200], clock)
+    with pytest.raises(SystemdError, match="bus gone"):
+        run(fake, clock, probe)
+
+
+# -- the pure decision function ---------------------------------------------------------------------
+
+
+def _ok(code: int = 200) -> ProbeResult:
+    return ProbeResult(200 <= code < 300, code, None, 0.01, "")
+
+
+def test_decide_is_pure_and_counts_streaks() -> None:
+    st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
+    p0 = guard.Progress(baseline=guard.Baseline.of(st))
+    p1, v1 = guard.decide(p0, st, _ok(), elapsed=0.0, timeout=10)
+    assert v1 is None and p1.streak == 1 and p0.streak == 0
+    p2, v2 = guard.decide(p1, st, _ok(503), elapsed=0.5, timeout=10)
+    assert v2 is None and p2.streak == 0 and p2.best_streak == 1 and p2.non_ready == 1
+    p3, v3 = guard.decide(p2, st, None, elapsed=10.0, timeout=10)
+    assert v3 is not None and v3.kind == "timeout" and p3.probes == 2
+
+
+def test_decide_ready_wins_on_the_last_tick_before_timeout() -> None:
+    st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
+    progress = guard.Progress(baseline=guard.Baseline.of(st), streak=2)
+    _, verdict = guard.decide(progress, st, _ok(), elapsed=10.0, timeout=10)
+    assert verdict is not None and verdict.ready
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"active_state": "failed", "sub_state": "failed", "main_pid": 0}, "unit-failed"),
+        ({"load_state": "not-found"}, "unit-failed"),
+        ({"sub_state": "auto-restart", "active_state": "activating"}, "restart-loop"),
+        ({"n_restarts": 1}, "restart-loop"),
+        ({"invocation_id": "b" * 32}, "restart-loop"),
+        ({"main_pid": 6}, "restart-loop"),
+        ({"active_state": "inactive", "sub_state": "dead", "main_pid": 0}, "main-exited"),
+        ({"active_state": "deactivating", "sub_state": "stop-sigterm"}, "main-exited"),
+        ({"main_pid": 0}, "main-exited"),
+        ({"active_state": "reloading", "sub_state": "reload"}, None),
+        ({"active_state": "activating", "sub_state": "start"}, None),
+        ({}, None),
+    ],
+)
+def test_unit_verdicts(change: dict[str, object], kind: str | None) -> None:
+    base = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
+    state = dataclasses.replace(base, **change)  # type: ignore[arg-type]
+    verdict = guard.unit_verdict(state, guard.Baseline.of(base))
+    assert (verdict.kind if verdict else None) == kind
