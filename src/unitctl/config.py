@@ -1,0 +1,189 @@
+"""Load ``unitctl.toml`` and merge it under the command-line flags (flags win).
+
+The file lives in the current directory. Top-level keys are shared by every command
+(only ``name`` today); each command reads its own table (``[render]``, ``[rewrite]``,
+``[diff]``, ``[apply]``, ...) with a schema the command passes in. Unknown tables, unknown
+keys and values of the wrong type are usage errors (exit 2) that name the key.
+
+    cfg = load()                                   # None when there is no unitctl.toml
+    values = cfg.section("render", RENDER_SCHEMA)  # {} for a missing table
+    merged = merge(flags, values)                  # a flag left unset takes the file's value
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from unitctl.errors import InputError, UsageError
+
+CONFIG_NAME = "unitctl.toml"
+
+# Every table a unitctl command reads; a table name outside this list is a typo.
+KNOWN_TABLES = ("render", "rewrite", "diff", "verify", "apply", "rollback", "status", "history")
+
+
+class Kind(Enum):
+    """The value types a unitctl.toml key can have."""
+
+    STR = "a string"
+    PATH = "a path string (relative paths are relative to unitctl.toml)"
+    INT = "a positive integer"
+    BOOL = "true or false"
+    WORKERS = 'a positive integer or "auto"'
+    STR_LIST = "a string or a list of strings"
+    STR_MAP = "a table of string values"
+    NUMBER = "a positive number"
+
+
+Schema = Mapping[str, Kind]
+
+# Keys allowed at the top level of unitctl.toml, shared by every command.
+TOP_LEVEL: Schema = {"name": Kind.STR}
+
+RENDER_SCHEMA: Schema = {
+    "name": Kind.STR,
+    "app": Kind.STR,
+    "workers": Kind.WORKERS,
+    "max_workers": Kind.INT,
+    "bind": Kind.STR_LIST,
+    "working_dir": Kind.STR,
+    "venv": Kind.STR,
+    "user": Kind.STR,
+    "group": Kind.STR,
+    "env_file": Kind.STR_LIST,
+    "env": Kind.STR_MAP,
+    "template": Kind.PATH,
+    "socket": Kind.BOOL,
+    "control_socket": Kind.BOOL,
+    "description": Kind.STR,
+}
+
+REWRITE_SCHEMA: Schema = {
+    "workers": Kind.WORKERS,
+    "max_workers": Kind.INT,
+    "no_preload": Kind.BOOL,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A parsed unitctl.toml: its path and raw data, validated per table on demand."""
+
+    path: Path
+    data: Mapping[str, Any]
+
+    def section(self, table: str, schema: Schema) -> dict[str, Any]:
+        """Return the top-level keys in ``schema`` overlaid by ``[table]``, validated."""
+        if table not in KNOWN_TABLES:
+            raise ValueError(f"unknown unitctl.toml table {table!r}")  # a programming error
+        result: dict[str, Any] = {}
+        for key, value in self.data.items():
+            if isinstance(value, dict) and key in KNOWN_TABLES:
+                continue
+            if key in schema:
+                result[key] = self._check(key, value, schema[key], where="top level")
+        raw = self.data.get(table, {})
+        for key, value in raw.items():
+            if key not in schema:
+                raise UsageError(
+                    f"{self.path}: unknown key {key!r} in [{table}]",
+                    hint=f"known keys: {', '.join(sorted(schema))}",
+                )
+            result[key] = self._check(key, value, schema[key], where=f"[{table}]")
+        return result
+
+    def _check(self, key: str, value: Any, kind: Kind, *, where: str) -> Any:
+        bad = UsageError(
+            f"{self.path}: {key} in {where} must be {kind.value}, not {value!r}",
+            hint=f"fix {key} in {self.path.name}",
+        )
+        if kind is Kind.STR or kind is Kind.PATH:
+            if not isinstance(value, str):
+                raise bad
+            if kind is Kind.PATH and value:
+                return str(self.path.parent / Path(value).expanduser())
+            return value
+        if kind is Kind.BOOL:
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if kind is Kind.INT:
+            # bool is an int subclass in Python; `workers = true` is a mistake, not 1.
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad
+            return value
+        if kind is Kind.NUMBER:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise bad
+            return value
+        if kind is Kind.WORKERS:
+            if value == "auto":
+                return value
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad
+            return value
+        if kind is Kind.STR_LIST:
+            if isinstance(value, str):
+                return [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise bad
+            return list(value)
+        if kind is Kind.STR_MAP:
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise bad
+            return dict(value)
+        raise AssertionError(kind)  # pragma: no cover - every Kind is handled above
+
+
+def load(path: Path | None = None, *, cwd: Path | None = None) -> Config | None:
+    """Read ``path`` (default: ./unitctl.toml); return None when the default file does not exist."""
+    explicit = path is not None
+    target = path if path is not None else (cwd or Path.cwd()) / CONFIG_NAME
+    try:
+        raw = target.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise InputError(f"{target}: no such config file", hint="check the path") from None
+        return None
+    except OSError as exc:
+        raise InputError(f"{target}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{target}: not UTF-8 text", hint="save it as UTF-8") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{target}: invalid TOML: {exc}", hint="fix the syntax") from exc
+    _check_shape(target, data)
+    return Config(target, data)
+
+
+def _check_shape(path: Path, data: Mapping[str, Any]) -> None:
+    """Reject unknown tables and unknown top-level keys whatever command runs."""
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in KNOWN_TABLES:
+                raise UsageError(
+                    f"{path}: unknown table [{key}]",
+                    hint=f"known tables: {', '.join(f'[{t}]' for t in KNOWN_TABLES)}",
+                )
+        elif key not in TOP_LEVEL:
+            raise UsageError(
+                f"{path}: unknown top-level key {key!r}",
+                hint="put command settings under their table, e.g. [render]",
+            )
+
+
+def merge(flags: Mapping[str, Any], file_values: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay the flags that were given (not None, not an empty list) on the file's values."""
+    result = dict(file_values)
+    for key, value in flags.items():
+        if value is None or (isinstance(value, list | tuple | dict) and not value):
+            result.setdefault(key, value)
+            continue
+        result[key] = value
+    return result
