@@ -1,0 +1,193 @@
+"""Append-only deploy history: one JSON object per attempt in ``<dir>/history.jsonl``, fsync'd.
+
+Every apply or rollback attempt, whatever its outcome, appends one record. Unit files that were
+deployed are kept content-addressed in ``<dir>/units/<sha256>`` so ``unitctl rollback`` can put back
+the exact bytes of an earlier good deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from unitctl import fsutil
+from unitctl.errors import InputError
+
+DEFAULT_DIR = Path("/var/lib/unitctl")
+HISTORY_NAME = "history.jsonl"
+Outcome = Literal["ok", "nothing-to-do", "refused", "rolled-back", "rollback-failed", "interrupted", "would-change"]
+GOOD_OUTCOMES = ("ok",)
+
+# Names whose values are secrets wherever they appear (Environment=, journal lines, messages).
+SECRET_NAME = re.compile(r"(?i)(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|auth|dsn|cookie)")
+_INLINE_SECRET = re.compile(
+    r"(?i)\b([A-Z0-9_]*(?:password|passwd|secret|token|api[_-]?key|credential)[A-Z0-9_]*\s*[=:]\s*)(\S+)"
+)
+_URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)([^@\s/]+)(@)")
+MASK = "****"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of an attempt and how long it took."""
+
+    name: str
+    seconds: float
+    ok: bool = True
+    detail: str = ""
+
+
+@dataclass
+class Record:
+    """One apply/rollback attempt."""
+
+    time: str  # ISO 8601 UTC, when the attempt started
+    unit: str
+    command: str  # apply, rollback
+    outcome: Outcome
+    exit_code: int
+    from_rev: str | None = None
+    to_rev: str | None = None
+    repo: str | None = None
+    unit_sha256: str | None = None  # the unit file in place after the attempt
+    candidate_sha256: str | None = None  # the unit file the attempt tried to deploy
+    rollback_source: str | None = None  # where the rollback revision came from (history, ORIG_HEAD, ...)
+    ready_url: str | None = None
+    strategy: str | None = None
+    reason: str = ""
+    phases: list[Phase] = field(default_factory=list)
+    journal: list[str] = field(default_factory=list)
+    output: str = ""  # full output of a failed check (pre-import, build)
+    pid: int = field(default_factory=os.getpid)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["phases"] = [Phase(**p) for p in data.get("phases", [])]
+        return cls(**values)
+
+
+def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Mask values of secret-looking variables (and the literal values of secret ``env`` entries) in ``text``."""
+    if env:
+        for key, value in env.items():
+            if value and len(value) >= 4 and SECRET_NAME.search(key):
+                text = text.replace(value, MASK)
+    text = _INLINE_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+
+
+def mask_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Return ``env`` with the values of secret-looking names masked."""
+    return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in env.items()}
+
+
+def _ensure_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the history directory {directory}: {exc.strerror}",
+            hint="run as root or pass --history-dir DIR",
+        ) from exc
+
+
+def append(directory: Path, record: Record) -> None:
+    """Append ``record`` as one JSON line and fsync it."""
+    _ensure_dir(directory)
+    path = directory / HISTORY_NAME
+    created = not path.exists()
+    line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        fsutil.fsync_dir(directory)
+
+
+def read(directory: Path, unit: str | None = None) -> list[Record]:
+    """Return the recorded attempts (of ``unit``), oldest first; skip lines a crash may have cut short."""
+    path = directory / HISTORY_NAME
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    records: list[Record] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            rec = Record.from_json(data)
+        except (ValueError, TypeError):
+            continue
+        if unit is None or rec.unit == unit:
+            records.append(rec)
+    return records
+
+
+def last_good(records: Sequence[Record]) -> Record | None:
+    """Return the latest successful deploy in ``records``, or None."""
+    for rec in reversed(records):
+        if rec.outcome in GOOD_OUTCOMES:
+            return rec
+    return None
+
+
+def previous_good(records: Sequence[Record]) -> Record | None:
+    """Return the latest good deploy that differs (revision or unit) from the current good one."""
+    current = last_good(records)
+    if current is None:
+        return None
+    for rec in reversed(records):
+        if rec.outcome in GOOD_OUTCOMES and (rec.to_rev, rec.unit_sha256) != (current.to_rev, current.unit_sha256):
+            return rec
+    return None
+
+
+def store_unit(directory: Path, data: bytes) -> str:
+    """Keep a copy of deployed unit bytes under ``units/<sha256>``; return the digest."""
+    digest = fsutil.sha256(data)
+    units = directory / "units"
+    _ensure_dir(units)
+    target = units / digest
+    if not target.exists():
+        fsutil.atomic_write(target, data, mode=0o600)
+    return digest
+
+
+def load_unit(directory: Path, digest: str) -> bytes | None:
+    """Return the unit bytes stored under ``digest``, or None if they were not kept."""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        return None
+    try:
+        return (directory / "units" / digest).read_bytes()
+    except OSError:
+        return None
+
+
+def iter_lines(records: Iterable[Record]) -> Iterable[str]:
+    """Yield one human line per record."""
+    for rec in records:
+        rev = f"{_short(rec.from_rev)} -> {_short(rec.to_rev)}"
+        total = sum(p.seconds for p in rec.phases)
+        reason = f"  {rec.reason}" if rec.reason and rec.outcome != "ok" else ""
+        yield f"{rec.time}  {rec.command:<8} {rec.outcome:<15} exit {rec.exit_code}  {rev}  {total:.1f}s{reason}"
+
+
+def _short(rev: str | None) -> str:
+    return rev[:10] if rev else "-"

@@ -1,0 +1,65 @@
+"""History: one fsync'd JSON line per attempt, tolerant reading, last good / previous good, masking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unitctl import history
+from unitctl.history import Phase, Record
+
+
+def rec(outcome: history.Outcome, to_rev: str, sha: str = "u1", unit: str = "app.service") -> Record:
+    return Record(
+        time="2026-01-01T00:00:00Z",
+        unit=unit,
+        command="apply",
+        outcome=outcome,
+        exit_code=0,
+        to_rev=to_rev,
+        unit_sha256=sha,
+        phases=[Phase("guard", 1.5)],
+    )
+
+
+def test_append_and_read_round_trip(tmp_path: Path) -> None:
+    history.append(tmp_path, rec("ok", "a"))
+    history.append(tmp_path, rec("rolled-back", "b"))
+    history.append(tmp_path, rec("ok", "z", unit="other.service"))
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(json.loads(line) for line in lines)
+    got = history.read(tmp_path, "app.service")
+    assert [r.to_rev for r in got] == ["a", "b"]
+    assert got[0].phases == [Phase("guard", 1.5)]
+
+
+def test_read_skips_a_torn_last_line(tmp_path: Path) -> None:
+    history.append(tmp_path, rec("ok", "a"))
+    with (tmp_path / "history.jsonl").open("a") as fh:
+        fh.write('{"time": "2026')
+    assert [r.to_rev for r in history.read(tmp_path)] == ["a"]
+    assert history.read(tmp_path / "missing") == []
+
+
+def test_last_good_and_previous_good() -> None:
+    records = [rec("ok", "a"), rec("ok", "b"), rec("rolled-back", "c"), rec("ok", "b")]
+    assert history.last_good(records) is records[3]
+    prev = history.previous_good(records)
+    assert prev is not None and prev.to_rev == "a"
+    assert history.previous_good([rec("ok", "a")]) is None
+    assert history.last_good([rec("refused", "a")]) is None
+
+
+def test_unit_store_is_content_addressed(tmp_path: Path) -> None:
+    digest = history.store_unit(tmp_path, b"[Unit]\n")
+    assert history.load_unit(tmp_path, digest) == b"[Unit]\n"
+    assert history.load_unit(tmp_path, "../../etc/passwd") is None
+
+
+def test_secrets_are_masked() -> None:
+    env = {"DATABASE_PASSWORD": "hunter22", "APP_MODE": "prod"}
+    text = "connect failed with hunter22; API_TOKEN=abc123 url postgres://u:pw@db/x mode prod"
+    masked = history.mask_secrets(text, env)
+    assert "hunter22" not in masked and "abc123" not in masked and ":pw@" not in masked
+    assert "prod" in masked
+    assert history.mask_env(env) == {"DATABASE_PASSWORD": "****", "APP_MODE": "prod"}

@@ -1,0 +1,49 @@
+"""The per-unit lock refuses a second holder at once, naming the first, and frees on exit or death."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from unitctl import lock
+from unitctl.errors import ExitCode, LockHeldError
+
+
+def test_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
+    with lock.unit_lock(tmp_path, "app.service", command=["unitctl", "apply", "app"]) as me:
+        with pytest.raises(LockHeldError) as info:
+            with lock.unit_lock(tmp_path, "app.service"):
+                pass
+        assert info.value.exit_code == ExitCode.REFUSED
+        assert f"pid {me.pid}" in str(info.value)
+        assert "unitctl apply app" in str(info.value)
+        # Another unit is independent.
+        with lock.unit_lock(tmp_path, "other.service"):
+            pass
+    with lock.unit_lock(tmp_path, "app.service"):
+        pass
+
+
+def test_lock_held_by_another_process_and_released_when_it_dies(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; from unitctl import lock\n"
+        "with lock.unit_lock(Path(sys.argv[1]), 'app.service', command=['holder']):\n"
+        "    print('held', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(LockHeldError, match=rf"pid {proc.pid} since .*\(holder\)"):
+            with lock.unit_lock(tmp_path, "app.service"):
+                pass
+        assert time.monotonic() - start < 1.0  # refused at once, not after waiting
+    finally:
+        proc.kill()
+        proc.wait()
+    with lock.unit_lock(tmp_path, "app.service"):
+        pass
