@@ -1,0 +1,163 @@
+"""Check a candidate unit: ``systemd-analyze verify`` plus unitctl's own Gunicorn checks.
+
+``systemd-analyze verify`` runs an offline test manager (no PID 1 needed) that loads the file
+the way systemd would: unknown directives, bad values, missing dependencies, ExecStart binaries
+that do not exist or are not executable. unitctl's own checks add what only a Gunicorn-aware
+reader sees (see ``_own_checks``). Findings are data; ``verify_unit`` never raises on them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unitctl.errors import InputError, UsageError, VerificationError
+
+_TEMPLATE_LEFTOVER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|@[A-Z][A-Z0-9_]*@")
+# systemd-analyze lines that report a setting it skipped: the unit still loads.
+_IGNORED = re.compile(r"ignoring|Unknown (key|section|lvalue)|is deprecated|Ignoring", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What verification found: errors stop a deploy, warnings are advice."""
+
+    path: Path
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class _Findings:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def verify_unit(path: Path, *, name: str | None = None) -> VerifyReport:
+    """Verify the unit file at ``path`` (loaded as ``name``, default its file name); never raise on findings."""
+    from unitctl.systemd.base import validate_unit_name
+
+    path = Path(path)
+    text = _read(path)
+    try:
+        unit_name = validate_unit_name(name or path.name)
+    except UsageError:
+        if name:
+            raise
+        raise UsageError(
+            f"{path}: the file name {path.name!r} is not a unit name, so systemd cannot tell its type",
+            hint="pass --name, e.g. --name myapp.service",
+        ) from None
+    found = _Findings()
+    _run_analyze(path, unit_name, found)
+    _own_checks(text, found)
+    return VerifyReport(path=path, errors=tuple(found.errors), warnings=tuple(found.warnings))
+
+
+def check(path: Path, *, name: str | None = None) -> VerifyReport:
+    """Verify ``path`` and raise VerificationError naming the first error when there is one."""
+    report = verify_unit(path, name=name)
+    if report.errors:
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        raise VerificationError(f"{path}: {report.errors[0]}{more}", hint="fix the unit and verify again")
+    return report
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", hint="check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a unit file", hint="pass the unit file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text", hint="a unit file must be UTF-8") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+
+
+def _analyze_binary() -> str:
+    found = shutil.which("systemd-analyze")
+    if not found:
+        raise VerificationError(
+            "systemd-analyze is not installed, so the unit cannot be verified",
+            hint="install it (Debian: apt-get install systemd)",
+        )
+    return found
+
+
+def _run_analyze(path: Path, unit_name: str, found: _Findings) -> None:
+    binary = _analyze_binary()
+    with tempfile.TemporaryDirectory(prefix="unitctl-verify-") as tmp:
+        # systemd derives the unit's name and type from the file name, and adds the file's
+        # directory to the unit search path: load a copy named as the unit, with its sibling
+        # units (a .socket the service requires) beside it.
+        target = Path(tmp) / unit_name
+        shutil.copyfile(path, target)
+        base = unit_name.rsplit(".", 1)[0]
+        for sibling in path.resolve().parent.glob(f"{glob_escape(base)}.*"):
+            if sibling.name != unit_name and sibling.is_file() and _is_unit_suffix(sibling.name):
+                shutil.copyfile(sibling, Path(tmp) / sibling.name)
+        try:
+            proc = subprocess.run(
+                [binary, "verify", "--man=no", str(target)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise VerificationError("systemd-analyze verify did not finish in 60s", hint="try again") from exc
+        except OSError as exc:
+            raise VerificationError(
+                f"cannot run {binary}: {exc.strerror}", hint="check the systemd installation"
+            ) from exc
+        lines = [_clean(line, tmp, str(path)) for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if not _IGNORED.search(line)] if proc.returncode != 0 else []
+    found.warnings.extend(line for line in lines if line not in errors)
+    found.errors.extend(errors)
+    if proc.returncode != 0 and not errors:
+        found.errors.append(f"systemd-analyze verify failed (exit {proc.returncode})")
+
+
+def glob_escape(text: str) -> str:
+    """Escape glob metacharacters in a unit base name."""
+    return re.sub(r"([*?\[\]])", r"[\1]", text)
+
+
+def _is_unit_suffix(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("service", "socket", "target", "timer", "path", "mount")
+
+
+def _clean(line: str, tmp: str, original: str) -> str:
+    """Point systemd-analyze's messages at the user's file instead of our temporary copy."""
+    line = re.sub(re.escape(tmp) + r"/[^\s:]+", original, line)
+    return line.strip()
+
+
+def _own_checks(text: str, found: _Findings) -> None:
+    """Add unitctl's own findings; see README ('unitctl verify') for why each matters."""
+    leftover = _TEMPLATE_LEFTOVER.search(text)
+    if leftover:
+        found.errors.append(f"the unit still contains a template placeholder {leftover.group(0)!r}: render it first")
+
+
+def format_report(report: VerifyReport) -> list[str]:
+    """Return the report as plain lines for the terminal."""
+    lines = [f"error: {e}" for e in report.errors] + [f"warning: {w}" for w in report.warnings]
+    if not lines:
+        lines.append(f"{report.path}: ok")
+    return lines
+
+
+__all__: Sequence[str] = ("VerifyReport", "check", "format_report", "verify_unit")

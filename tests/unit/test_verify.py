@@ -1,0 +1,89 @@
+"""verify_unit against the real systemd-analyze (offline test manager, no PID 1 needed) and unitctl's own checks."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from unitctl.errors import ExitCode, InputError, UsageError, VerificationError
+from unitctl.verify import check, verify_unit
+
+pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+
+GUNICORN = Path(sys.prefix) / "bin" / "gunicorn"
+
+
+def unit(tmp_path: Path, text: str, name: str = "app.service") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def good(extra: str = "", exec_args: str = "--workers 3 app:app") -> str:
+    return (
+        "[Unit]\nDescription=app\n\n[Service]\nType=notify\nWorkingDirectory=/srv/app\n"
+        f"ExecStart={GUNICORN} {exec_args}\nExecReload=/bin/kill -s HUP $MAINPID\nKillMode=mixed\n{extra}"
+        "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def test_clean_unit_has_no_findings(tmp_path: Path) -> None:
+    report = verify_unit(unit(tmp_path, good()))
+    assert report.errors == () and report.warnings == ()
+    assert report.ok
+
+
+def test_unknown_key_is_a_warning_naming_the_line(tmp_path: Path) -> None:
+    path = unit(tmp_path, good("Bogus=1\n"))
+    report = verify_unit(path)
+    assert report.errors == ()
+    assert any(f"{path}:" in w and "Unknown key" in w and "Bogus" in w for w in report.warnings), report
+
+
+def test_missing_binary_is_an_error(tmp_path: Path) -> None:
+    path = unit(tmp_path, "[Service]\nExecStart=/nonexistent/gunicorn app:app\n")
+    report = verify_unit(path)
+    assert any("/nonexistent/gunicorn" in e and "not executable" in e for e in report.errors), report
+    with pytest.raises(VerificationError) as err:
+        check(path)
+    assert err.value.exit_code == ExitCode.REFUSED
+
+
+def test_broken_section_header_is_an_error_pointing_at_the_users_file(tmp_path: Path) -> None:
+    path = unit(tmp_path, "[Service\nExecStart=/bin/true\n")
+    report = verify_unit(path)
+    assert report.errors
+    assert all("unitctl-verify-" not in line for line in report.errors + report.warnings)
+    assert any(str(path) in e and "Invalid section header" in e for e in report.errors)
+
+
+def test_uninstalled_file_with_other_name_is_loaded_as_name(tmp_path: Path) -> None:
+    path = unit(tmp_path, good(), name="candidate.txt")
+    with pytest.raises(UsageError, match="--name"):
+        verify_unit(path)
+    assert verify_unit(path, name="app.service").ok
+
+
+def test_required_socket_next_to_the_service_is_found(tmp_path: Path) -> None:
+    service = good().replace("[Unit]\n", "[Unit]\nRequires=web.socket\nAfter=web.socket\n")
+    path = unit(tmp_path, service, name="web.service")
+    assert any("web.socket" in e for e in verify_unit(path).errors)
+    unit(tmp_path, "[Socket]\nListenStream=127.0.0.1:8000\n", name="web.socket")
+    assert verify_unit(path).ok
+
+
+def test_missing_file_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file") as err:
+        verify_unit(tmp_path / "nope.service")
+    assert err.value.exit_code == ExitCode.REFUSED
+
+
+def test_missing_systemd_analyze_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = unit(tmp_path, good())
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(VerificationError, match="systemd-analyze is not installed") as err:
+        verify_unit(path)
+    assert err.value.exit_code == ExitCode.REFUSED
