@@ -11,12 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from unitctl.errors import UsageError
+from unitctl.errors import SystemdError, UsageError
 
 # systemd's unit name rules (unit-name.c): at most 255 chars, [A-Za-z0-9:_.\-@\\] with one '@' for instances.
-_UNIT_NAME = re.compile(
-    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|target|timer|path|mount)$"
-)
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|target|timer|path|mount)$")
 
 
 def validate_unit_name(name: str, *, default_suffix: str = ".service") -> str:
@@ -57,12 +55,86 @@ class UnitState:
         return self.active_state == "failed" or self.sub_state in ("failed", "auto-restart")
 
 
+class JobFailedError(SystemdError):
+    """A start/restart/reload/stop job ended other than 'done'; ``state`` is the unit right after."""
+
+    def __init__(
+        self, message: str, *, unit: str, operation: str, state: UnitState | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.unit = unit
+        self.operation = operation
+        self.state = state
+
+
+def failure_detail(state: UnitState | None) -> str:
+    """Return 'Result=exit-code, ExecMainStatus=3' (or '') for an error message."""
+    if state is None or (state.result in ("", "success") and state.exec_main_status == 0):
+        return ""
+    return f"Result={state.result}, ExecMainStatus={state.exec_main_status}"
+
+
+def escape_exec_argv(argv: Sequence[str]) -> list[str]:
+    """Return ``argv`` with '$' doubled in its arguments: systemd expands $VAR in a transient ExecStart= too."""
+    # argv[0] is also the executable's path, which systemd never expands.
+    return [*argv[:1], *(arg.replace("$", "$$") for arg in argv[1:])]
+
+
 @dataclass(frozen=True)
 class TransientResult:
     """How a command run as a transient unit ended."""
 
-    returncode: int
+    returncode: int  # exit status; 128 + signal number when killed (shell convention)
     output: str  # stdout and stderr, as the journal/pipe delivered them
+    result: str = "success"  # systemd's Result=: success, exit-code, signal, core-dump, timeout
+
+    @property
+    def timed_out(self) -> bool:
+        return self.result == "timeout"
+
+
+# systemd's own exit statuses (exit-status.h) when it cannot set up the process: no command output explains them.
+SYSTEMD_EXIT_STATUS = {
+    200: "CHDIR (WorkingDirectory= is missing or not accessible)",
+    203: "EXEC (the executable cannot be run)",
+    204: "MEMORY",
+    209: "STDOUT",
+    214: "SETSCHEDULER",
+    216: "GROUP (the Group= does not exist)",
+    217: "USER (the User= does not exist)",
+    218: "CAPABILITIES",
+    226: "NAMESPACE",
+    228: "SECCOMP",
+    234: "RUNTIME_DIRECTORY",
+    236: "CHOWN",
+    243: "CREDENTIALS",
+}
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+
+
+def transient_outcome(
+    what: str, *, result: str, exec_main_code: int, exec_main_status: int, output: str
+) -> TransientResult:
+    """Turn a finished transient unit's Result/ExecMainCode/ExecMainStatus into a TransientResult.
+
+    Raise SystemdError when the command never ran (e.g. Result=resources: an EnvironmentFile= is missing).
+    """
+    if exec_main_code == CLD_EXITED:
+        code = exec_main_status
+    elif exec_main_code in (CLD_KILLED, CLD_DUMPED):
+        code = 128 + exec_main_status
+    elif result in ("", "success"):
+        code = 0
+    else:
+        raise SystemdError(
+            f"{what} could not start: Result={result}",
+            hint="check the user, working directory and EnvironmentFile= of the service",
+        )
+    if code in SYSTEMD_EXIT_STATUS and exec_main_code == CLD_EXITED:
+        if output and not output.endswith("\n"):
+            output += "\n"
+        output += f"(systemd could not start the command: status={code}/{SYSTEMD_EXIT_STATUS[code]})\n"
+    return TransientResult(returncode=code, output=output, result=result or "success")
 
 
 @dataclass(frozen=True)
