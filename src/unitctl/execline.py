@@ -1,0 +1,430 @@
+"""systemd's command-line rules for ``ExecStart=`` and friends: split, quote, join.
+
+Mirrors systemd 252 (``src/core/load-fragment.c:config_parse_exec`` over
+``src/basic/extract-word.c:extract_first_word`` with ``EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE``):
+
+- one value may hold several commands separated by a lone unquoted ``;`` (``\\;`` is a literal ``;``);
+- the first word may start with the prefixes ``- @ : + ! !!`` in any order (one of ``+ ! !!``);
+  ``@`` makes the second word argv[0];
+- ``'...'`` and ``"..."`` are equivalent, may appear mid-word (``--bind="0.0.0.0:80"`` is one word)
+  and C escapes (``\\n \\t \\\\ \\" \\' \\xHH \\uHHHH \\UHHHHHHHH \\OOO \\s``...) are processed inside and outside
+  quotes; an unknown escape is kept verbatim with a warning (systemd's relaxed retry);
+- unbalanced quotes reject the command (``ExecSyntaxError``);
+- ``$VAR``/``${VAR}`` are left as written (systemd expands them at run time, see ``variables``);
+- ``%`` specifiers are left as written (systemd resolves them at load time; ``%%`` is a literal ``%``).
+
+Word values are str; bytes produced by ``\\xHH``/octal escapes that are not UTF-8 are kept as
+surrogate escapes (``bytes.decode(errors="surrogateescape")``), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from unitctl.errors import UnitSyntaxError
+
+WHITESPACE = " \t\n\r"
+PREFIX_CHARS = "-@:+!"
+_NAME_MAX = 255
+_PATH_MAX = 4096
+
+_SIMPLE_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "s": " ",
+}
+_HEX = "0123456789abcdefABCDEF"
+_OCT = "01234567"
+
+
+class ExecSyntaxError(UnitSyntaxError):
+    """A command line systemd would reject (unbalanced quotes, empty or invalid executable...)."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """One argument: its value after unquoting and C escapes, and the span of its raw text."""
+
+    value: str  # after unquoting and C-escape processing (% specifiers and $VARs left as written)
+    start: int  # span of the raw word in the source string (for argv[0]: after the prefix characters)
+    end: int
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of an ``Exec*=`` value; ``words[0]`` is the executable path, prefixes stripped."""
+
+    prefixes: str  # as written, e.g. "-", "+", "@-", "!!"
+    words: tuple[Word, ...]
+    start: int  # raw start of the first word, prefixes included
+    end: int  # raw end of the last word (a following ";" is not included)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> str:
+        """Return the executable as systemd stores it (``path=`` in ``systemctl show``)."""
+        return _path_simplify(self.words[0].value)
+
+    @property
+    def argv(self) -> list[str]:
+        """Return the argument vector systemd passes (``argv[]=``; with ``@`` argv[0] is the second word)."""
+        values = [w.value for w in self.words]
+        return values[1:] if self.separate_argv0 else values
+
+    @property
+    def args(self) -> tuple[Word, ...]:
+        """Return the words after argv[0] (the arguments proper)."""
+        return self.words[2:] if self.separate_argv0 else self.words[1:]
+
+    @property
+    def ignore_failure(self) -> bool:
+        return "-" in self.prefixes
+
+    @property
+    def separate_argv0(self) -> bool:
+        return "@" in self.prefixes
+
+    @property
+    def no_env_expand(self) -> bool:
+        return ":" in self.prefixes
+
+    @property
+    def privileges(self) -> str:
+        """Return "+", "!", "!!" or "" (the privilege prefix, at most one)."""
+        n = self.prefixes.count("!")
+        if n:
+            return "!" * n
+        return "+" if "+" in self.prefixes else ""
+
+
+@dataclass(frozen=True)
+class VarRef:
+    """An environment variable reference inside a word value."""
+
+    name: str
+    start: int  # offsets into the word value
+    end: int
+    braced: bool  # ${NAME}: replaced in place, always one word
+    whole_word: bool  # $NAME alone: replaced and split at whitespace (zero or more words)
+
+
+class _Unbalanced(Exception):
+    pass
+
+
+class _BadEscape(Exception):
+    pass
+
+
+def _cunescape_one(s: str, i: int) -> tuple[bytes, int] | None:
+    """Decode the escape whose letter is at s[i]; return (bytes, chars consumed) or None if systemd rejects it."""
+    c = s[i]
+    if c in _SIMPLE_ESCAPES:
+        return _SIMPLE_ESCAPES[c].encode(), 1
+    if c == "x":
+        h = s[i + 1 : i + 3]
+        if len(h) == 2 and all(ch in _HEX for ch in h) and h != "00":
+            return bytes([int(h, 16)]), 3
+        return None
+    if c in "uU":
+        n = 4 if c == "u" else 8
+        h = s[i + 1 : i + 1 + n]
+        if len(h) != n or not all(ch in _HEX for ch in h):
+            return None
+        cp = int(h, 16)
+        if cp == 0 or cp > 0x10FFFF or (c == "U" and 0xD800 <= cp <= 0xDFFF):
+            return None
+        return chr(cp).encode("utf-8", "surrogatepass"), n + 1
+    if c in _OCT:
+        o = s[i : i + 3]
+        if len(o) == 3 and all(ch in _OCT for ch in o):
+            v = int(o, 8)
+            if 0 < v <= 255:
+                return bytes([v]), 3
+        return None
+    return None
+
+
+def _enc(text: str) -> bytes:
+    # Surrogate escapes stand for raw bytes (text decoded with errors="surrogateescape").
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _extract(s: str, pos: int, *, relax: bool) -> tuple[str, int, int, int, bool] | None:
+    """Extract the word at or after pos: (value, raw start, raw end, next pos, had unknown escapes) or None."""
+    n = len(s)
+    while pos < n and s[pos] in WHITESPACE:
+        pos += 1
+    if pos >= n:
+        return None
+    start = pos
+    out = bytearray()
+    quote = ""
+    unknown = False
+    while pos < n:
+        c = s[pos]
+        if c == "\\":
+            if pos + 1 >= n:
+                # Trailing backslash: kept verbatim in relaxed mode unless inside quotes.
+                if relax and not quote:
+                    out += b"\\"
+                    pos += 1
+                    break
+                if quote:
+                    raise _Unbalanced
+                raise _BadEscape
+            dec = _cunescape_one(s, pos + 1)
+            if dec is None:
+                if not relax:
+                    raise _BadEscape
+                unknown = True
+                out += _enc("\\" + s[pos + 1])
+                pos += 2
+            else:
+                out += dec[0]
+                pos += 1 + dec[1]
+            continue
+        if quote:
+            if c == quote:
+                quote = ""
+            else:
+                out += _enc(c)
+            pos += 1
+            continue
+        if c in "'\"":
+            quote = c
+            pos += 1
+            continue
+        if c in WHITESPACE:
+            break
+        out += _enc(c)
+        pos += 1
+    if quote:
+        raise _Unbalanced
+    end = pos
+    while pos < n and s[pos] in WHITESPACE:
+        pos += 1
+    return out.decode("utf-8", "surrogateescape"), start, end, pos, unknown
+
+
+def _extract_and_warn(s: str, pos: int, where: str) -> tuple[str, int, int, int, str | None] | None:
+    try:
+        r = _extract(s, pos, relax=False)
+        return None if r is None else (r[0], r[1], r[2], r[3], None)
+    except _BadEscape:
+        pass
+    except _Unbalanced as exc:
+        raise _error(s, f"unbalanced quoting{where}", "close the quote or escape it as \\' or \\\"") from exc
+    try:
+        r = _extract(s, pos, relax=True)
+    except (_Unbalanced, _BadEscape) as exc:
+        raise _error(s, f"unbalanced quoting{where}", "close the quote or escape it as \\' or \\\"") from exc
+    if r is None:  # pragma: no cover - the strict pass found a word, so the relaxed one does too
+        return None
+    return r[0], r[1], r[2], r[3], f"unknown escape sequence kept verbatim (systemd warns): {r[0]!r}"
+
+
+def _error(value: str, what: str, todo: str) -> ExecSyntaxError:
+    return ExecSyntaxError(f"command line {value!r}: {what}; {todo}")
+
+
+def _string_is_safe(p: str) -> bool:
+    return not any(ord(ch) < 32 or ord(ch) == 127 or ch in "\\\"'" for ch in p)
+
+
+def _filename_is_valid(p: str) -> bool:
+    return p not in ("", ".", "..") and "/" not in p and len(p.encode("utf-8", "surrogateescape")) <= _NAME_MAX
+
+
+def _path_is_valid(p: str) -> bool:
+    if not p or len(p.encode("utf-8", "surrogateescape")) >= _PATH_MAX:
+        return False
+    return all(len(part.encode("utf-8", "surrogateescape")) <= _NAME_MAX for part in p.split("/"))
+
+
+def _path_simplify(p: str) -> str:
+    """Drop duplicate slashes and "." components, like systemd's path_simplify() (".." is kept)."""
+    if not p:
+        return p
+    absolute = p.startswith("/")
+    parts = [x for x in p.split("/") if x not in ("", ".")]
+    out = "/".join(parts)
+    if absolute:
+        return "/" + out
+    return out or "."
+
+
+def split(value: str) -> list[Command]:
+    """Split an ``Exec*=`` value into commands exactly as systemd does; raise ExecSyntaxError where it refuses."""
+    commands: list[Command] = []
+    pos = 0
+    n = len(value)
+    while True:
+        first = _extract_and_warn(value, pos, "")
+        if first is None:
+            return commands
+        word0, tok_start, tok_end, pos, warn0 = first
+        if word0 == ";":
+            continue  # a leading or repeated ";" separates nothing
+        warnings = [warn0] if warn0 else []
+        k = 0
+        flags = {"-": False, "@": False, ":": False}
+        priv = ""
+        while k < len(word0):
+            ch = word0[k]
+            if ch in flags and not flags[ch]:
+                flags[ch] = True
+            elif ch == "+" and not priv:
+                priv = "+"
+            elif ch == "!" and priv in ("", "!"):
+                priv += "!"
+            else:
+                break
+            k += 1
+        prefixes = word0[:k]
+        path = word0[k:]
+        raw_tok = value[tok_start:tok_end]
+        w0_start = tok_start + k if raw_tok[:k] == prefixes else tok_start
+        _check_path(value, prefixes, path)
+        words = [Word(path, w0_start, tok_end)]
+        end = tok_end
+        semicolon = False
+        while pos < n:
+            if value[pos] == ";" and (pos + 1 >= n or value[pos + 1] in WHITESPACE):
+                pos += 1
+                while pos < n and value[pos] in WHITESPACE:
+                    pos += 1
+                semicolon = True
+                break
+            if value.startswith("\\;", pos) and (pos + 2 >= n or value[pos + 2] in WHITESPACE):
+                words.append(Word(";", pos, pos + 2))
+                end = pos + 2
+                pos += 2
+                while pos < n and value[pos] in WHITESPACE:
+                    pos += 1
+                continue
+            nxt = _extract_and_warn(value, pos, "")
+            if nxt is None:
+                break
+            w, ws, we, pos, warn = nxt
+            if warn:
+                warnings.append(warn)
+            words.append(Word(w, ws, we))
+            end = we
+        if flags["@"] and len(words) < 2:
+            raise _error(value, "'@' needs argv[0] as the word after the executable", "add it or drop the '@'")
+        commands.append(Command(prefixes, tuple(words), tok_start, end, tuple(warnings)))
+        if not semicolon:
+            return commands
+
+
+def _check_path(value: str, prefixes: str, path: str) -> None:
+    if not path:
+        raise _error(value, f"empty executable after prefixes {prefixes!r}", "give an absolute path after the prefixes")
+    if path[0] in PREFIX_CHARS:
+        raise _error(
+            value,
+            f"repeated or conflicting prefix {path[0]!r} (use each of - @ : once and only one of + ! !!)",
+            "fix the prefixes",
+        )
+    if path.startswith("$"):
+        raise _error(value, f"the executable {path!r} is a variable, which systemd never expands", "write the path")
+    if not _string_is_safe(path):
+        raise _error(value, f"executable {path!r} contains quotes, backslashes or control characters", "rename it")
+    if path.endswith("/"):
+        raise _error(value, f"executable {path!r} is a directory", "name the program file")
+    if not (_path_is_valid(path) if path.startswith("/") else _filename_is_valid(path)):
+        raise _error(value, f"{path!r} is neither an absolute path nor a plain file name", "use an absolute path")
+
+
+_SAFE_RE = re.compile(r"[^\s'\"\\\x00-\x1f\x7f]+")
+_ESCAPE_OUT = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\b"}
+_ESCAPE_OUT |= {"\f": "\\f", "\v": "\\v"}
+
+
+def quote(arg: str, *, literal_percent: bool = False) -> str:
+    """Return raw text that systemd reads back as exactly ``arg`` (one argument).
+
+    ``%`` is a specifier character in unit files and is left alone, so ``%n`` still means the unit name;
+    with ``literal_percent=True`` every ``%`` is doubled so systemd passes a literal ``%``
+    (``split`` keeps ``%%`` as written, like every specifier). ``$`` is left alone as well.
+    """
+    if literal_percent:
+        arg = arg.replace("%", "%%")
+    if arg and arg != ";" and _SAFE_RE.fullmatch(arg):
+        return arg
+    out = ['"']
+    for ch in arg:
+        if ch in _ESCAPE_OUT:
+            out.append(_ESCAPE_OUT[ch])
+        elif ch == "\x00":
+            raise ExecSyntaxError(f"argument {arg!r} contains a NUL character, which systemd cannot pass; remove it")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\x{ord(ch):02x}")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")  # a surrogate-escaped raw byte
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            raise ExecSyntaxError(f"argument {arg!r} contains a lone surrogate, which is not text; remove it")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def join(argv: Sequence[str], *, prefixes: str = "") -> str:
+    """Return an ``Exec*=`` value whose single command has exactly this argv; refuse what cannot be written."""
+    if not argv:
+        raise ExecSyntaxError("empty command line; give at least the executable")
+    exe = argv[0]
+    raw0 = quote(exe)
+    text = prefixes + raw0 + "".join(" " + quote(a) for a in argv[1:])
+    cmds = split(text)
+    got = [w.value for w in cmds[0].words] if len(cmds) == 1 else None
+    if got != list(argv) or cmds[0].prefixes != prefixes:
+        raise _error(text, f"cannot be written so that systemd runs exactly {list(argv)!r}", "use an absolute path")
+    return text
+
+
+_VAR_RE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def variables(word: str) -> list[VarRef]:
+    """Return the ``$NAME``/``${NAME}`` references systemd would expand at run time in a word value."""
+    refs: list[VarRef] = []
+    for m in _VAR_RE.finditer(word):
+        if m.group(0) == "$$":
+            continue
+        if m.group(1):
+            refs.append(VarRef(m.group(1), m.start(), m.end(), True, False))
+        else:
+            whole = m.start() == 0 and m.end() == len(word)
+            refs.append(VarRef(m.group(2), m.start(), m.end(), False, whole))
+    return refs
+
+
+def command_variables(cmd: Command) -> list[tuple[int, VarRef]]:
+    """Return (word index, reference) for every variable in the command's arguments (none with ':')."""
+    if cmd.no_env_expand:
+        return []
+    return [(i, ref) for i, w in enumerate(cmd.words) if i > 0 for ref in variables(w.value)]
+
+
+_SPEC_RE = re.compile(r"%(.?)", re.DOTALL)
+
+
+def specifiers(text: str) -> list[str]:
+    """Return the ``%x`` specifiers in text (``%%`` is a literal percent and not listed)."""
+    return [m.group(0) for m in _SPEC_RE.finditer(text) if m.group(1) != "%"]
