@@ -21,7 +21,8 @@ def validate_unit_name(name: str, *, default_suffix: str = ".service") -> str:
     """Return ``name`` (with ``.service`` appended when it has no suffix) or raise UsageError."""
     if "." not in name.rsplit("@", 1)[-1]:
         name = name + default_suffix
-    if len(name) > 255 or not _UNIT_NAME.match(name) or name.startswith("-"):
+    # fullmatch: re.match with "$" would accept a trailing newline.
+    if len(name) > 255 or not _UNIT_NAME.fullmatch(name) or name.startswith("-"):
         raise UsageError(
             f"{name!r} is not a valid systemd unit name",
             hint="use letters, digits and ':_.-@\\', e.g. 'myapp' or 'myapp.service'",
