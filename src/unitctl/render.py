@@ -1,0 +1,499 @@
+"""Render a systemd unit (and a matching ``.socket``) for a Gunicorn app from a Jinja2 template.
+
+Pure apart from reading template files: every value is validated here and quoted for the
+directive it lands in (``execline.quote`` for ``ExecStart=``, systemd's word rules for
+``Environment=``, ``%`` doubled everywhere since systemd expands specifiers on load), so a
+template only places ready-made strings. The defaults follow Gunicorn's own systemd guide
+(docs/deploy.rst): ``Type=notify``, ``ExecReload=`` sends HUP, ``KillMode=mixed``,
+``TimeoutStopSec=5``, ``PrivateTmp=true``, a ``RuntimeDirectory=``, and no ``--preload``.
+
+Template context (for ``--template``): ``name`` (unit name without ``.service``),
+``service_unit``, ``socket_unit`` (None without ``--socket``), ``description``, ``app``,
+``workers`` (int), ``exec_start``, ``user``, ``group``, ``working_dir``, ``env_files``,
+``environment`` (quoted ``Environment=`` values), ``runtime_directories``,
+``runtime_directory_preserve`` (bool), ``listen_streams``, ``binds``, ``venv``,
+``unitctl_version``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from unitctl.errors import InputError, UsageError
+
+SERVICE_TEMPLATE = "gunicorn.service.j2"
+SOCKET_TEMPLATE = "gunicorn.socket.j2"
+
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Gunicorn (>= 20.1) evaluates VAR as a name or a call of a name with literal arguments.
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\(.*\))?$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?|[0-9]{1,10})$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Workers = int | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What the user asked for, before validation."""
+
+    name: str
+    app: str
+    workers: Workers = "auto"
+    max_workers: int | None = None
+    binds: Sequence[str] = ()
+    working_dir: str | None = None
+    venv: str | None = None
+    user: str | None = None
+    group: str | None = None
+    env_files: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    socket: bool = False
+    control_socket: bool = True
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The rendered unit text(s) and what the user should know about them."""
+
+    service_name: str
+    service: str
+    socket_name: str | None = None
+    socket: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def auto_workers(cpu_count: int | None, max_workers: int | None = None) -> int:
+    """Return Gunicorn's recommended (2 x CPUs) + 1 workers, capped by ``max_workers``."""
+    n = 2 * max(cpu_count or 1, 1) + 1
+    return min(n, max_workers) if max_workers else n
+
+
+def render(
+    options: RenderOptions,
+    *,
+    cpu_count: int | None,
+    service_template: str,
+    socket_template: str,
+) -> Rendered:
+    """Validate ``options`` and render the service (and socket) unit texts."""
+    import jinja2
+
+    context, warnings = build_context(options, cpu_count=cpu_count)
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # the output is a unit file, not HTML
+    )
+    service = _render_one(env, service_template, context, "service")
+    socket = _render_one(env, socket_template, context, "socket") if options.socket else None
+    return Rendered(
+        service_name=context["service_unit"],
+        service=service,
+        socket_name=context["socket_unit"],
+        socket=socket,
+        warnings=tuple(warnings),
+    )
+
+
+def _render_one(env: Any, source: str, context: Mapping[str, Any], what: str) -> str:
+    import jinja2
+
+    try:
+        text: str = env.from_string(source).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(
+            f"the {what} template has a syntax error at line {exc.lineno}: {exc.message}",
+            hint="fix the template",
+        ) from exc
+    except jinja2.UndefinedError as exc:
+        raise InputError(
+            f"the {what} template uses an unknown variable: {exc.message}",
+            hint="see 'unitctl render --help' for the variables a template gets",
+        ) from exc
+    return text if text.endswith("\n") else text + "\n"
+
+
+def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dict[str, Any], list[str]]:
+    """Validate every option and return the template context plus warnings."""
+    from unitctl import __version__
+
+    warnings: list[str] = []
+    base = validate_name(options.name)
+    app = validate_app(options.app)
+    workers = resolve_workers(options.workers, options.max_workers, cpu_count)
+    binds = [validate_bind(b, socket=options.socket) for b in options.binds] or ["127.0.0.1:8000"]
+    working_dir = validate_path(options.working_dir, "--working-dir") if options.working_dir else None
+    venv = validate_path(options.venv, "--venv") if options.venv else None
+    user = validate_user(options.user, "--user") if options.user else None
+    group = validate_user(options.group, "--group") if options.group else None
+    env_files = [_env_file(p) for p in options.env_files]
+    env = {validate_env_name(k): validate_env_value(k, v) for k, v in options.env.items()}
+
+    runtime_dirs = [base]
+    preserve = False
+    listen_streams: list[str] = []
+    for bind in binds:
+        if bind.startswith("unix:"):
+            parent = PurePosixPath(bind[len("unix:") :]).parent
+            rel = _under_run(parent)
+            if options.socket:
+                # The .socket unit creates the socket; the service's RuntimeDirectory= would delete it on stop.
+                if rel is not None and (rel == base or rel.startswith(base + "/")):
+                    preserve = True
+                listen_streams.append(bind[len("unix:") :])
+                continue
+            if rel is None:
+                if parent == PurePosixPath("/run"):
+                    warnings.append(
+                        f"{bind}: only root may create sockets directly in /run; "
+                        f"use unix:/run/{base}/{base}.sock (unitctl adds it to RuntimeDirectory=)"
+                    )
+            elif rel not in runtime_dirs:
+                # systemd creates nested RuntimeDirectory= paths too; Gunicorn creates no directories.
+                runtime_dirs.append(rel)
+        elif options.socket:
+            listen_streams.append(bind)
+
+    if options.control_socket and "XDG_RUNTIME_DIR" not in env:
+        # Gunicorn >= 25.1 puts its control socket in $XDG_RUNTIME_DIR, else $HOME/.gunicorn: two
+        # services of one user would fight over ~/.gunicorn/gunicorn.ctl, and a read-only or missing
+        # home fails. Older Gunicorn ignores the variable, so this works for every version.
+        env = {"XDG_RUNTIME_DIR": f"/run/{base}", **env}
+
+    gunicorn = f"{venv}/bin/gunicorn" if venv else "gunicorn"
+    argv = [gunicorn, "--workers", str(workers)]
+    if not options.socket:
+        # With socket activation Gunicorn takes the listening fds from LISTEN_FDS; no --bind then.
+        for bind in binds:
+            argv += ["--bind", bind]
+    if not options.control_socket:
+        argv.append("--no-control-socket")
+    argv.append(app)
+
+    if not user:
+        warnings.append("no --user: the service runs as root; create a system user and pass --user")
+    if not working_dir:
+        warnings.append(
+            f"no --working-dir: Gunicorn imports {app.split(':')[0]!r} from / unless it is installed in the environment"
+        )
+    description = options.description or f"Gunicorn serving {app} ({base})"
+    _check_line(description, "--description")
+    context: dict[str, Any] = {
+        "name": base,
+        "service_unit": f"{base}.service",
+        "socket_unit": f"{base}.socket" if options.socket else None,
+        "description": escape_specifiers(description),
+        "app": app,
+        "workers": workers,
+        "exec_start": exec_line(argv),
+        "user": user,
+        "group": group,
+        "working_dir": escape_specifiers(working_dir) if working_dir else None,
+        "env_files": [escape_specifiers(p) for p in env_files],
+        "environment": [quote_env(k, v) for k, v in env.items()],
+        "runtime_directories": " ".join(runtime_dirs),
+        "runtime_directory_preserve": preserve,
+        "listen_streams": [escape_specifiers(s) for s in listen_streams],
+        "binds": binds,
+        "venv": venv,
+        "unitctl_version": __version__,
+    }
+    return context, warnings
+
+
+def exec_line(argv: Sequence[str]) -> str:
+    """Quote ``argv`` for ``ExecStart=`` so that systemd runs exactly these words."""
+    from unitctl.execline import join
+
+    if "$" in argv[0]:
+        # systemd never expands variables in the executable path, and "$$" there would stay "$$".
+        raise UsageError(f"the executable path {argv[0]!r} contains '$'", hint="use a path without '$'")
+    # On load systemd resolves %-specifiers in every word and, at start, $VAR / $$ in the arguments:
+    # doubling both makes every value literal.
+    words = [argv[0].replace("%", "%%")] + [a.replace("%", "%%").replace("$", "$$") for a in argv[1:]]
+    return join(words)
+
+
+def validate_name(name: str) -> str:
+    """Return the unit's base name (without ``.service``) or raise UsageError."""
+    from unitctl.systemd.base import validate_unit_name
+
+    full = validate_unit_name(name)
+    if not full.endswith(".service"):
+        raise UsageError(f"--name {name!r} must name a .service unit", hint="e.g. --name myapp")
+    base = full[: -len(".service")]
+    if "@" in base:
+        raise UsageError(
+            f"--name {name!r} is a template/instance name; render makes plain units",
+            hint="use a name without '@'",
+        )
+    return base
+
+
+def validate_app(app: str) -> str:
+    """Return ``app`` if it is Gunicorn's MODULE:VARIABLE form, else raise UsageError."""
+    module, sep, variable = app.partition(":")
+    if not sep or not _MODULE.match(module) or not _VARIABLE.match(variable):
+        raise UsageError(
+            f"--app {app!r} is not MODULE:VARIABLE",
+            hint="e.g. --app myproject.wsgi:application or --app app:create_app()",
+        )
+    return app
+
+
+def resolve_workers(workers: Workers, max_workers: int | None, cpu_count: int | None) -> int:
+    """Turn ``auto`` into (2 x CPUs) + 1 capped by ``max_workers``; check an explicit count."""
+    if max_workers is not None and max_workers < 1:
+        raise UsageError(f"--max-workers must be a positive integer, not {max_workers}")
+    if workers == "auto":
+        return auto_workers(cpu_count, max_workers)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"--workers must be a positive integer or 'auto', not {workers!r}")
+    if max_workers is not None and workers > max_workers:
+        raise UsageError(f"--workers {workers} exceeds --max-workers {max_workers}", hint="lower one of them")
+    return workers
+
+
+def parse_workers(value: str) -> Workers:
+    """Parse a ``--workers`` flag value: a positive integer or ``auto``."""
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise UsageError(
+            f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4"
+        ) from None
+    if n < 1:
+        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}")
+    return n
+
+
+def validate_bind(bind: str, *, socket: bool = False) -> str:
+    """Return ``bind`` if it is host:port, [v6]:port, unix:/abs/path or fd://N, else raise UsageError."""
+    hint = "use HOST:PORT, [IPv6]:PORT, unix:/absolute/path or fd://N"
+    if bind.startswith("unix:"):
+        path = bind[len("unix:") :]
+        _check_abs(path, f"--bind {bind!r}")
+        return bind
+    if bind.startswith("fd://"):
+        if socket:
+            raise UsageError(
+                f"--bind {bind!r} cannot be combined with --socket",
+                hint="with --socket give the addresses the .socket unit should listen on",
+            )
+        if not bind[len("fd://") :].isdigit():
+            raise UsageError(f"--bind {bind!r}: fd://N needs a file descriptor number", hint=hint)
+        return bind
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"--bind {bind!r} needs a port between 1 and 65535", hint=hint)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise UsageError(f"--bind {bind!r}: {host} is not an IPv6 address", hint=hint) from None
+        return bind
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            raise UsageError(f"--bind {bind!r}: {host!r} is not a host name or address", hint=hint) from None
+        if socket:
+            # systemd does not resolve names in ListenStream=.
+            raise UsageError(
+                f"--bind {bind!r}: a .socket unit needs an IP address, not the name {host!r}",
+                hint="e.g. --bind 127.0.0.1:8000",
+            ) from None
+    return bind
+
+
+def _under_run(path: PurePosixPath) -> str | None:
+    """Return ``path`` relative to /run when it lies strictly below it (a RuntimeDirectory= name)."""
+    try:
+        rel = path.relative_to("/run")
+    except ValueError:
+        return None
+    return None if str(rel) == "." else str(rel)
+
+
+def _check_line(value: str, flag: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise UsageError(f"{flag} {value!r} contains a control character", hint="remove it")
+
+
+def _check_abs(path: str, what: str) -> None:
+    _check_line(path, what)
+    if not path.startswith("/"):
+        raise UsageError(f"{what} must be an absolute path, not {path!r}", hint="start it with /")
+    if path != path.strip() or os.path.normpath(path) != path.rstrip("/") or path.startswith("//"):
+        raise UsageError(
+            f"{what} must be a normalized absolute path (no '..', '.', '//' or surrounding spaces)",
+            hint=f"e.g. {os.path.normpath(path.strip())}",
+        )
+
+
+def validate_path(path: str, flag: str) -> str:
+    """Return ``path`` without a trailing slash if it is absolute and normalized, else raise UsageError."""
+    _check_abs(path, f"{flag} {path!r}" if path.startswith("/") else flag)
+    return path.rstrip("/") or "/"
+
+
+def _env_file(path: str) -> str:
+    # systemd's own syntax: a leading '-' means "ignore if missing".
+    optional = path.startswith("-")
+    clean = validate_path(path[1:] if optional else path, "--env-file")
+    return f"-{clean}" if optional else clean
+
+
+def validate_user(value: str, flag: str) -> str:
+    """Return a user or group name systemd accepts, else raise UsageError."""
+    if not _USER.match(value):
+        raise UsageError(
+            f"{flag} {value!r} is not a valid user or group name",
+            hint="use letters, digits, '_', '-' or '.', starting with a letter or '_'",
+        )
+    return value
+
+
+def validate_env_name(name: str) -> str:
+    """Return ``name`` if it is a valid environment variable name, else raise UsageError."""
+    if not _ENV_NAME.match(name):
+        raise UsageError(f"--env {name!r} is not a valid variable name", hint="use letters, digits and '_' (KEY=VALUE)")
+    return name
+
+
+def validate_env_value(name: str, value: str) -> str:
+    """Return ``value`` unless systemd would reject it (control characters other than tab)."""
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise UsageError(
+            f"--env {name}: the value contains a control character",
+            hint="put multi-line values in an --env-file",
+        )
+    return value
+
+
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    """Parse repeated ``KEY=VALUE`` flags (last one wins for a key)."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--env {pair!r} is not KEY=VALUE", hint="e.g. --env DJANGO_SETTINGS_MODULE=prod")
+        result[validate_env_name(key)] = validate_env_value(key, value)
+    return result
+
+
+def escape_specifiers(value: str) -> str:
+    """Double every ``%`` so systemd's specifier expansion gives back ``value``."""
+    return value.replace("%", "%%")
+
+
+def quote_env(key: str, value: str) -> str:
+    """Return one ``Environment=`` word that systemd reads back as ``KEY=value``."""
+    # config_parse_environ: extract_first_word(UNQUOTE|CUNESCAPE), then specifier expansion.
+    out = ['"']
+    for ch in f"{key}={value}":
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def load_template(name: str) -> str:
+    """Return a built-in template's text: the installed package data first, then the checkout."""
+    from importlib import resources
+
+    try:
+        ref = resources.files("unitctl").joinpath("templates", name)
+        if ref.is_file():
+            return ref.read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, NotADirectoryError):
+        pass
+    # Editable install / checkout: templates/ sits at the repository root, next to src/.
+    repo = Path(__file__).resolve().parents[2] / "templates" / name
+    try:
+        return repo.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(
+            f"built-in template {name} not found in the package or at {repo}",
+            hint="reinstall unitctl",
+        ) from exc
+
+
+def read_user_template(path: Path) -> str:
+    """Return the text of a user's ``--template`` file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such template file", hint="check the --template path") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: the template is not UTF-8 text", hint="save it as UTF-8") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the template: {exc.strerror}", hint="check its permissions") from exc
+
+
+def render_from_flags(
+    *,
+    flags: Mapping[str, Any],
+    env_flags: Sequence[str],
+    cpu_count: int | None,
+    cwd: Path | None = None,
+) -> Rendered:
+    """Merge ``flags`` over ``unitctl.toml``'s [render] table, load the templates and render."""
+    from unitctl import config
+
+    cfg = config.load(cwd=cwd)
+    file_values = cfg.section("render", config.RENDER_SCHEMA) if cfg else {}
+    values = config.merge(flags, file_values)
+    # --env merges per variable: the file's variables stay unless a flag sets the same name.
+    env = {validate_env_name(k): validate_env_value(k, v) for k, v in (values.get("env") or {}).items()}
+    env.update(parse_env(env_flags))
+    missing = [flag for key, flag in (("name", "--name"), ("app", "--app")) if not values.get(key)]
+    if missing:
+        raise UsageError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required",
+            hint="pass the flag or set it in the [render] table of unitctl.toml",
+        )
+    workers = values.get("workers")
+    options = RenderOptions(
+        name=values["name"],
+        app=values["app"],
+        workers=parse_workers(workers) if isinstance(workers, str) else (workers or "auto"),
+        max_workers=values.get("max_workers"),
+        binds=tuple(values.get("bind") or ()),
+        working_dir=values.get("working_dir"),
+        venv=values.get("venv"),
+        user=values.get("user"),
+        group=values.get("group"),
+        env_files=tuple(values.get("env_file") or ()),
+        env=env,
+        socket=bool(values.get("socket")),
+        control_socket=values.get("control_socket") is not False,
+        description=values.get("description"),
+    )
+    template = values.get("template")
+    service_template = read_user_template(Path(template)) if template else load_template(SERVICE_TEMPLATE)
+    return render(
+        options,
+        cpu_count=cpu_count,
+        service_template=service_template,
+        socket_template=load_template(SOCKET_TEMPLATE),
+    )

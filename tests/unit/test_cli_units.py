@@ -1,0 +1,210 @@
+"""CLI contract of render, rewrite, diff and verify: exit codes and one-line errors (typer's CliRunner)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from unitctl.cli import app
+
+runner = CliRunner()
+GUNICORN = Path(sys.prefix) / "bin" / "gunicorn"
+needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+
+
+def one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("unitctl: error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+# --- render ---------------------------------------------------------------------------------------
+
+
+def test_render_prints_the_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app,
+        ["render", "--name", "shop", "--app", "shop.wsgi:application", "--workers", "4", "--user", "shop",
+         "--working-dir", "/srv/shop", "--venv", "/srv/shop/venv", "--bind", "unix:/run/shop/shop.sock"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# shop.service: rendered by unitctl")
+    assert (
+        "\nExecStart=/srv/shop/venv/bin/gunicorn --workers 4 --bind unix:/run/shop/shop.sock "
+        "shop.wsgi:application\n" in result.stdout
+    )
+    assert result.stderr == ""
+
+
+def test_render_workers_auto_uses_this_hosts_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    result = runner.invoke(app, ["render", "--name", "a", "--app", "a:app", "--user", "a", "--working-dir", "/srv"])
+    assert result.exit_code == 0, result.output
+    assert "--workers 7 " in result.stdout
+    result = runner.invoke(
+        app, ["render", "--name", "a", "--app", "a:app", "--user", "a", "--working-dir", "/srv", "--max-workers", "5"]
+    )
+    assert "--workers 5 " in result.stdout
+
+
+def test_render_warns_on_stderr_not_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["render", "--name", "a", "--app", "a:app", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "unitctl: warning: no --user" in result.stderr
+    assert "warning" not in result.stdout
+
+
+def test_render_output_file_and_socket_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "shop.service"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    result = runner.invoke(
+        app,
+        ["render", "--name", "shop", "--app", "shop:app", "--workers", "2", "--user", "shop", "--working-dir",
+         "/srv/shop", "--socket", "--bind", "127.0.0.1:8000", "-o", str(target)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert f"wrote {target}" in result.stderr and f"wrote {tmp_path / 'shop.socket'}" in result.stderr
+    assert "Requires=shop.socket" in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+    assert "ListenStream=127.0.0.1:8000" in (tmp_path / "shop.socket").read_text()
+    assert not [p for p in tmp_path.iterdir() if "unitctl-tmp" in p.name]
+
+
+def test_render_socket_to_stdout_labels_the_second_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["render", "--name", "w", "--app", "w:app", "--workers", "1", "--socket"])
+    assert result.exit_code == 0, result.output
+    service, sep, socket = result.stdout.partition("\n# ==> w.socket <==\n")
+    assert sep and "[Service]" in service and socket.startswith("# w.socket: rendered by unitctl")
+
+
+def test_render_reads_unitctl_toml_and_flags_win(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unitctl.toml").write_text(
+        'name = "shop"\n[render]\napp = "shop.wsgi:application"\nworkers = 3\nuser = "shop"\n'
+        'working_dir = "/srv/shop"\nenv = {A = "from-file", B = "kept"}\n'
+    )
+    result = runner.invoke(app, ["render", "--workers", "6", "--env", "A=from-flag"])
+    assert result.exit_code == 0, result.output
+    assert "shop.wsgi:application" in result.stdout and "--workers 6 " in result.stdout
+    assert 'Environment="A=from-flag"' in result.stdout and 'Environment="B=kept"' in result.stdout
+    assert "from-file" not in result.stdout
+
+
+def test_render_unknown_toml_key_is_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unitctl.toml").write_text('[render]\napp = "a:b"\nworker = 3\n')
+    result = runner.invoke(app, ["render", "--name", "a"])
+    assert result.exit_code == 2, result.output
+    assert "unknown key 'worker' in [render]" in one_error_line(result.output)
+    assert result.stdout == ""
+
+
+def test_render_user_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.j2").write_text("[Service]\nExecStart={{ exec_start }}\n")
+    result = runner.invoke(app, ["render", "--name", "a", "--app", "a:app", "--workers", "2", "--template", "t.j2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "[Service]\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 a:app\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--app", "a:app"], 2, "--name is required"),
+        (["--name", "a"], 2, "--app is required"),
+        (["--name", "a", "--app", "a"], 2, "is not MODULE:VARIABLE"),
+        (["--name", "a", "--app", "a:b", "--workers", "lots"], 2, "--workers must be a positive integer"),
+        (["--name", "a", "--app", "a:b", "--bind", "nowhere"], 2, "needs a port"),
+        (["--name", "a", "--app", "a:b", "--venv", "venv"], 2, "absolute path"),
+        (["--name", "a", "--app", "a:b", "--env", "NOVALUE"], 2, "is not KEY=VALUE"),
+        (["--name", "a", "--app", "a:b", "--template", "/nonexistent.j2"], 3, "no such template file"),
+        (["--name", "a", "--app", "a:b", "-o", "/nonexistent/dir/a.service"], 3, "no such directory"),
+    ],
+)
+def test_render_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["render", *args])
+    assert result.exit_code == code, result.output
+    assert message in one_error_line(result.output)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_unknown_flag_is_exit_2() -> None:
+    result = runner.invoke(app, ["render", "--preload"])
+    assert result.exit_code == 2, result.output
+    assert "No such option" in result.output
+
+
+def test_render_max_workers_must_be_a_number() -> None:
+    result = runner.invoke(app, ["render", "--max-workers", "x"])
+    assert result.exit_code == 2, result.output
+
+
+# --- verify ---------------------------------------------------------------------------------------
+
+
+def write_unit(tmp_path: Path, body: str, name: str = "app.service") -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+@needs_analyze
+def test_verify_clean_unit(tmp_path: Path) -> None:
+    path = write_unit(
+        tmp_path,
+        f"[Service]\nType=notify\nWorkingDirectory=/srv\nExecStart={GUNICORN} app:app\n"
+        "ExecReload=/bin/kill -s HUP $MAINPID\nKillMode=mixed\n",
+    )
+    result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{path}: ok\n"
+
+
+@needs_analyze
+def test_verify_warnings_exit_0(tmp_path: Path) -> None:
+    path = write_unit(tmp_path, f"[Service]\nWorkingDirectory=/srv\nExecStart={GUNICORN} app:app\nBogus=1\n")
+    result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stdout and "Bogus" in result.stdout
+    assert result.stdout.rstrip().endswith("warnings)") or result.stdout.rstrip().endswith("warning)")
+
+
+@needs_analyze
+def test_verify_errors_exit_3(tmp_path: Path) -> None:
+    path = write_unit(tmp_path, "[Service]\nExecStart=/nonexistent/gunicorn app:app\n")
+    result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 3, result.output
+    assert "error: app.service: Command /nonexistent/gunicorn is not executable" in result.stdout
+    assert "1 error found" in one_error_line(result.output)
+
+
+def test_verify_missing_file_exit_3() -> None:
+    result = runner.invoke(app, ["verify", "/nonexistent/app.service"])
+    assert result.exit_code == 3, result.output
+    assert one_error_line(result.output) == "unitctl: error: /nonexistent/app.service: no such file; check the path"
+
+
+def test_verify_file_name_without_unit_suffix_asks_for_name(tmp_path: Path) -> None:
+    path = write_unit(tmp_path, "[Service]\nExecStart=/bin/true\n", name="candidate.txt")
+    result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "pass --name" in one_error_line(result.output)
+
+
+def test_verify_needs_a_file() -> None:
+    result = runner.invoke(app, ["verify"])
+    assert result.exit_code == 2, result.output

@@ -1,0 +1,179 @@
+"""Rendering: golden cases (tests/golden_render/<case>/options.json → expected.service[/.socket]) and validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unitctl import render as r
+from unitctl.errors import ExitCode, InputError, UsageError
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden_render"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "options.json").is_file())
+
+
+def options(**kw: Any) -> r.RenderOptions:
+    base: dict[str, Any] = {"name": "app", "app": "app:app", "workers": 2, "working_dir": "/srv/app", "user": "app"}
+    base.update(kw)
+    return r.RenderOptions(**base)
+
+
+def render(opts: r.RenderOptions, cpu_count: int | None = 2) -> r.Rendered:
+    return r.render(
+        opts,
+        cpu_count=cpu_count,
+        service_template=r.load_template(r.SERVICE_TEMPLATE),
+        socket_template=r.load_template(r.SOCKET_TEMPLATE),
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    raw = json.loads((GOLDEN / case / "options.json").read_text())
+    cpu_count = raw.pop("cpu_count", 2)
+    result = render(r.RenderOptions(**raw), cpu_count=cpu_count)
+    assert result.service == (GOLDEN / case / "expected.service").read_text()
+    socket_file = GOLDEN / case / "expected.socket"
+    if socket_file.exists():
+        assert result.socket == socket_file.read_text()
+    else:
+        assert result.socket is None
+
+
+def test_there_are_golden_cases() -> None:
+    assert len(CASES) >= 5
+
+
+@pytest.mark.parametrize(
+    ("cpus", "cap", "expected"), [(1, None, 3), (2, None, 5), (4, 6, 6), (8, None, 17), (None, None, 3)]
+)
+def test_auto_workers(cpus: int | None, cap: int | None, expected: int) -> None:
+    assert r.auto_workers(cpus, cap) == expected
+
+
+def test_auto_workers_follow_this_hosts_cpus_in_execstart() -> None:
+    assert "--workers 9 " in render(options(workers="auto"), cpu_count=4).service
+    assert "--workers 4 " in render(options(workers="auto", max_workers=4), cpu_count=4).service
+
+
+def test_no_preload_ever_and_notify_defaults() -> None:
+    text = render(options()).service
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert "--preload" not in exec_start
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecReload=/bin/kill -s HUP $MAINPID",
+        "KillMode=mixed",
+        "TimeoutStopSec=5",
+        "PrivateTmp=true",
+        "RuntimeDirectory=app",
+    ):
+        assert f"\n{line}\n" in text
+
+
+def test_socket_mode_has_no_bind_and_requires_the_socket() -> None:
+    result = render(options(socket=True, binds=("127.0.0.1:9000", "[::1]:9001")))
+    assert "--bind" not in result.service
+    assert "\nRequires=app.socket\n" in result.service and "After=network.target app.socket\n" in result.service
+    assert result.socket is not None and result.socket_name == "app.socket"
+    assert "\nListenStream=127.0.0.1:9000\nListenStream=[::1]:9001\n" in result.socket
+
+
+def test_warnings_for_root_and_missing_working_dir() -> None:
+    result = render(r.RenderOptions(name="x", app="x:app", workers=1))
+    assert any("runs as root" in w for w in result.warnings)
+    assert any("--working-dir" in w for w in result.warnings)
+    assert render(options()).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"app": "app"}, "is not MODULE:VARIABLE"),
+        ({"app": "my-app:app"}, "is not MODULE:VARIABLE"),
+        ({"app": "app:1x"}, "is not MODULE:VARIABLE"),
+        ({"app": "app:app; rm -rf /"}, "is not MODULE:VARIABLE"),
+        ({"workers": 0}, "positive integer"),
+        ({"workers": 9, "max_workers": 4}, "exceeds --max-workers 4"),
+        ({"binds": ("8000",)}, "needs a port"),
+        ({"binds": ("localhost:99999",)}, "needs a port"),
+        ({"binds": ("[::zz]:80",)}, "not an IPv6 address"),
+        ({"binds": ("bad_host!:80",)}, "not a host name"),
+        ({"binds": ("unix:relative.sock",)}, "absolute path"),
+        ({"binds": ("fd://x",)}, "file descriptor number"),
+        ({"binds": ("fd://3",), "socket": True}, "cannot be combined with --socket"),
+        ({"binds": ("localhost:8000",), "socket": True}, "needs an IP address"),
+        ({"working_dir": "srv/app"}, "absolute path"),
+        ({"working_dir": "/srv/../etc"}, "normalized"),
+        ({"venv": "/srv/venv\n"}, "control character"),
+        ({"env_files": ("env",)}, "absolute path"),
+        ({"user": "root user"}, "not a valid user"),
+        ({"group": "-g"}, "not a valid user"),
+        ({"env": {"1BAD": "x"}}, "not a valid variable name"),
+        ({"env": {"OK": "line\nbreak"}}, "control character"),
+        ({"name": "two words"}, "not a valid systemd unit name"),
+        ({"name": "app.socket"}, "must name a .service unit"),
+        ({"name": "app@.service"}, "template/instance"),
+    ],
+)
+def test_bad_values_are_usage_errors(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message) as err:
+        render(options(**kw))
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:8000", "[::]:80", "unix:/run/a/a.sock", "fd://3", "example.com:443"])
+def test_good_binds(bind: str) -> None:
+    assert r.validate_bind(bind) == bind
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("plain", '"K=plain"'),
+        ("a b", '"K=a b"'),
+        ('say "hi"', '"K=say \\"hi\\""'),
+        ("100%", '"K=100%%"'),
+        ("C:\\dir", '"K=C:\\\\dir"'),
+        ("$HOME", '"K=$HOME"'),
+        ("a\tb", '"K=a\\tb"'),
+    ],
+)
+def test_environment_quoting(value: str, expected: str) -> None:
+    assert r.quote_env("K", value) == expected
+
+
+def test_parse_env_and_workers_flags() -> None:
+    assert r.parse_env(["A=1", "B=x=y", "A=2"]) == {"A": "2", "B": "x=y"}
+    with pytest.raises(UsageError, match="is not KEY=VALUE"):
+        r.parse_env(["NOEQUALS"])
+    assert r.parse_workers("auto") == "auto" and r.parse_workers("4") == 4
+    for bad in ("0", "-1", "four", "2.5"):
+        with pytest.raises(UsageError, match="--workers"):
+            r.parse_workers(bad)
+
+
+def test_user_template_gets_the_context(tmp_path: Path) -> None:
+    tpl = tmp_path / "mine.j2"
+    tpl.write_text("[Service]\nExecStart={{ exec_start }}\nUser={{ user }}\n# {{ workers }} workers for {{ app }}\n")
+    text = r.render(options(), cpu_count=2, service_template=r.read_user_template(tpl), socket_template="").service
+    assert text.startswith("[Service]\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 app:app\nUser=app\n")
+    assert text.endswith("# 2 workers for app:app\n")
+
+
+def test_user_template_errors_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown variable"):
+        r.render(options(), cpu_count=2, service_template="{{ nope }}", socket_template="")
+    with pytest.raises(InputError, match="syntax error at line 2"):
+        r.render(options(), cpu_count=2, service_template="ok\n{% if %}", socket_template="")
+    with pytest.raises(InputError, match="no such template"):
+        r.read_user_template(tmp_path / "missing.j2")
+
+
+def test_builtin_templates_are_found() -> None:
+    assert "ExecStart={{ exec_start }}" in r.load_template(r.SERVICE_TEMPLATE)
+    assert "ListenStream=" in r.load_template(r.SOCKET_TEMPLATE)
