@@ -164,9 +164,82 @@ def rewrite() -> None:
 
 
 @app.command()
-def diff() -> None:
-    """Show the difference between the installed unit and the desired one (exit 1 if they differ)."""
-    _not_yet("diff")
+def diff(
+    name: Annotated[str, typer.Argument(help="The installed unit, e.g. myapp or myapp.service.")],
+    unit_file: Annotated[
+        str | None, typer.Option("--unit-file", help="Desired state: this unit file replaces the installed one.")
+    ] = None,
+    render_: Annotated[
+        bool,
+        typer.Option("--render", help="Desired state: the unit 'unitctl render' makes from the options below."),
+    ] = False,
+    workers: Annotated[
+        str | None,
+        typer.Option("--workers", help="Desired workers (N or auto); without --render: rewrite the installed unit."),
+    ] = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    no_preload: Annotated[
+        bool, typer.Option("--no-preload", help="Desired state: the installed unit without --preload.")
+    ] = False,
+    app_: Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")] = None,
+    bind: Annotated[list[str] | None, typer.Option("--bind", help="With --render: listen address; repeatable.")] = None,
+    working_dir: Annotated[str | None, typer.Option("--working-dir", help="With --render.")] = None,
+    venv: Annotated[str | None, typer.Option("--venv", help="With --render.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="With --render.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="With --render.")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="With --render; repeatable.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="With --render: KEY=VALUE; repeatable.")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="With --render: your own template.")] = None,
+    root: Annotated[
+        str, typer.Option("--root", help="Read the installed unit from the load path under this directory.")
+    ] = "/",
+) -> None:
+    """Show the difference between the installed unit and the desired one (exit 1 if they differ).
+
+    The installed side is the unit with its drop-ins, as systemd sees it; secret Environment= values
+    are masked as *** on both sides. Colour only on a terminal, never with NO_COLOR.
+    """
+    import os
+
+    from unitctl import diff as diff_mod
+    from unitctl.errors import UsageError
+    from unitctl.output import colour_enabled
+
+    try:
+        render_only = [app_, bind, working_dir, venv, user, group, env_file, env, template]
+        if not render_ and any(v for v in render_only):
+            raise UsageError("--app, --bind, --user ... describe a rendered unit", hint="add --render")
+        rendered = None
+        spec = None
+        if render_:
+            from unitctl.render import render_from_flags
+
+            if no_preload:
+                raise UsageError("--no-preload is for a rewrite; a rendered unit never preloads", hint="drop it")
+            flags = {
+                "name": name, "app": app_, "workers": workers, "max_workers": max_workers, "bind": bind,
+                "working_dir": working_dir, "venv": venv, "user": user, "group": group, "env_file": env_file,
+                "template": template,
+            }  # fmt: skip
+            result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
+            rendered = result.service
+        elif workers is not None or max_workers is not None or no_preload:
+            from unitctl.render import parse_workers
+
+            spec = diff_mod.RewriteSpec(
+                workers=parse_workers(workers) if workers is not None else None,
+                max_workers=max_workers,
+                no_preload=no_preload,
+                cpu_count=os.cpu_count(),
+            )
+        outcome = diff_mod.diff_installed(name=name, root=root, unit_file=unit_file, rendered=rendered, rewrite=spec)
+    except UnitctlError as err:
+        fail(err)
+    colour = colour_enabled(sys.stdout)
+    for line in diff_mod.colourize(outcome.lines, colour):
+        typer.echo(line, nl=False)
+    typer.echo(outcome.summary)
+    raise typer.Exit(int(ExitCode.CHANGES_PENDING if outcome.differs else ExitCode.OK))
 
 
 @app.command()
@@ -203,27 +276,149 @@ def verify(
 
 
 @app.command()
-def apply() -> None:
-    """Install a unit and restart its service; with --guarded, roll back unless it becomes ready."""
-    _not_yet("apply")
+def apply(
+    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp (→ myapp.service).")] = None,
+    unit_file: Annotated[
+        str | None, typer.Option("--unit-file", help="The unit to install [default: keep the installed unit].")
+    ] = None,
+    guarded: Annotated[
+        bool | None,
+        typer.Option(
+            "--guarded/--no-guarded",
+            help="Pre-import check, readiness guard and automatic rollback [default: off: write, reload, restart].",
+        ),
+    ] = None,
+    repo: Annotated[str | None, typer.Option("--repo", help="The app's git checkout (HEAD is deployed)")] = None,
+    rev: Annotated[str | None, typer.Option("--rev", help="Check out this revision (detached) [default: HEAD]")] = None,
+    ready_url: Annotated[
+        str | None, typer.Option("--ready-url", help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH.")
+    ] = None,
+    ready_timeout: Annotated[
+        float | None, typer.Option("--ready-timeout", help="Seconds to wait for readiness [default: 60].")
+    ] = None,
+    ready_interval: Annotated[
+        float | None, typer.Option("--ready-interval", help="Seconds between probes [default: 0.5].")
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option("--strategy", help="auto | restart | reload (auto: HUP if only code changed) [default: restart]"),
+    ] = None,
+    pre_import: Annotated[
+        str | None,
+        typer.Option("--pre-import", help="Check MODULE:VAR imports [default: gunicorn --check-config]."),
+    ] = None,
+    no_pre_import: Annotated[
+        bool | None, typer.Option("--no-pre-import", help="Skip the import check before the switch.")
+    ] = None,
+    build_cmd: Annotated[
+        str | None, typer.Option("--build-cmd", help="Run in --repo after each checkout (argv split, no shell).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Capture and check, print the plan, change nothing (exit 1: changes).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
+    history_dir: Annotated[
+        str | None, typer.Option("--history-dir", help="Where history and locks live [default: /var/lib/unitctl].")
+    ] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl [default: auto].")] = None,
+) -> None:
+    """Install a unit and restart its service; with --guarded, roll back unless it becomes ready.
+
+    Exit 0 deployed (or nothing to do), 1 dry run with changes, 3 refused (nothing changed), 4 failed and
+    rolled back to a ready previous release, 5 the rollback failed too. Options also come from [apply]
+    of ./unitctl.toml; flags win.
+    """
+    from unitctl.apply import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
+
+    flags = {
+        "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
+        "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": strategy,
+        "pre_import": pre_import, "no_pre_import": no_pre_import, "build_cmd": build_cmd,
+        "history_dir": history_dir, "backend": backend,
+    }  # fmt: skip
+    try:
+        s = settings("apply", APPLY_SCHEMA, flags)
+        request = request_from_settings(s, command="apply", dry_run=dry_run)
+        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
+    except UnitctlError as err:
+        fail(err)
+    raise typer.Exit(code)
 
 
 @app.command()
-def rollback() -> None:
-    """Switch a service back to its previous good deploy, guarded."""
-    _not_yet("rollback")
+def rollback(
+    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
+    repo: Annotated[str | None, typer.Option("--repo", help="The checkout [default: the one recorded].")] = None,
+    ready_url: Annotated[str | None, typer.Option("--ready-url", help="Readiness URL [default: recorded].")] = None,
+    ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="Seconds [default: 60].")] = None,
+    ready_interval: Annotated[float | None, typer.Option("--ready-interval", help="Seconds [default: 0.5].")] = None,
+    build_cmd: Annotated[str | None, typer.Option("--build-cmd", help="Run in the checkout after it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
+    history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl.")] = None,
+) -> None:
+    """Switch a service back to its previous good deploy, guarded.
+
+    The previous good deploy (revision and exact unit bytes) comes from the history; the switch is an
+    apply with the same checks, guard and rollback. Exit codes as for apply.
+    """
+    from unitctl.apply import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
+
+    flags = {
+        "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
+        "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir, "backend": backend,
+    }  # fmt: skip
+    try:
+        s = settings("rollback", ROLLBACK_SCHEMA, flags)
+        request = request_from_settings(s, command="rollback")
+        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
+    except UnitctlError as err:
+        fail(err)
+    raise typer.Exit(code)
 
 
 @app.command()
-def status() -> None:
-    """Show a unit's state, deployed revision, last outcome and readiness."""
-    _not_yet("status")
+def status(
+    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
+    ready_url: Annotated[
+        str | None, typer.Option("--ready-url", help="Probe this URL once [default: the last recorded one].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl.")] = None,
+) -> None:
+    """Show a unit's state, deployed revision, last outcome and readiness.
+
+    Exit 0 when the unit is active (and ready, when a readiness URL is known), 3 otherwise.
+    """
+    from pathlib import Path
+
+    from unitctl.apply import STATUS_SCHEMA, cli_status, settings
+
+    flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
+    try:
+        s = settings("status", STATUS_SCHEMA, flags)
+        code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
+    except UnitctlError as err:
+        fail(err)
+    raise typer.Exit(code)
 
 
 @app.command()
-def history() -> None:
-    """List the recorded deploys of a unit."""
-    _not_yet("history")
+def history(
+    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the records.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="Show the last N attempts (0: all).")] = 20,
+    history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
+) -> None:
+    """List the recorded deploys of a unit (oldest first)."""
+    from unitctl.apply import STATUS_SCHEMA, cli_history, settings
+
+    try:
+        s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
+        cli_history(s, as_json=as_json, limit=limit)
+    except UnitctlError as err:
+        fail(err)
 
 
 def main() -> None:

@@ -1,0 +1,484 @@
+"""The deploy transaction against FakeSystemd, real Probes over httpx.MockTransport and a real git repo.
+
+Each test checks the three things a deploy promises: what systemd was told, what is on disk (unit
+bytes, working tree) and what the history says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from unitctl import apply, fsutil, history
+from unitctl.apply import ApplyRequest, Edges, Reporter
+from unitctl.errors import (
+    ExitCode,
+    GitStateError,
+    LockHeldError,
+    PreImportError,
+    RollbackFailedError,
+    RolledBackError,
+    UsageError,
+    VerificationError,
+)
+from unitctl.lock import unit_lock
+from unitctl.probe import Probe, ProbeResult
+from unitctl.systemd.base import TransientResult, TransientSpec, UnitState
+from unitctl.systemd.fake import FakeSystemd, failed_state, running_state
+
+UNIT = "app.service"
+URL = "http://127.0.0.1:8000/health/ready"
+GUNICORN = "/work/main/.venv/bin/gunicorn"
+
+
+def unit_text(bind: str = "127.0.0.1:8000", extra: str = "") -> bytes:
+    return (
+        "[Unit]\nDescription=test app\n\n[Service]\nType=notify\nUser=www-data\nGroup=www-data\n"
+        'WorkingDirectory=/srv/app\nEnvironment=APP_DB=/srv/db.sqlite "DB_PASSWORD=hunter22"\n'
+        f"EnvironmentFile=-/etc/app.env\nExecStart={GUNICORN} -w 2 -b {bind} app:app{extra}\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    ).encode()
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e"}  # fmt: skip
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def commit(repo: Path, text: str, message: str) -> str:
+    (repo / "app.py").write_text(text)
+    git(repo, "add", "app.py")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+@dataclass
+class Report:
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class World:
+    tmp: Path
+    repo: Path
+    units: Path
+    hist: Path
+    fake: FakeSystemd
+    clock: Clock
+    revs: dict[str, str]
+    answers: list[int] = field(default_factory=lambda: [200])
+    verify_errors: tuple[str, ...] = ()
+    sleep_hook: Callable[[int], None] | None = None
+    stderr: io.StringIO = field(default_factory=io.StringIO)
+    sleeps: int = 0
+
+    @property
+    def unit_path(self) -> Path:
+        return self.units / UNIT
+
+    def probe_factory(self, url: str) -> Callable[[], ProbeResult]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            code = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            return httpx.Response(code, text=f"status {code}")
+
+        return Probe(url, transport=httpx.MockTransport(handler)).check
+
+    def verifier(self, path: Path, *, name: str | None = None) -> Report:
+        assert path.read_bytes()  # verification sees the candidate's bytes
+        return Report(errors=self.verify_errors)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.clock.sleep(seconds)
+        if self.sleep_hook is not None:
+            self.sleep_hook(self.sleeps)
+
+    def edges(self) -> Edges:
+        return Edges(
+            backend=self.fake,
+            probe_factory=self.probe_factory,
+            verifier=self.verifier,
+            reporter=Reporter(self.stderr),
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+
+    def request(self, **kw: Any) -> ApplyRequest:
+        base: dict[str, Any] = {
+            "unit": UNIT,
+            "guarded": True,
+            "repo": self.repo,
+            "ready_url": URL,
+            "ready_timeout": 10.0,
+            "ready_interval": 0.5,
+            "history_dir": self.hist,
+            "unit_dir": self.units,
+        }
+        base.update(kw)
+        return ApplyRequest(**base)
+
+    def run(self, **kw: Any) -> apply.ApplyResult:
+        return apply.run(self.request(**kw), self.edges())
+
+    def records(self) -> list[history.Record]:
+        return history.read(self.hist, UNIT)
+
+    def head(self) -> str:
+        return git(self.repo, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    revs = {"v1": commit(repo, "V = 1\n", "v1"), "v2": commit(repo, "V = 2\n", "v2")}
+    units = tmp_path / "units"
+    units.mkdir()
+    fake = FakeSystemd()
+    return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(), revs)
+
+
+def installed(world: World, data: bytes | None = None) -> bytes:
+    """Install a running unit at v1 with a recorded good deploy, then move HEAD to v2 (the 'pull')."""
+    data = data or unit_text()
+    world.unit_path.write_bytes(data)
+    world.unit_path.chmod(0o640)
+    world.fake.add_unit(UNIT)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    history.append(
+        world.hist,
+        history.Record(
+            time="t0",
+            unit=UNIT,
+            command="apply",
+            outcome="ok",
+            exit_code=0,
+            to_rev=world.revs["v1"],
+            repo=str(world.repo),
+            unit_sha256=history.store_unit(world.hist, data),
+            ready_url=URL,
+        ),  # fmt: skip
+    )
+    git(world.repo, "checkout", "-q", world.revs["v2"])
+    return data
+
+
+def test_first_deploy_installs_restarts_guards_and_records(world: World) -> None:
+    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.answers = [503, 503, 200]
+    result = world.run(unit_file=_write(world, unit_text()))
+    assert result.exit_code == 0 and result.record.outcome == "ok"
+    assert world.unit_path.read_bytes() == unit_text()
+    assert world.fake.ops(UNIT).count("restart") == 1
+    assert "daemon_reload" in world.fake.ops()
+    rec = world.records()[-1]
+    assert (rec.outcome, rec.to_rev, rec.from_rev, rec.rollback_source) == (
+        "ok", world.revs["v2"], world.revs["v1"], "HEAD@{1}")  # fmt: skip
+    assert [p.name for p in rec.phases] == ["capture", "verify", "pre-import", "switch", "guard"]
+    assert all(p.ok for p in rec.phases)
+    assert history.load_unit(world.hist, rec.unit_sha256 or "") == unit_text()
+    assert "HEAD@{1}" in world.stderr.getvalue()  # says which fallback gave the rollback revision
+
+
+def test_pre_import_runs_in_the_services_environment(world: World) -> None:
+    installed(world)
+    seen: list[TransientSpec] = []
+
+    def record(spec: TransientSpec) -> TransientResult:
+        seen.append(spec)
+        return TransientResult(0, "")
+
+    world.fake.script_transient(record)
+    world.run()
+    (spec,) = seen
+    assert list(spec.argv) == [GUNICORN, "-w", "2", "-b", "127.0.0.1:8000", "app:app", "--check-config"]
+    assert (spec.user, spec.group, spec.cwd) == ("www-data", "www-data", "/srv/app")
+    assert spec.env == {"APP_DB": "/srv/db.sqlite", "DB_PASSWORD": "hunter22"}
+    assert list(spec.env_files) == [("/etc/app.env", True)]
+
+
+def test_pre_import_module_var_uses_the_services_python(world: World) -> None:
+    installed(world)
+    seen: list[TransientSpec] = []
+    world.fake.script_transient(lambda spec: seen.append(spec) or TransientResult(0, ""))  # type: ignore[func-returns-value]
+    world.run(pre_import="app:app")
+    argv = list(seen[0].argv)
+    assert Path(argv[0]).name.startswith("python") and argv[1] == "-c"
+    assert "import_module('app')" in argv[2] and "'app')" in argv[2]
+
+
+def test_second_release_with_unchanged_unit_restarts_without_writing(world: World) -> None:
+    data = installed(world)
+    before = world.unit_path.stat().st_ino
+    result = world.run()
+    assert result.exit_code == 0
+    assert world.unit_path.stat().st_ino == before and world.unit_path.read_bytes() == data
+    assert "daemon_reload" not in world.fake.ops()
+    rec = world.records()[-1]
+    assert (rec.from_rev, rec.to_rev, rec.rollback_source) == (world.revs["v1"], world.revs["v2"], "history")
+    assert [r.outcome for r in world.records()] == ["ok", "ok"]
+
+
+def test_nothing_to_do_exits_0_without_touching_the_service(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    result = world.run()
+    assert result.exit_code == 0 and result.record.outcome == "nothing-to-do"
+    assert "restart" not in world.fake.ops() and "run_transient" not in world.fake.ops()
+
+
+def test_import_failure_refuses_never_restarts_and_puts_the_tree_back(world: World) -> None:
+    data = installed(world)
+    pid = world.fake.units[UNIT].main_pid
+    traceback = (
+        'Traceback (most recent call last):\n  File "app.py", line 1\n'
+        "ImportError: cannot import name 'BaseSettings' from 'pydantic'\n"
+    )
+    world.fake.script_transient(TransientResult(1, traceback))
+    with pytest.raises(PreImportError, match="cannot import name 'BaseSettings'") as info:
+        world.run()
+    assert info.value.exit_code == ExitCode.REFUSED
+    assert "restart" not in world.fake.ops() and "reload" not in world.fake.ops()
+    assert world.fake.units[UNIT].main_pid == pid
+    assert world.head() == world.revs["v1"]  # a later restart of the old process loads the good code
+    assert world.unit_path.read_bytes() == data
+    rec = world.records()[-1]
+    assert rec.outcome == "refused" and rec.exit_code == 3 and "BaseSettings" in rec.output
+
+
+def test_never_ready_release_is_rolled_back_and_verified(world: World) -> None:
+    data = installed(world)
+    world.answers = [503] * 30 + [200]  # the new release never answers ready within 10 s at 0.5 s per probe
+    with pytest.raises(RolledBackError, match="not ready within 10s.*rolled back to the previous release") as info:
+        world.run(unit_file=_write(world, unit_text(extra=" --timeout 30")))
+    assert info.value.exit_code == ExitCode.ROLLED_BACK
+    assert world.head() == world.revs["v1"]
+    assert world.unit_path.read_bytes() == data and oct(world.unit_path.stat().st_mode & 0o777) == "0o640"
+    assert world.fake.ops(UNIT).count("restart") == 2
+    rec = world.records()[-1]
+    assert rec.outcome == "rolled-back" and rec.exit_code == 4
+    assert rec.unit_sha256 == fsutil.sha256(data)
+    names = [p.name for p in rec.phases]
+    assert names[-3:] == ["guard", "rollback", "rollback-guard"]
+    assert not rec.phases[names.index("guard")].ok
+
+
+def test_restart_failure_of_a_bad_unit_restores_its_bytes(world: World) -> None:
+    data = installed(world)
+    world.fake.fail_next("restart", UNIT, "Job for app.service failed because the control process exited")
+    world.fake.add_journal(UNIT, ["[ERROR] Connection in use: ('127.0.0.1', 1)", "DB_PASSWORD=hunter22"])
+    with pytest.raises(RolledBackError, match="the switch failed"):
+        world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:1")))
+    assert world.unit_path.read_bytes() == data
+    ops = world.fake.ops()
+    assert ops.count("daemon_reload") == 2 and "reset_failed" in ops
+    rec = world.records()[-1]
+    assert rec.outcome == "rolled-back"
+    assert any("Connection in use" in line for line in rec.journal)
+    raw = (world.hist / "history.jsonl").read_text()
+    assert "hunter22" not in raw  # secrets from Environment= are masked in everything recorded
+
+
+def test_both_broken_needs_a_human(world: World) -> None:
+    installed(world)
+    crashed = failed_state(UNIT, status=3)
+    world.fake.on_restart(UNIT, [crashed])
+    world.fake.fail_next("restart", UNIT, "first restart fails")
+    world.fake.on_restart(UNIT, [crashed])
+    with pytest.raises(RollbackFailedError) as info:
+        world.run()
+    msg = str(info.value)
+    assert info.value.exit_code == ExitCode.NEEDS_HUMAN
+    assert "ROLLBACK FAILED" in msg and "journalctl -u app.service" in msg and world.revs["v1"][:12] in msg
+    assert world.records()[-1].outcome == "rollback-failed"
+
+
+def test_first_deploy_failure_removes_the_unit(world: World) -> None:
+    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.on_restart(UNIT, [failed_state(UNIT)])
+    with pytest.raises(RolledBackError, match="first deploy was undone"):
+        world.run(unit_file=_write(world, unit_text()))
+    assert not world.unit_path.exists()
+    assert "stop" in world.fake.ops(UNIT)
+
+
+def test_dirty_tree_is_refused_with_nothing_changed(world: World) -> None:
+    data = installed(world)
+    (world.repo / "app.py").write_text("V = 'local edit'\n")
+    with pytest.raises(GitStateError, match="modified tracked files"):
+        world.run(unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
+    assert world.unit_path.read_bytes() == data
+    assert set(world.fake.ops()) <= {"state"}
+    assert (world.repo / "app.py").read_text() == "V = 'local edit'\n"
+
+
+def test_verification_errors_refuse(world: World) -> None:
+    data = installed(world)
+    world.verify_errors = ("ExecStart= binary /nope does not exist",)
+    with pytest.raises(VerificationError, match="/nope"):
+        world.run(unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
+    assert world.unit_path.read_bytes() == data and world.head() == world.revs["v2"]
+    assert set(world.fake.ops()) <= {"state"}
+
+
+def test_a_second_apply_is_refused_while_the_lock_is_held(world: World) -> None:
+    installed(world)
+    with unit_lock(world.hist / "locks", UNIT, command=["unitctl", "apply", "app"]):
+        with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} since"):
+            world.run()
+    assert "restart" not in world.fake.ops()
+
+
+def test_dry_run_changes_nothing_and_exits_1(world: World) -> None:
+    data = installed(world)
+    result = world.run(dry_run=True, unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
+    assert result.exit_code == ExitCode.CHANGES_PENDING and result.record.outcome == "would-change"
+    assert world.unit_path.read_bytes() == data
+    assert set(world.fake.ops()) <= {"state", "run_transient"}
+    assert [r.outcome for r in world.records()] == ["ok"]  # a dry run is not an attempt
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    assert world.run(dry_run=True).exit_code == 0
+
+
+def test_dry_run_with_rev_does_not_check_out(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    result = world.run(dry_run=True, rev=world.revs["v2"])
+    assert result.exit_code == 1 and world.head() == world.revs["v1"]
+    assert "pre-import skipped in a dry run" in world.stderr.getvalue()
+
+
+def test_rev_is_checked_out_detached_and_recorded(world: World) -> None:
+    installed(world)
+    v3 = commit(world.repo, "V = 3\n", "v3")
+    git(world.repo, "checkout", "-q", world.revs["v2"])
+    result = world.run(rev=v3)
+    assert result.exit_code == 0 and world.head() == v3
+    assert git(world.repo, "rev-parse", "--abbrev-ref", "HEAD").strip() == "HEAD"
+
+
+def test_auto_strategy_reloads_when_only_code_changed(world: World) -> None:
+    installed(world)
+    world.run(strategy="auto")
+    assert "reload" in world.fake.ops(UNIT) and "restart" not in world.fake.ops(UNIT)
+
+
+def test_auto_strategy_restarts_with_preload(world: World) -> None:
+    installed(world, unit_text(extra=" --preload"))
+    world.run(strategy="auto")
+    assert "restart" in world.fake.ops(UNIT) and "reload" not in world.fake.ops(UNIT)
+
+
+def test_ctrl_c_during_the_guard_rolls_back(world: World) -> None:
+    installed(world)
+    world.answers = [503]
+
+    def interrupt(n: int) -> None:
+        if n == 2:
+            world.answers = [200]  # the previous release answers
+            raise KeyboardInterrupt
+
+    world.sleep_hook = interrupt
+    with pytest.raises(RolledBackError, match="interrupted by SIGINT"):
+        world.run()
+    assert world.head() == world.revs["v1"]
+    assert world.records()[-1].outcome == "interrupted"
+
+
+def test_sigterm_during_the_guard_rolls_back_and_a_second_one_waits(world: World) -> None:
+    installed(world)
+    world.answers = [503, 503, 503, 503, 200]
+    sent: list[int] = []
+
+    def terminate(n: int) -> None:
+        # First SIGTERM during the guard; a second one lands during the rollback guard and must not cut it short.
+        if n in (2, 5):
+            sent.append(n)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    world.sleep_hook = terminate
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RolledBackError, match="interrupted by SIGTERM"):
+        world.run()
+    assert sent == [2, 5]
+    assert signal.getsignal(signal.SIGTERM) == previous
+    rec = world.records()[-1]
+    assert rec.outcome == "interrupted" and rec.exit_code == 4
+    assert [p.name for p in rec.phases][-2:] == ["rollback", "rollback-guard"]
+    assert rec.phases[-1].ok
+    assert world.head() == world.revs["v1"]
+    assert "SIGTERM received during the rollback" in world.stderr.getvalue()
+
+
+def test_unguarded_apply_writes_reloads_and_restarts_only(world: World) -> None:
+    installed(world)
+    result = world.run(guarded=False, ready_url=None, unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
+    assert result.exit_code == 0
+    assert "run_transient" not in world.fake.ops()
+    assert world.unit_path.read_bytes() == unit_text(bind="0.0.0.0:9")
+
+
+def test_usage_errors(world: World) -> None:
+    with pytest.raises(UsageError, match="needs a readiness URL"):
+        world.run(ready_url=None)
+    with pytest.raises(UsageError, match="MODULE:VAR"):
+        world.run(pre_import="app")
+    with pytest.raises(UsageError, match="is not an http"):
+        world.run(ready_url="ftp://x")
+    assert world.fake.calls == []
+
+
+def test_rollback_command_targets_the_previous_good_deploy(world: World) -> None:
+    data_v1 = installed(world)
+    world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    req = apply.rollback_request(world.request())
+    assert req.rev == world.revs["v1"] and req.unit_bytes == data_v1 and req.command == "rollback"
+    result = apply.run(req, world.edges())
+    assert result.exit_code == 0 and world.head() == world.revs["v1"]
+    assert world.unit_path.read_bytes() == data_v1
+    assert world.records()[-1].command == "rollback"
+
+
+def test_status_reports_the_deployed_revision_and_probes(world: World) -> None:
+    installed(world)
+    st = apply.status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None,
+                      probe_factory=world.probe_factory)  # fmt: skip
+    assert st.deployed_rev == world.revs["v1"] and st.ready_url == URL and st.probe is not None and st.probe.ok
+    data = json.loads(apply.dumps(st.to_json()))
+    assert data["ready"] is True and data["state"]["active_state"] == "active"
+
+
+def _write(world: World, data: bytes) -> Path:
+    path = world.tmp / "candidate" / UNIT
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _unused(_: UnitState | None) -> None:  # keep imports honest for type checkers
+    running_state(UNIT)
