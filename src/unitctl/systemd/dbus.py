@@ -66,16 +66,20 @@ class DbusBackend:
         self._error_type: type[BaseException] = DBusBaseError
         self.job_timeout = job_timeout
         self._removed: dict[bytes, bytes] = {}
+        self._awaited: set[bytes] = set()
         try:
             self._bus = DBus()
             self._bus.open()
             self._call(MANAGER_PATH, MANAGER_IFACE, b"Subscribe", b"", [])
-            removed = self._removed
+            removed, awaited = self._removed, self._awaited
 
             def on_job_removed(msg: Any, error: Any = None, userdata: Any = None) -> None:
                 msg.process_reply(False)
                 _job_id, job_path, _unit, result = msg.body
-                removed[job_path] = result
+                # The reply naming our job is read before queued signals are dispatched, so
+                # every job we wait for is in `awaited` by the time its JobRemoved is handled.
+                if job_path in awaited:
+                    removed[job_path] = result
 
             # pystemd keeps only a borrowed pointer to the callback: hold a reference for the bus's life.
             self._callback = on_job_removed
@@ -99,7 +103,9 @@ class DbusBackend:
         return self._bus.call_method(DEST, path, iface, method, packed).body
 
     def _pump(self, timeout_usec: int) -> None:
-        # Dispatch everything queued (signals arrive interleaved with replies), then block briefly.
+        # Our match rule routes only JobRemoved signals to this connection, so little queues up.
+        # process() returns an empty message both when idle and after dispatching to our callback;
+        # sd_bus_wait returns at once while messages are still queued, so the caller's loop drains them.
         while not self._bus.process().is_empty():
             pass
         self._bus.wait(timeout_usec)
@@ -132,13 +138,17 @@ class DbusBackend:
 
     def _wait_job(self, job: bytes, what: str) -> bytes:
         deadline = time.monotonic() + self.job_timeout
-        while job not in self._removed:
-            if time.monotonic() >= deadline:
-                raise SystemdError(
-                    f"{what} did not finish within {self.job_timeout:g}s", hint="check 'systemctl list-jobs'"
-                )
-            self._pump(200_000)
-        return self._removed.pop(job)
+        self._awaited.add(job)
+        try:
+            while job not in self._removed:
+                if time.monotonic() >= deadline:
+                    raise SystemdError(
+                        f"{what} did not finish within {self.job_timeout:g}s", hint="check 'systemctl list-jobs'"
+                    )
+                self._pump(200_000)
+            return self._removed.pop(job)
+        finally:
+            self._awaited.discard(job)
 
     def _job_error(self, verb: str, unit: str, message: str) -> JobFailedError:
         try:
