@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from unitctl import guard
 from unitctl.errors import SystemdError, UsageError
@@ -332,3 +334,36 @@ def test_unit_verdicts(change: dict[str, object], kind: str | None) -> None:
     state = dataclasses.replace(base, **change)  # type: ignore[arg-type]
     verdict = guard.unit_verdict(state, guard.Baseline.of(base))
     assert (verdict.kind if verdict else None) == kind
+
+
+# -- property: the loop agrees with a direct reading of the answer sequence ------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    codes=st.lists(st.sampled_from([200, 204, 301, 404, 500, 503]), min_size=1, max_size=15),
+    needed=st.integers(min_value=1, max_value=4),
+)
+def test_ready_exactly_when_enough_consecutive_2xx_arrive_in_time(codes: list[int], needed: int) -> None:
+    fake, clock = setup()
+    answers = iter(codes)
+
+    def probe() -> ProbeResult:
+        code = next(answers, 503)  # past the script: not ready
+        return ProbeResult(200 <= code < 300, code, None, 0.0, "")
+
+    outcome = run(fake, clock, probe, timeout=5, successes_needed=needed)
+    ticks_allowed = int(5 / 0.5) + 1  # t = 0, 0.5, ..., 5.0
+    padded = (codes + [503] * ticks_allowed)[:ticks_allowed]
+    expected = None
+    streak = 0
+    for i, code in enumerate(padded):
+        streak = streak + 1 if 200 <= code < 300 else 0
+        if streak >= needed:
+            expected = i + 1
+            break
+    if expected is None:
+        assert outcome.kind == "timeout" and outcome.probes == ticks_allowed and outcome.elapsed == 5
+    else:
+        assert outcome.kind == "ready" and outcome.probes == expected
+        assert outcome.elapsed == pytest.approx((expected - 1) * 0.5)
