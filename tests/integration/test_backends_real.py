@@ -264,3 +264,16 @@ def test_run_transient_refuses_what_cannot_run(remote: Remote, box: Sandbox) -> 
     assert "could not start: Result=resources" in err["message"]
     leftovers = box.systemctl("list-units", "--all", "--plain", "--no-legend", "unitctl-run-*").stdout
     assert leftovers.strip() == ""
+
+
+def test_failing_reload_raises_and_the_service_keeps_running(remote: Remote, box: Sandbox, venv_bin: Path) -> None:
+    unit = install_app(box, venv_bin, port=8104)
+    path = f"/etc/systemd/system/{unit}"
+    box.write_file(path, box.read_file(path).decode().replace("/bin/kill -s HUP $MAINPID", "/bin/false"))
+    box.systemctl("daemon-reload", check=True)
+    remote("start", unit)
+    pid = remote("state", unit)["main_pid"]
+    err = remote.error("reload", unit)
+    assert err["error"] == "JobFailedError" and f"reload of {unit} failed" in err["message"]
+    st = remote("state", unit)
+    assert st["active_state"] == "active" and st["main_pid"] == pid
