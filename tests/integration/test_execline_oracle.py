@@ -1,0 +1,166 @@
+"""systemd itself is the oracle: our reading of every corpus unit must match what systemd 252 loaded.
+
+Each unit of tests/unit/corpus/exec is installed in the sandbox; after one daemon-reload the exact
+commands come from D-Bus (``busctl --json=short get-property ... ExecStartEx``: path, argv array and
+flags), and ``systemctl show -p ExecStart --value`` is checked as well (its argv[] is space-joined).
+systemd resolves % specifiers at load time, so our word values go through the few specifiers the
+corpus uses (%% %n %N %p; unknown ones such as %( stay as written, as systemd 252 keeps them).
+Every unit of tests/unit/corpus/bad is one our parser refuses; systemd must refuse it too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from unitctl import execline
+from unitctl.sandbox import Sandbox
+from unitctl.unitfile import UnitFile, dropin_paths, load_unit
+
+pytestmark = pytest.mark.systemd
+
+CORPUS = Path(__file__).resolve().parent.parent / "unit" / "corpus"
+GOOD = sorted((CORPUS / "exec").glob("*.service"))
+BAD = sorted((CORPUS / "bad").glob("*.service"))
+FLAGS = {"-": "ignore-failure", ":": "no-env-expand", "+": "privileged", "!": "no-setuid", "!!": "ambient"}
+EXEC_KEYS = ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost")
+
+
+def _unit_name(kind: str, path: Path) -> str:
+    return f"uxo-{kind}-{path.stem}.service"
+
+
+def _resolve(text: str, unit: str) -> str:
+    table = {"%": "%", "n": unit, "N": unit.rsplit(".", 1)[0], "p": unit.rsplit(".", 1)[0].split("@")[0]}
+    return re.sub(r"%(.)", lambda m: table.get(m.group(1), m.group(0)), text)
+
+
+def _bus_path(unit: str) -> str:
+    return "/org/freedesktop/systemd1/unit/" + "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in unit)
+
+
+def _bus_commands(box: Sandbox, unit: str, prop: str) -> list[tuple[str, list[str], list[str]]]:
+    out = box.run(
+        ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", _bus_path(unit),
+         "org.freedesktop.systemd1.Service", prop],
+        check=True,
+    ).stdout  # fmt: skip
+    return [(path, argv, sorted(flags)) for path, argv, flags, *_ in json.loads(out)["data"]]
+
+
+def _ours(cmd: execline.Command, unit: str) -> tuple[str, list[str], list[str]]:
+    flags = sorted(FLAGS[p] for p in ("-", ":", "+") if p in cmd.prefixes)
+    if cmd.privileges in ("!", "!!"):
+        flags = sorted([*flags, FLAGS[cmd.privileges]])
+    return (
+        execline._path_simplify(_resolve(cmd.words[0].value, unit)),
+        [_resolve(a, unit) for a in cmd.argv],
+        flags,
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(sandbox: Sandbox) -> dict[str, Path]:
+    """Install the whole corpus once (one daemon-reload) and remove it afterwards."""
+    units = {_unit_name("good", p): p for p in GOOD} | {_unit_name("bad", p): p for p in BAD}
+    for unit, path in units.items():
+        sandbox.write_file(f"/etc/systemd/system/{unit}", path.read_bytes())
+    sandbox.systemctl("daemon-reload", check=True)
+    yield units
+    for unit in units:
+        sandbox.host_path(f"/etc/systemd/system/{unit}").unlink()
+    sandbox.systemctl("daemon-reload", check=True)
+
+
+@pytest.mark.parametrize("path", GOOD, ids=[p.stem for p in GOOD])
+def test_our_split_matches_what_systemd_loaded(box: Sandbox, installed: dict[str, Path], path: Path) -> None:
+    unit = _unit_name("good", path)
+    parsed = UnitFile.from_bytes(path.read_bytes(), path=str(path))
+    assert box.unit_properties(unit, "LoadState") == {"LoadState": "loaded"}
+    keys = [k for k in EXEC_KEYS if parsed.entries("Service", k)]
+    assert keys, "every corpus unit has at least one Exec*= line"
+    for key in keys:
+        ours = [_ours(c, unit) for v in parsed.values("Service", key) for c in execline.split(v)]
+        assert _bus_commands(box, unit, key + "Ex") == ours, key
+
+
+@pytest.mark.parametrize("path", GOOD, ids=[p.stem for p in GOOD])
+def test_systemctl_show_agrees(box: Sandbox, installed: dict[str, Path], path: Path) -> None:
+    unit = _unit_name("good", path)
+    parsed = UnitFile.from_bytes(path.read_bytes(), path=str(path))
+    shown = box.systemctl("show", "-p", "ExecStart", "--value", unit, check=True).stdout
+    # Text-mode output turns a "\r" inside an argument into "\n" (universal newlines); the D-Bus test is exact.
+    got = re.findall(r"\{ path=(.*?) ; argv\[\]=(.*?) ; ignore_errors=(yes|no) ;", shown, re.DOTALL)
+    ours = [
+        (p, " ".join(argv).replace("\r", "\n"), "yes" if "ignore-failure" in flags else "no")
+        for v in parsed.values("Service", "ExecStart")
+        for p, argv, flags in [_ours(c, unit) for c in execline.split(v)]
+    ]
+    assert got == ours
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_what_we_refuse_systemd_refuses(box: Sandbox, installed: dict[str, Path], path: Path) -> None:
+    unit = _unit_name("bad", path)
+    (value,) = UnitFile.from_bytes(path.read_bytes()).values("Service", "ExecStart")
+    with pytest.raises(execline.ExecSyntaxError):
+        execline.split(value)
+    # Either the unit fails to load (bad-setting) or systemd dropped the command and has nothing to run.
+    state = box.unit_properties(unit, "LoadState")["LoadState"]
+    assert state == "bad-setting" or _bus_commands(box, unit, "ExecStartEx") == []
+    assert state != "loaded", "a service without ExecStart= is refused as well"
+
+
+def test_executable_given_as_variable_is_taken_literally_by_systemd(box: Sandbox) -> None:
+    """We refuse ``ExecStart=$FOO``: systemd loads it but treats "$FOO" as a file name it will never find."""
+    box.write_file("/etc/systemd/system/uxo-var-exe.service", "[Service]\nType=oneshot\nExecStart=$FOO x\n")
+    box.systemctl("daemon-reload", check=True)
+    assert _bus_commands(box, "uxo-var-exe.service", "ExecStartEx") == [("$FOO", ["$FOO", "x"], [])]
+    with pytest.raises(execline.ExecSyntaxError, match="variable"):
+        execline.split("$FOO x")
+
+
+DROPIN_FILES = {
+    "/etc/systemd/system/uxd-merge-x.service": "[Service]\nType=oneshot\nExecStart=/bin/echo main\n",
+    # Same file name in /etc and /usr/local/lib: the one in /etc masks the other.
+    # (/run is a tmpfs inside the container: files written through the overlay would be hidden.)
+    "/etc/systemd/system/uxd-merge-x.service.d/50-same.conf": "[Service]\nExecStart=/bin/echo etc-50\n",
+    "/usr/local/lib/systemd/system/uxd-merge-x.service.d/50-same.conf": "[Service]\nExecStart=/bin/echo masked\n",
+    # Order is by file name across directories, whatever the directory.
+    "/usr/lib/systemd/system/uxd-merge-x.service.d/10-reset.conf": "[Service]\nExecStart=\nExecStart=/bin/echo lib10\n",
+    "/etc/systemd/system/uxd-merge-.service.d/30-prefix.conf": "[Service]\nExecStart=/bin/echo prefix-30\n",
+    "/etc/systemd/system/uxd-.service.d/05-short-prefix.conf": "[Service]\nExecStartPre=/bin/echo pre-05\n",
+    "/etc/systemd/system/uxd-merge-x.service.d/not-a-dropin.txt": "[Service]\nExecStart=/bin/echo ignored\n",
+}
+
+
+def test_dropin_order_and_merge_match_systemd(box: Sandbox) -> None:
+    for path, text in DROPIN_FILES.items():
+        box.write_file(path, text)
+    try:
+        box.systemctl("daemon-reload", check=True)
+        root = box.host_path("/")
+        shown = box.unit_properties("uxd-merge-x.service", "DropInPaths")["DropInPaths"].split()
+        assert dropin_paths("uxd-merge-x.service", root=root) == shown
+        assert shown[0].endswith("05-short-prefix.conf") and shown[-1] == (
+            "/etc/systemd/system/uxd-merge-x.service.d/50-same.conf"
+        )
+        unit = load_unit("uxd-merge-x.service", root=root)
+        for key in ("ExecStart", "ExecStartPre"):
+            ours = [_ours(c, "uxd-merge-x.service") for v in unit.values("Service", key) for c in execline.split(v)]
+            assert _bus_commands(box, "uxd-merge-x.service", key + "Ex") == ours
+        assert [c[1] for c in _bus_commands(box, "uxd-merge-x.service", "ExecStartEx")] == [
+            ["/bin/echo", "lib10"], ["/bin/echo", "prefix-30"], ["/bin/echo", "etc-50"]
+        ]  # fmt: skip
+    finally:
+        for path in DROPIN_FILES:
+            box.host_path(path).unlink(missing_ok=True)
+        for d in ("/etc/systemd/system/uxd-merge-x.service.d", "/usr/lib/systemd/system/uxd-merge-x.service.d",
+                  "/usr/local/lib/systemd/system/uxd-merge-x.service.d",
+                  "/etc/systemd/system/uxd-merge-.service.d", "/etc/systemd/system/uxd-.service.d"):  # fmt: skip
+            if box.host_path(d).is_dir():
+                box.host_path(d).rmdir()
+        box.systemctl("daemon-reload", check=True)
