@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from unitctl.output import style
 
@@ -177,3 +178,213 @@ def colourize(lines: Iterable[str], enabled: bool) -> list[str]:
 def join_summary(parts: Sequence[str]) -> str:
     """Join semantic changes into the one-line summary."""
     return ", ".join(p for p in parts if p)
+
+
+# -- the installed unit against the desired one ------------------------------------------------------
+
+# Service settings worth naming in the summary (values shown unless secret).
+_SUMMARY_KEYS = (
+    ("Unit", "Requires"),
+    ("Service", "Type"),
+    ("Service", "User"),
+    ("Service", "Group"),
+    ("Service", "WorkingDirectory"),
+    ("Service", "KillMode"),
+    ("Service", "TimeoutStopSec"),
+    ("Service", "RuntimeDirectory"),
+    ("Service", "ExecReload"),
+)
+
+
+def cat_text(files: Sequence[tuple[str | None, str]]) -> str:
+    """Return the unit as ``systemctl cat`` shows it: each file's text under a ``# PATH`` line."""
+    parts = []
+    for path, text in files:
+        body = text if text.endswith("\n") or not text else text + "\n"
+        parts.append(f"# {path or '<unit>'}\n{body}")
+    return "\n".join(parts)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "s": " "}
+
+
+def env_words(value: str) -> list[str]:
+    """Split an ``Environment=`` value into its words as systemd does (quotes removed, C escapes applied)."""
+    words: list[str] = []
+    current: list[str] = []
+    in_word = False
+    quote: str | None = None
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            nxt = value[i + 1]
+            current.append(_ESCAPES.get(nxt, nxt))
+            in_word = True
+            i += 2
+            continue
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                current.append(ch)
+        elif ch in "\"'":
+            quote = ch
+            in_word = True
+        elif ch.isspace():
+            if in_word:
+                words.append("".join(current))
+                current, in_word = [], False
+        else:
+            current.append(ch)
+            in_word = True
+        i += 1
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+def _env_names(values: Sequence[str]) -> dict[str, str]:
+    """Map variable name → value for the Environment= assignments systemd keeps."""
+    result: dict[str, str] = {}
+    for value in values:
+        for word in env_words(value):
+            name, sep, val = word.partition("=")
+            if sep:
+                result[name] = val
+    return result
+
+
+def summarize_units(old: Any, new: Any) -> str:
+    """Return the one-line semantic summary of installed → desired (MergedUnit-like views)."""
+    parts: list[str] = []
+    parts += _gunicorn_changes(old, new)
+    for section, key in _SUMMARY_KEYS:
+        a, b = old.get(section, key), new.get(section, key)
+        if a != b:
+            parts.append(f"{key} {a or '(unset)'} → {b or '(unset)'}")
+    old_env = _env_names(old.values("Service", "Environment"))
+    new_env = _env_names(new.values("Service", "Environment"))
+    added = sorted(set(new_env) - set(old_env))
+    removed = sorted(set(old_env) - set(new_env))
+    changed = sorted(k for k in set(old_env) & set(new_env) if old_env[k] != new_env[k])
+    if added:
+        parts.append(f"Environment {', '.join(added)} added")
+    if removed:
+        parts.append(f"Environment {', '.join(removed)} removed")
+    if changed:
+        parts.append(f"Environment {', '.join(changed)} changed")
+    if old.values("Service", "EnvironmentFile") != new.values("Service", "EnvironmentFile"):
+        parts.append("EnvironmentFile changed")
+    if not parts:
+        before, after = _effective(old), _effective(new)
+        changed_keys = sorted({k for k in before.keys() | after.keys() if before.get(k) != after.get(k)})
+        if not changed_keys:
+            return "no effective change (comments or layout only, or a drop-in overrides the edit)"
+        parts.append(", ".join(f"{key}" for _, key in changed_keys) + " changed")
+    return join_summary(parts)
+
+
+# Keys whose assignments accumulate (an empty one resets); every other key: the last assignment wins.
+_LIST_KEYS = frozenset(
+    "ExecCondition ExecStartPre ExecStart ExecStartPost ExecReload ExecStop ExecStopPost Environment "
+    "EnvironmentFile PassEnvironment UnsetEnvironment After Before Requires Requisite Wants BindsTo PartOf "
+    "Upholds Conflicts OnFailure OnSuccess WantedBy RequiredBy UpheldBy Also Alias Documentation ListenStream "
+    "ListenDatagram ListenSequentialPacket ReadWritePaths ReadOnlyPaths InaccessiblePaths BindPaths "
+    "BindReadOnlyPaths RuntimeDirectory StateDirectory CacheDirectory LogsDirectory ConfigurationDirectory "
+    "SupplementaryGroups LoadCredential SetCredential".split()
+)
+
+
+def _effective(unit: Any) -> dict[tuple[str, str], list[str] | str | None]:
+    """Return every (section, key) with what systemd ends up with."""
+    return {
+        (e.section, e.key): unit.values(e.section, e.key) if e.key in _LIST_KEYS else unit.get(e.section, e.key)
+        for e in unit.all_entries()
+    }
+
+
+def _gunicorn_changes(old: Any, new: Any) -> list[str]:
+    """Name what changes in Gunicorn's effective settings (workers, preload, binds, app)."""
+    return []
+
+
+@dataclass(frozen=True)
+class RewriteSpec:
+    """The rewrite of the installed unit that ``unitctl diff --workers/--no-preload`` compares against."""
+
+    workers: int | str | None = None
+    max_workers: int | None = None
+    no_preload: bool = False
+    cpu_count: int | None = None
+
+
+def diff_installed(
+    *,
+    name: str,
+    root: str = "/",
+    unit_file: str | None = None,
+    rendered: str | None = None,
+    rewrite: RewriteSpec | None = None,
+) -> UnitDiff:
+    """Compare the installed unit NAME (with its drop-ins, under ``root``) with the desired one."""
+    from pathlib import Path
+
+    from unitctl.errors import InputError, UsageError
+    from unitctl.systemd.base import validate_unit_name
+    from unitctl.unitfile import UnitFile, load_unit, merged
+
+    unit_name = validate_unit_name(name)
+    chosen = [x for x in (unit_file, rendered, rewrite) if x is not None]
+    if len(chosen) != 1:
+        raise UsageError(
+            "say what the unit should become: exactly one of --unit-file FILE, --render (with render "
+            "options) or --workers/--no-preload",
+            hint="e.g. unitctl diff myapp --workers 5 --no-preload",
+        )
+    if not Path(root).is_dir():
+        raise InputError(f"--root {root}: no such directory", hint="give the root of the system to compare with")
+    installed = load_unit(unit_name, root=root)
+    main = installed.main
+    old_text = main.serialize()
+    if unit_file is not None:
+        try:
+            new_text = Path(unit_file).read_bytes().decode("utf-8", "surrogateescape")
+        except FileNotFoundError:
+            raise InputError(f"{unit_file}: no such file", hint="check the --unit-file path") from None
+        except OSError as exc:
+            raise InputError(f"{unit_file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    elif rendered is not None:
+        new_text = rendered
+    else:
+        assert rewrite is not None
+        new_text = _rewritten(old_text, rewrite)
+    desired = merged(UnitFile.parse(new_text, path=main.path), installed.dropins)
+    old_cat = cat_text([(f.path, f.serialize()) for f in installed.files])
+    new_cat = cat_text([(main.path, new_text)] + [(f.path, f.serialize()) for f in installed.dropins])
+    label = main.path or unit_name
+    summary = summarize_units(installed, desired) if old_cat != new_cat else ""
+    return compare(old_cat, new_cat, old_name=f"{label} (installed)", new_name=f"{label} (desired)", summary=summary)
+
+
+def _rewritten(text: str, spec: RewriteSpec) -> str:
+    """Apply the workers / no-preload rewrite to the installed unit's text."""
+    import importlib
+
+    from unitctl.errors import NotImplementedYet
+
+    try:
+        rewrite = importlib.import_module("unitctl.rewrite")
+    except ModuleNotFoundError:
+        raise NotImplementedYet(
+            "'unitctl diff --workers/--no-preload' needs the rewriter, which is not in this version yet",
+            hint="use --unit-file FILE or --render",
+        ) from None
+    result = rewrite.rewrite_unit(
+        text,
+        workers=spec.workers,
+        no_preload=spec.no_preload,
+        max_workers=spec.max_workers,
+        cpu_count=spec.cpu_count,
+    )
+    return str(result.text)

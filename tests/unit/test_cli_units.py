@@ -208,3 +208,75 @@ def test_verify_file_name_without_unit_suffix_asks_for_name(tmp_path: Path) -> N
 def test_verify_needs_a_file() -> None:
     result = runner.invoke(app, ["verify"])
     assert result.exit_code == 2, result.output
+
+
+# --- diff -----------------------------------------------------------------------------------------
+
+INSTALLED = "[Service]\nType=notify\nUser=shop\nEnvironment=API_TOKEN=s3cr3t\nExecStart=/v/bin/gunicorn -w 9 shop:app\n"
+
+
+def installed_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/shop.service").write_text(INSTALLED)
+    return root
+
+
+def test_diff_differs_exit_1_with_masked_secrets(tmp_path: Path) -> None:
+    root = installed_root(tmp_path)
+    new = tmp_path / "new.service"
+    new.write_text(INSTALLED.replace("User=shop", "User=web").replace("s3cr3t", "rotated"))
+    result = runner.invoke(app, ["diff", "shop", "--root", str(root), "--unit-file", str(new)])
+    assert result.exit_code == 1, result.output
+    assert "-User=shop\n+User=web\n" in result.stdout
+    assert "s3cr3t" not in result.output and "rotated" not in result.output
+    assert " Environment=API_TOKEN=***\n" in result.stdout
+    assert result.stdout.endswith("User shop → web, Environment API_TOKEN changed\n")
+    assert "\x1b[" not in result.stdout  # not a terminal: no colour
+
+
+def test_diff_same_exit_0(tmp_path: Path) -> None:
+    root = installed_root(tmp_path)
+    result = runner.invoke(
+        app, ["diff", "shop.service", "--root", str(root), "--unit-file", str(root / "etc/systemd/system/shop.service")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "no changes\n"
+
+
+def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    root = installed_root(tmp_path)
+    result = runner.invoke(
+        app,
+        ["diff", "shop", "--root", str(root), "--render", "--app", "shop:app", "--workers", "5", "--user", "shop",
+         "--working-dir", "/srv/shop"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "+ExecStart=gunicorn --workers 5 --bind 127.0.0.1:8000 shop:app\n" in result.stdout
+    assert "Environment API_TOKEN removed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["nope", "--unit-file", "/dev/null"], 3, "nope.service"),
+        (["bad name!", "--unit-file", "/dev/null"], 2, "not a valid systemd unit name"),
+        (["shop"], 2, "exactly one of"),
+        (["shop", "--app", "a:b"], 2, "add --render"),
+        (["shop", "--unit-file", "/nonexistent.service"], 3, "no such file"),
+        (["shop", "--render", "--app", "bad"], 2, "not MODULE:VARIABLE"),
+        (["shop", "--workers", "zero"], 2, "--workers must be a positive integer"),
+    ],
+)
+def test_diff_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    root = installed_root(tmp_path)
+    result = runner.invoke(app, ["diff", *args, "--root", str(root)])
+    assert result.exit_code == code, result.output
+    assert message in one_error_line(result.output)
+    assert result.stdout == ""
+
+
+def test_diff_unknown_flag_exit_2() -> None:
+    result = runner.invoke(app, ["diff", "shop", "--frobnicate"])
+    assert result.exit_code == 2, result.output

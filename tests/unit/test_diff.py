@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from unitctl import diff
+from unitctl.errors import ExitCode, InputError, UsageError
 from unitctl.output import colour_enabled
 
 UNIT = """[Service]
@@ -93,3 +96,115 @@ def test_colour_needs_a_tty_and_no_NO_COLOR() -> None:
     assert colour_enabled(_Tty(), {})
     assert not colour_enabled(_Tty(), {"NO_COLOR": "1"})
     assert not colour_enabled(io.StringIO(), {})
+
+
+# --- the installed unit (with drop-ins, under --root) against the desired one ----------------------
+
+INSTALLED = """[Service]
+Type=notify
+User=shop
+Environment=DB_PASSWORD=hunter2 MODE=prod
+ExecStart=/srv/venv/bin/gunicorn -w 9 shop:app
+"""
+
+
+def make_root(tmp_path: Path, dropin: str | None = "[Service]\nEnvironment=EXTRA=1\n") -> Path:
+    root = tmp_path / "root"
+    unit_dir = root / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "shop.service").write_text(INSTALLED)
+    if dropin is not None:
+        (unit_dir / "shop.service.d").mkdir()
+        (unit_dir / "shop.service.d/10-extra.conf").write_text(dropin)
+    return root
+
+
+def desired(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "desired.service"
+    path.write_text(text)
+    return str(path)
+
+
+def test_same_unit_is_no_change(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, INSTALLED))
+    assert not result.differs and result.lines == () and result.summary == "no changes"
+
+
+def test_changed_user_shows_lines_drop_ins_and_summary(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    new = INSTALLED.replace("User=shop", "User=web")
+    result = diff.diff_installed(name="shop.service", root=str(root), unit_file=desired(tmp_path, new))
+    text = "".join(result.lines)
+    assert result.differs
+    assert text.startswith(
+        "--- /etc/systemd/system/shop.service (installed)\n+++ /etc/systemd/system/shop.service (desired)\n"
+    )
+    assert "-User=shop\n+User=web\n" in text
+    assert "hunter2" not in text and "DB_PASSWORD=***" in text
+    assert result.summary == "User shop → web"
+
+
+def test_drop_in_that_overrides_is_taken_into_account(tmp_path: Path) -> None:
+    # The drop-in sets User=, so changing User= in the main file changes nothing systemd would run with.
+    root = make_root(tmp_path, dropin="[Service]\nUser=pinned\n")
+    new = INSTALLED.replace("User=shop", "User=web")
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
+    assert result.differs
+    assert result.summary.startswith("no effective change")
+    assert "-User=shop\n+User=web\n" in "".join(result.lines)
+
+
+def test_other_changes_are_named_by_key(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    new = INSTALLED + "Nice=5\nRestart=on-failure\n"
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
+    assert result.summary == "Nice, Restart changed"
+
+
+def test_cat_text_is_systemctl_cat_format() -> None:
+    text = diff.cat_text([("/etc/a.service", "[Unit]\n"), ("/etc/a.service.d/x.conf", "[Service]\nUser=x")])
+    assert text == "# /etc/a.service\n[Unit]\n\n# /etc/a.service.d/x.conf\n[Service]\nUser=x\n"
+
+
+def test_secret_only_change_exits_differ_without_showing_it(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    new = INSTALLED.replace("hunter2", "correct-horse")
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
+    assert result.differs and result.lines == ()
+    assert result.summary == "Environment DB_PASSWORD changed"
+
+
+def test_rendered_desired_state(tmp_path: Path) -> None:
+    root = make_root(tmp_path, dropin=None)
+    rendered = '[Service]\nType=notify\nUser=shop\nEnvironment="MODE=prod"\nExecStart=/x/gunicorn -w 9 shop:app\n'
+    result = diff.diff_installed(name="shop", root=str(root), rendered=rendered)
+    assert result.differs
+    assert "Environment DB_PASSWORD removed" in result.summary
+
+
+def test_missing_installed_unit_is_refused(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    with pytest.raises(InputError, match="nope.service") as err:
+        diff.diff_installed(name="nope", root=str(root), unit_file=desired(tmp_path, INSTALLED))
+    assert err.value.exit_code == ExitCode.REFUSED
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "message"),
+    [
+        ({"name": "bad name"}, UsageError, "not a valid systemd unit name"),
+        ({"name": "shop", "unit_file": None}, UsageError, "exactly one of"),
+        ({"name": "shop", "root": "/nonexistent-root"}, InputError, "no such directory"),
+        ({"name": "shop", "unit_file": "/nonexistent.service"}, InputError, "no such file"),
+    ],
+)
+def test_bad_input(tmp_path: Path, kw: dict[str, Any], error: type[Exception], message: str) -> None:
+    args: dict[str, Any] = {"root": str(make_root(tmp_path)), "unit_file": desired(tmp_path, INSTALLED)}
+    args.update(kw)
+    with pytest.raises(error, match=message):
+        diff.diff_installed(**args)
+
+
+def test_env_words_follow_systemd_quoting() -> None:
+    assert diff.env_words("\"A=x y\" B=1 'C=it\\'s' D=a\\tb") == ["A=x y", "B=1", "C=it's", "D=a\tb"]
