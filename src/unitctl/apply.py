@@ -569,7 +569,7 @@ def _capture(tx: _Tx) -> bytes:
             tx.head_before = tx.repo.head()
             recorded = last.to_rev if last and last.repo == str(req.repo) else None
             tx.rollback = tx.repo.rollback_target(recorded)
-            if tx.rollback is None:
+            if tx.rollback is None and tx.snapshot.data is not None:
                 shallow = tx.repo.is_shallow()
                 raise GitStateError(
                     f"{req.repo}: no revision to roll back to (no deploy recorded, no ORIG_HEAD, reflog or parent"
@@ -586,8 +586,12 @@ def _capture(tx: _Tx) -> bytes:
             else:
                 to_rev = tx.head_before
             detail.append(f"HEAD {tx.head_before[:12]}")
-            detail.append(f"rollback target {tx.rollback.rev[:12]} (from {tx.rollback.source})")
-            tx.record.rollback_source = tx.rollback.source
+            if tx.rollback is not None:
+                detail.append(f"rollback target {tx.rollback.rev[:12]} (from {tx.rollback.source})")
+                tx.record.rollback_source = tx.rollback.source
+            else:
+                # Nothing ran before: a failed first deploy is undone by removing the unit.
+                detail.append("first deploy: no earlier revision to roll back to")
         tx.record.from_rev = tx.rollback.rev if tx.rollback else deployed_rev
         tx.record.to_rev = to_rev
         tx.record.unit_sha256 = tx.snapshot.sha256

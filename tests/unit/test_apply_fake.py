@@ -482,3 +482,25 @@ def _write(world: World, data: bytes) -> Path:
 
 def _unused(_: UnitState | None) -> None:  # keep imports honest for type checkers
     running_state(UNIT)
+
+
+def test_first_deploy_from_a_single_commit_needs_no_rollback_revision(world: World, tmp_path: Path) -> None:
+    repo = tmp_path / "single"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    only = commit(repo, "V = 1\n", "only")
+    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    result = world.run(repo=repo, unit_file=_write(world, unit_text()))
+    assert result.exit_code == 0 and result.record.to_rev == only and result.record.from_rev is None
+
+
+def test_installed_unit_without_any_rollback_revision_is_refused(world: World, tmp_path: Path) -> None:
+    repo = tmp_path / "single"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, "V = 1\n", "only")
+    world.unit_path.write_bytes(unit_text())
+    world.fake.add_unit(UNIT)
+    with pytest.raises(GitStateError, match="no revision to roll back to"):
+        world.run(repo=repo)
+    assert set(world.fake.ops()) <= {"state"}
