@@ -1,0 +1,1074 @@
+"""Gunicorn's command line as Gunicorn itself reads it, the Gunicorn invocation inside an ExecStart, effective settings.
+
+The option table is Gunicorn's own (``_gunicorn_options.py``, generated from ``gunicorn.config.KNOWN_SETTINGS``).
+``parse_args`` mirrors Python 3.11's argparse as Gunicorn configures it (``allow_abbrev`` on): ``-w4``, ``-w=4``,
+``--workers=4``, unambiguous abbreviations, clusters of short flags (``-Dw4``), ``--`` and options after the
+APP_MODULE; it keeps, for every option, which argv word (and which part of it) carries the flag and the value,
+so that ``rewrite.py`` can change exactly those bytes. Each parse is cross-checked with a stdlib argparse parser
+built from the same table, so a spelling unitctl reads differently from Gunicorn is refused, never guessed.
+
+Where Gunicorn's settings come from (low → high): defaults (``workers`` = ``$WEB_CONCURRENCY`` or 1) < config file
+(``-c``, else ``-c`` in ``GUNICORN_CMD_ARGS``, else ``gunicorn.conf.py`` in the working directory) <
+``GUNICORN_CMD_ARGS`` (shlex-split) < the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import posixpath
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from unitctl._gunicorn_options import GUNICORN_VERSION, OPTIONS
+from unitctl.errors import NotGunicornError, RefusedError, UsageError
+
+if TYPE_CHECKING:
+    from unitctl.execline import Command, Word
+    from unitctl.unitfile import Entry, UnitFile
+
+__all__ = [
+    "GUNICORN_VERSION",
+    "GunicornArgs",
+    "GunicornArgsError",
+    "Invocation",
+    "OptionSpec",
+    "OptionUse",
+    "Settings",
+    "ShellScript",
+    "ShellSyntaxError",
+    "ShellWord",
+    "Sourced",
+    "auto_workers",
+    "effective_settings",
+    "find_gunicorn",
+    "find_invocation",
+    "identify_server",
+    "parse_args",
+    "parse_config_file",
+    "resolve_workers",
+    "shell_split",
+    "shlex_words",
+    "spec",
+]
+
+
+class GunicornArgsError(RefusedError):
+    """Gunicorn arguments that Gunicorn would reject or that unitctl cannot follow exactly."""
+
+
+class ShellSyntaxError(GunicornArgsError):
+    """A ``sh -c`` script that uses shell syntax unitctl does not rewrite (expansions, pipes, &&, redirects...)."""
+
+
+# -- the option table -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One Gunicorn command-line option as argparse knows it."""
+
+    setting: str  # Gunicorn's setting name, e.g. "workers", "preload_app"
+    flags: tuple[str, ...]  # e.g. ("-w", "--workers")
+    action: str  # store, store_true, store_const, append, or help/version
+    nargs: str | None  # None (one value) or "?" (optional value)
+    const: object
+    type: str  # "str", "int", "auto_int"
+
+    @property
+    def takes_value(self) -> bool:
+        """Return True when the option can consume a value (store/append)."""
+        return self.action in ("store", "append")
+
+
+def _build_specs() -> tuple[dict[str, OptionSpec], dict[str, OptionSpec]]:
+    by_setting: dict[str, OptionSpec] = {}
+    by_flag: dict[str, OptionSpec] = {}
+    # Gunicorn's parser() adds -v/--version and argparse adds -h/--help before the settings: they take part in
+    # abbreviation matching (``--ver`` is --version) even though they are not settings.
+    extra = [
+        OptionSpec("help", ("-h", "--help"), "help", None, None, "str"),
+        OptionSpec("version", ("-v", "--version"), "version", None, None, "str"),
+    ]
+    rows = [
+        OptionSpec(name, tuple(flags), action, nargs, const, typ) for name, flags, action, nargs, const, typ in OPTIONS
+    ]
+    # argparse registers options in sorted(settings) order; abbreviation results do not depend on the order.
+    for s in extra + rows:
+        by_setting[s.setting] = s
+        for f in s.flags:
+            by_flag[f] = s
+    return by_setting, by_flag
+
+
+_BY_SETTING, _BY_FLAG = _build_specs()
+
+
+def spec(setting: str) -> OptionSpec:
+    """Return the option of a Gunicorn setting (KeyError when it has no command-line flag)."""
+    return _BY_SETTING[setting]
+
+
+# -- argv parsing -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptionUse:
+    """One option on a command line and the exact argv positions that carry it."""
+
+    setting: str
+    flag: str  # the option it resolved to, e.g. "--preload" for "--pre"
+    written: str  # the option as written, e.g. "--pre", "-w", "--workers" (without "=value")
+    index: int  # argv index of the word holding the option
+    value: str | None  # the string value (None for flags)
+    value_index: int | None  # argv index of the word holding the value (== index when attached)
+    value_start: int | None  # offset of the value inside that word (0 for a separate word)
+    cluster: bool = False  # part of a cluster of short flags, like -D in -Dw4
+
+
+@dataclass(frozen=True)
+class GunicornArgs:
+    """Gunicorn arguments parsed like Gunicorn does; indices refer to the argv given to parse_args."""
+
+    argv: tuple[str, ...]
+    start: int  # index of the first Gunicorn argument in argv
+    uses: tuple[OptionUse, ...]
+    positionals: tuple[tuple[int, str], ...]  # (argv index, value) of APP_MODULE (at most one)
+    values: Mapping[str, object] = field(default_factory=dict)  # setting → value as argparse stores it
+    double_dash: int | None = None  # argv index of a "--" that ended the options
+
+    def uses_of(self, setting: str) -> list[OptionUse]:
+        """Return every use of a setting, in argv order."""
+        return [u for u in self.uses if u.setting == setting]
+
+    def last(self, setting: str) -> OptionUse | None:
+        """Return the use that wins (the last one), or None."""
+        found = self.uses_of(setting)
+        return found[-1] if found else None
+
+    @property
+    def app(self) -> str | None:
+        """Return APP_MODULE as given on this command line, or None."""
+        return self.positionals[0][1] if self.positionals else None
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+
+_Tuple = tuple[OptionSpec | None, str, str | None]
+
+
+def _option_tuples(arg: str) -> list[_Tuple]:
+    """Mirror argparse._get_option_tuples (Python 3.11) over Gunicorn's flags."""
+    result: list[_Tuple] = []
+    if arg[1] == "-":
+        if "=" in arg:
+            prefix, explicit = arg.split("=", 1)
+        else:
+            prefix, explicit = arg, None
+        for flag, s in _BY_FLAG.items():
+            if flag.startswith(prefix):
+                result.append((s, flag, explicit))
+    else:
+        short, short_explicit = arg[:2], arg[2:]
+        for flag, s in _BY_FLAG.items():
+            if flag == short:
+                result.append((s, flag, short_explicit))
+            elif flag.startswith(arg):
+                result.append((s, flag, None))
+    return result
+
+
+def _parse_optional(arg: str, where: str) -> _Tuple | None:
+    """Mirror argparse._parse_optional: None for a positional, (spec or None, flag, explicit value) for an option."""
+    if not arg or arg[0] != "-":
+        return None
+    if arg in _BY_FLAG:
+        return _BY_FLAG[arg], arg, None
+    if len(arg) == 1:
+        return None
+    if "=" in arg:
+        opt, explicit = arg.split("=", 1)
+        if opt in _BY_FLAG:
+            return _BY_FLAG[opt], opt, explicit
+    tuples = _option_tuples(arg)
+    if len(tuples) > 1:
+        matches = ", ".join(t[1] for t in tuples)
+        raise GunicornArgsError(
+            f"{where}: Gunicorn rejects the ambiguous option {arg!r} (it could be {matches})",
+            hint="spell the option out in full",
+        )
+    if len(tuples) == 1:
+        return tuples[0]
+    if _NEGATIVE_NUMBER.match(arg) or " " in arg:
+        return None
+    return None, arg, None
+
+
+def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicorn command line") -> GunicornArgs:
+    """Parse argv[start:] exactly like Gunicorn's argparse parser; refuse what Gunicorn would reject."""
+    argv = tuple(argv)
+    words = argv[start:]
+    # Classify every word first, as argparse does (an ambiguous spelling fails even where it would be a value).
+    pattern: list[str] = []
+    optionals: dict[int, _Tuple] = {}
+    double_dash: int | None = None
+    for i, word in enumerate(words):
+        if double_dash is not None:
+            pattern.append("A")
+            continue
+        if word == "--":
+            double_dash = i
+            pattern.append("-")
+            continue
+        tup = _parse_optional(word, where)
+        if tup is None:
+            pattern.append("A")
+        else:
+            optionals[i] = tup
+            pattern.append("O")
+
+    uses: list[OptionUse] = []
+    positionals: list[tuple[int, str]] = []
+    i = 0
+    while i < len(words):
+        if pattern[i] == "-":
+            i += 1
+            continue
+        if pattern[i] == "A":
+            positionals.append((start + i, words[i]))
+            i += 1
+            continue
+        s, flag, explicit = optionals[i]
+        if s is None:
+            raise GunicornArgsError(
+                f"{where}: Gunicorn has no option {words[i]!r} (Gunicorn {GUNICORN_VERSION})",
+                hint="remove it or spell a Gunicorn option (gunicorn --help lists them)",
+            )
+        word = words[i]
+        offset = 0  # where the current option starts inside the word
+        cluster = False
+        while True:
+            assert s is not None
+            if explicit is not None:
+                if not s.takes_value and flag[1] != "-" and explicit != "":
+                    written = "-" + word[offset + 1]
+                    uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, True))
+                    cluster = True
+                    offset += 1  # the next flag is "-" + the character after this one
+                    nxt = "-" + explicit[0]
+                    if nxt not in _BY_FLAG:
+                        raise GunicornArgsError(
+                            f"{where}: Gunicorn rejects {word!r}: {flag} takes no value, got {explicit!r}",
+                            hint=f"write {flag} as a word of its own",
+                        )
+                    s, flag, explicit = _BY_FLAG[nxt], nxt, explicit[1:] or None
+                    continue
+                if s.takes_value:
+                    vstart = len(word) - len(explicit)
+                    written = "-" + word[offset + 1] if cluster else word[:vstart].rstrip("=")
+                    uses.append(OptionUse(s.setting, flag, written, start + i, explicit, start + i, vstart, cluster))
+                    i += 1
+                    break
+                raise GunicornArgsError(
+                    f"{where}: Gunicorn rejects {word!r}: {flag} takes no value, got {explicit!r}",
+                    hint=f"write just {flag} (it is a switch)"
+                    if s.setting != "preload_app"
+                    else "write just --preload",
+                )
+            written = word if not cluster else "-" + word[offset + 1]
+            if s.takes_value:
+                nxt_is_value = i + 1 < len(words) and pattern[i + 1] == "A"
+                if nxt_is_value:
+                    uses.append(OptionUse(s.setting, flag, written, start + i, words[i + 1], start + i + 1, 0, cluster))
+                    i += 2
+                    break
+                if s.nargs == "?":
+                    uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, cluster))
+                    i += 1
+                    break
+                raise GunicornArgsError(
+                    f"{where}: Gunicorn rejects {word!r}: {flag} expects a value",
+                    hint=f"give {flag} its value",
+                )
+            uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, cluster))
+            i += 1
+            break
+
+    values = _cross_check(words, where)
+    args = [v for _, v in positionals]
+    if values.pop("args", []) != args:
+        raise GunicornArgsError(
+            f"{where}: unitctl reads the arguments {args!r} differently from Gunicorn",
+            hint="simplify the command line (put APP_MODULE last, options before it)",
+        )
+    if len(positionals) > 1:
+        raise GunicornArgsError(
+            f"{where}: Gunicorn takes one APP_MODULE but got {args!r}",
+            hint="keep only the app (a switch like --preload takes no value: --preload true makes 'true' an app)",
+        )
+    for setting, use in _last_uses(uses).items():
+        s = _BY_SETTING[setting]
+        if s.action in ("store", "append"):
+            got = values.get(setting)
+            want: object = use.value if use.value is not None else s.const
+            if s.action == "append":
+                want = [u.value for u in uses if u.setting == setting]
+            if got != want:  # pragma: no cover - a mismatch here is a bug in the mirror above
+                raise GunicornArgsError(
+                    f"{where}: unitctl reads {setting} as {want!r} but Gunicorn as {got!r}",
+                    hint="simplify the option's spelling",
+                )
+    return GunicornArgs(
+        argv, start, tuple(uses), tuple(positionals), values, None if double_dash is None else start + double_dash
+    )
+
+
+def _last_uses(uses: Sequence[OptionUse]) -> dict[str, OptionUse]:
+    out: dict[str, OptionUse] = {}
+    for u in uses:
+        out[u.setting] = u
+    return out
+
+
+class _ArgparseRejects(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> argparse.NoReturn:  # type: ignore[name-defined]
+        raise _ArgparseRejects(message)
+
+
+@lru_cache(maxsize=1)
+def _stdlib_parser() -> argparse.ArgumentParser:
+    """Build Gunicorn's parser from the table with the stdlib argparse (values kept as strings)."""
+    parser = _Parser(prog="gunicorn", add_help=False, allow_abbrev=True)
+    parser.add_argument("-h", "--help", action="store_true", default=None, dest="help")
+    parser.add_argument("-v", "--version", action="store_true", default=None, dest="version")
+    parser.add_argument("args", nargs="*")
+    for name, flags, action, nargs, const, _typ in sorted(OPTIONS, key=lambda r: r[0]):
+        kwargs: dict[str, object] = {"dest": name, "action": action, "default": None}
+        if nargs is not None:
+            kwargs["nargs"] = nargs
+        if const is not None:
+            kwargs["const"] = const
+        parser.add_argument(*flags, **kwargs)  # type: ignore[arg-type]
+    return parser
+
+
+def _cross_check(words: Sequence[str], where: str) -> dict[str, object]:
+    try:
+        ns = _stdlib_parser().parse_args(list(words))
+    except _ArgparseRejects as exc:
+        raise GunicornArgsError(f"{where}: Gunicorn would exit with 'error: {exc}'", hint="fix the option") from None
+    return {k: v for k, v in vars(ns).items() if v is not None}
+
+
+# -- shell and shlex words --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShellWord:
+    """A word of a shell or shlex string: its value, its raw span, and the raw index of every value character."""
+
+    value: str
+    start: int
+    end: int
+    charmap: tuple[int, ...]  # raw index of value[i]; charmap[len(value)] = raw index just after the last character
+
+
+_SHELL_SPECIAL = set("|&;<>()$`")
+_SHELL_GLOB = set("*?[")
+
+
+def shell_split(script: str) -> list[ShellWord]:
+    """Split a POSIX sh script that is a plain list of words; raise ShellSyntaxError on anything else."""
+    words: list[ShellWord] = []
+    i, n = 0, len(script)
+
+    def bad(what: str) -> ShellSyntaxError:
+        return ShellSyntaxError(
+            f"the shell script {script!r} uses {what}, which unitctl does not rewrite",
+            hint="run gunicorn directly in ExecStart= (WorkingDirectory=, Environment= replace cd and exports)",
+        )
+
+    while i < n:
+        while i < n and script[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        if script[i] == "\n":
+            if script[i:].strip() == "":
+                break
+            raise bad("several lines (commands)")
+        start = i
+        value: list[str] = []
+        cmap: list[int] = []
+        if script[i] == "#":
+            raise bad("a comment")
+        if script[i] == "~":
+            raise bad("tilde expansion")
+        while i < n and script[i] not in " \t\n":
+            c = script[i]
+            if c == "'":
+                j = script.find("'", i + 1)
+                if j < 0:
+                    raise ShellSyntaxError(f"the shell script {script!r} has an unbalanced ' quote", hint="close it")
+                value.extend(script[i + 1 : j])
+                cmap.extend(range(i + 1, j))
+                i = j + 1
+            elif c == '"':
+                j = i + 1
+                while j < n and script[j] != '"':
+                    if script[j] in "$`\\":
+                        raise bad(f"{script[j]!r} inside double quotes")
+                    j += 1
+                if j >= n:
+                    raise ShellSyntaxError(f'the shell script {script!r} has an unbalanced " quote', hint="close it")
+                value.extend(script[i + 1 : j])
+                cmap.extend(range(i + 1, j))
+                i = j + 1
+            elif c == "\\":
+                if i + 1 >= n or script[i + 1] == "\n":
+                    raise bad("a line continuation")
+                value.append(script[i + 1])
+                cmap.append(i + 1)
+                i += 2
+            elif c in _SHELL_SPECIAL:
+                raise bad(f"{c!r} (pipes, lists, redirects, expansions or subshells)")
+            elif c in _SHELL_GLOB or c in "{}":
+                raise bad(f"{c!r} (globbing or brace expansion)")
+            else:
+                value.append(c)
+                cmap.append(i)
+                i += 1
+        cmap.append(i if not cmap or script[i - 1] not in "'\"" else i - 1)
+        words.append(ShellWord("".join(value), start, i, tuple(cmap)))
+    return words
+
+
+def shlex_words(text: str) -> list[ShellWord]:
+    """Split like shlex.split(text) (POSIX mode, no comments), keeping raw spans; ValueError on bad quoting."""
+    words: list[ShellWord] = []
+    i, n = 0, len(text)
+    ws = " \t\r\n"
+    while i < n:
+        while i < n and text[i] in ws:
+            i += 1
+        if i >= n:
+            break
+        start = i
+        value: list[str] = []
+        cmap: list[int] = []
+        while i < n and text[i] not in ws:
+            c = text[i]
+            if c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    raise ValueError("No closing quotation")
+                value.extend(text[i + 1 : j])
+                cmap.extend(range(i + 1, j))
+                i = j + 1
+            elif c == '"':
+                j = i + 1
+                while j < n and text[j] != '"':
+                    if text[j] == "\\" and j + 1 < n and text[j + 1] in '"\\':
+                        j += 1
+                    value.append(text[j])
+                    cmap.append(j)
+                    j += 1
+                if j >= n:
+                    raise ValueError("No closing quotation")
+                i = j + 1
+            elif c == "\\":
+                if i + 1 >= n:
+                    raise ValueError("No escaped character")
+                value.append(text[i + 1])
+                cmap.append(i + 1)
+                i += 2
+            else:
+                value.append(c)
+                cmap.append(i)
+                i += 1
+        cmap.append(i if text[i - 1] not in "'\"" else i - 1)
+        words.append(ShellWord("".join(value), start, i, tuple(cmap)))
+    return words
+
+
+# -- finding the invocation -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShellScript:
+    """``sh -c SCRIPT``: where the script is in the command's argv and its words."""
+
+    index: int  # argv index of the script word
+    text: str
+    words: tuple[ShellWord, ...]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The Gunicorn inside one command; indices refer to ``argv`` (the script's words when ``shell`` is set)."""
+
+    launcher: str  # "gunicorn", "python -m gunicorn", "poetry run gunicorn", ... with " in sh -c" when wrapped
+    argv: tuple[str, ...]  # the words the indices refer to
+    exe_index: int  # the word after which new options go (the gunicorn executable, or "gunicorn" of -m gunicorn)
+    args: GunicornArgs
+    shell: ShellScript | None = None
+
+
+_PYTHON = re.compile(r"^(python|pypy)(\d+(\.\d+)*)?$")
+_SHELLS = {"sh", "bash", "dash", "ash", "ksh", "zsh"}
+_GUNICORN_MODULES = {"gunicorn", "gunicorn.app.wsgiapp"}
+# Options of `python` that take a value (the rest of the word, or the next word).
+_PY_VALUE_OPTS = set("WX")
+_PY_LONG_VALUE = {"--check-hash-based-pycs"}
+# `uv run` flags unitctl can skip; any other option stops the search (it may take a value).
+_UV_FLAGS = {
+    "--frozen",
+    "--locked",
+    "--no-sync",
+    "--no-dev",
+    "--isolated",
+    "--no-project",
+    "--offline",
+    "--active",
+    "--no-config",
+    "--exact",
+    "--all-extras",
+    "--all-packages",
+    "-q",
+    "--quiet",
+}
+_UV_VALUE_OPTS = {
+    "--directory",
+    "--project",
+    "--python",
+    "-p",
+    "--with",
+    "--extra",
+    "--group",
+    "--env-file",
+    "--package",
+}
+_OTHER_SERVERS = {
+    "uwsgi": "uWSGI",
+    "daphne": "Daphne",
+    "granian": "Granian",
+    "uvicorn": "Uvicorn",
+    "hypercorn": "Hypercorn",
+    "waitress-serve": "Waitress",
+    "bjoern": "bjoern",
+    "gunicorn_django": "the removed gunicorn_django",
+    "gunicorn_paster": "the removed gunicorn_paster",
+}
+
+
+def _base(word: str) -> str:
+    return posixpath.basename(word)
+
+
+def find_invocation(argv: Sequence[str], *, where: str = "ExecStart=") -> Invocation | None:
+    """Find Gunicorn in one command's argv (executable first) and parse its arguments; None when it is not there."""
+    argv = tuple(argv)
+    if not argv:
+        return None
+    inv = _find_direct(argv, where)
+    if inv is not None:
+        return inv
+    exe = _base(argv[0])
+    if exe in _SHELLS:
+        k = 1
+        while k < len(argv) and argv[k].startswith("-") and argv[k] != "-c" and "c" not in argv[k][1:]:
+            k += 1
+        if k < len(argv) and argv[k].startswith("-") and "c" in argv[k][1:] and not argv[k].startswith("--"):
+            if set(argv[k][1:]) - set("ceuxl") or k + 1 >= len(argv):
+                return None
+            script = argv[k + 1]
+            try:
+                words = shell_split(script)
+            except ShellSyntaxError:
+                if "gunicorn" in script:
+                    raise
+                return None
+            values = tuple(w.value for w in words)
+            first = 1 if values[:1] == ("exec",) else 0
+            if first < len(values) and "=" in values[first] and not values[first].startswith("/"):
+                if "gunicorn" in script:
+                    raise ShellSyntaxError(
+                        f"the shell script {script!r} sets variables before the command; unitctl does not rewrite that",
+                        hint="move them to Environment= and run gunicorn directly in ExecStart=",
+                    )
+                return None
+            sub = _find_direct(values, f"{where} (sh -c script)", first)
+            if sub is None:
+                return None
+            return Invocation(
+                sub.launcher + f" in {exe} -c",
+                values,
+                sub.exe_index,
+                sub.args,
+                ShellScript(k + 1, script, tuple(words)),
+            )
+    return None
+
+
+def _find_direct(argv: tuple[str, ...], where: str, first: int = 0) -> Invocation | None:
+    if first >= len(argv):
+        return None
+    exe = _base(argv[first])
+    if exe == "gunicorn":
+        return Invocation("gunicorn", argv, first, parse_args(argv, first + 1, where=where))
+    if _PYTHON.match(exe):
+        k = first + 1
+        while k < len(argv):
+            w = argv[k]
+            if w in _PY_LONG_VALUE:
+                k += 2
+                continue
+            if not w.startswith("-") or w == "-" or w.startswith("--"):
+                return None  # a script, stdin, or --version/--help: not `-m gunicorn`
+            j = 1
+            while j < len(w):
+                c = w[j]
+                if c == "m":
+                    module, nxt = (
+                        (w[j + 1 :], k + 1) if j + 1 < len(w) else (argv[k + 1] if k + 1 < len(argv) else "", k + 2)
+                    )
+                    if module in _GUNICORN_MODULES:
+                        mod_index = k if j + 1 < len(w) else k + 1
+                        return Invocation(f"python -m {module}", argv, mod_index, parse_args(argv, nxt, where=where))
+                    return None
+                if c == "c":
+                    return None
+                if c in _PY_VALUE_OPTS:
+                    if j + 1 == len(w):
+                        k += 1  # the value is the next word
+                    break
+                j += 1
+            k += 1
+        return None
+    if exe in ("poetry", "pipenv", "uv"):
+        k = first + 1
+        if exe == "uv":
+            while k < len(argv) and argv[k] != "run":
+                if argv[k] in _UV_VALUE_OPTS:
+                    k += 2
+                elif argv[k] in _UV_FLAGS:
+                    k += 1
+                else:
+                    return None
+        if k >= len(argv) or argv[k] != "run":
+            return None
+        k += 1
+        while exe == "uv" and k < len(argv) and argv[k].startswith("-"):
+            if argv[k] in _UV_VALUE_OPTS:
+                k += 2
+            elif argv[k] in _UV_FLAGS:
+                k += 1
+            elif argv[k].split("=", 1)[0] in _UV_VALUE_OPTS:
+                k += 1
+            else:
+                raise GunicornArgsError(
+                    f"{where}: unitctl does not know the `uv run` option {argv[k]!r}",
+                    hint="run the venv's gunicorn directly (e.g. /srv/app/.venv/bin/gunicorn)",
+                )
+        sub = _find_direct(argv, where, k)
+        if sub is None:
+            return None
+        return Invocation(f"{exe} run {sub.launcher}", argv, sub.exe_index, sub.args)
+    return None
+
+
+def identify_server(argv: Sequence[str]) -> str | None:
+    """Name the non-Gunicorn server a command runs (uWSGI, Uvicorn...), for a clear refusal; None if unknown."""
+    for w in argv[:8]:
+        base = _base(w)
+        if base in _OTHER_SERVERS:
+            return _OTHER_SERVERS[base]
+    return None
+
+
+# -- workers ----------------------------------------------------------------------------------------------------
+
+
+def auto_workers(cpu_count: int, max_workers: int | None = None) -> int:
+    """Return Gunicorn's recommended worker count (2 x CPUs) + 1, capped by max_workers."""
+    if cpu_count < 1:
+        raise UsageError(f"CPU count {cpu_count} is not positive", hint="pass --workers N")
+    n = 2 * cpu_count + 1
+    return min(n, max_workers) if max_workers is not None else n
+
+
+def resolve_workers(workers: int | str, *, cpu_count: int | None, max_workers: int | None = None) -> int:
+    """Turn a --workers request (N or 'auto') into a worker count; refuse zero, negatives and junk."""
+    if max_workers is not None and max_workers < 1:
+        raise UsageError(f"--max-workers {max_workers} must be at least 1", hint="pass a positive number")
+    if workers == "auto":
+        if cpu_count is None:
+            raise UsageError("cannot compute --workers auto: the CPU count is unknown", hint="pass --workers N")
+        return auto_workers(cpu_count, max_workers)
+    try:
+        n = int(workers)
+    except (TypeError, ValueError):
+        raise UsageError(f"--workers {workers!r} is not a number", hint="pass --workers N or --workers auto") from None
+    if n < 1:
+        raise UsageError(f"--workers {n} must be at least 1", hint="pass --workers N with N >= 1, or auto")
+    if max_workers is not None and n > max_workers:
+        raise UsageError(f"--workers {n} is above --max-workers {max_workers}", hint="lower one of them")
+    return n
+
+
+# -- effective settings -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """A setting's value and where it came from (e.g. "command line", "GUNICORN_CMD_ARGS in Environment=")."""
+
+    value: object
+    source: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What Gunicorn will run with, given everything the unit says."""
+
+    workers: Sourced  # int, or a str when not a literal number (e.g. "${WORKERS}")
+    preload: Sourced  # bool, or None when unknown (an unreadable config file)
+    app: Sourced  # str or None
+    binds: Sourced  # tuple[str, ...]
+    config_file: str | None
+    invocation: Invocation
+    environment: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConfigFacts:
+    """What a gunicorn.conf.py assigns at top level (literal values only; ... when computed)."""
+
+    values: Mapping[str, object]
+    computed: frozenset[str]
+
+
+_UNKNOWN = object()
+
+
+def parse_config_file(text: str, *, path: str = "gunicorn.conf.py") -> ConfigFacts:
+    """Read the top-level assignments of a Gunicorn config file without running it."""
+    try:
+        tree = ast.parse(text, filename=path)
+    except SyntaxError as exc:
+        raise GunicornArgsError(
+            f"{path}: Gunicorn's config file is not valid Python ({exc.msg}, line {exc.lineno})", hint="fix it"
+        ) from None
+    values: dict[str, object] = {}
+    computed: set[str] = set()
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(node, ast.Assign):
+            targets, value = list(node.targets), node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            computed.add(node.target.id)
+            values.pop(node.target.id, None)
+            continue
+        for t in targets:
+            if isinstance(t, ast.Name) and value is not None:
+                try:
+                    values[t.id] = ast.literal_eval(value)
+                    computed.discard(t.id)
+                except ValueError:
+                    computed.add(t.id)
+                    values.pop(t.id, None)
+    # Anything assigned under if/for/try/with or via globals() is invisible to this reading.
+    for any_node in ast.walk(tree):
+        if isinstance(any_node, ast.Name) and any_node.id in ("globals", "locals", "exec", "setattr"):
+            computed.add("*")
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.Expr | ast.Import | ast.ImportFrom):
+            if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                for sub in ast.walk(stmt):
+                    if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                        computed.add(sub.id)
+    return ConfigFacts(values, frozenset(computed))
+
+
+def environment_assignments(value: str) -> list[tuple[str, str, int]]:
+    """Split an Environment= value into (name, value, word index) like systemd (quotes and C escapes)."""
+    out: list[tuple[str, str, int]] = []
+    for k, w in enumerate(environment_words(value)):
+        name, eq, val = w.value.partition("=")
+        if eq and name:
+            out.append((name, val, k))
+    return out
+
+
+@dataclass(frozen=True)
+class EnvWord:
+    """One word of an Environment= value with its span in the value."""
+
+    value: str
+    start: int
+    end: int
+
+
+def environment_words(value: str) -> list[EnvWord]:
+    """Split an Environment= value into words with spans (systemd: unquote + C escapes, like Exec words)."""
+    from unitctl import execline
+
+    dummy = "/x "
+    try:
+        cmds = execline.split(dummy + value)
+    except RefusedError as exc:
+        raise GunicornArgsError(f"Environment={value!r} cannot be read: {exc}", hint="fix its quoting") from None
+    words: list[EnvWord] = []
+    for ci, cmd in enumerate(cmds):
+        ws = cmd.words[1:] if ci == 0 else cmd.words
+        if ci > 0:
+            words.append(EnvWord(";", cmd.start - len(dummy) - 2, cmd.start - len(dummy) - 1))
+        for w in ws:
+            words.append(EnvWord(w.value, w.start - len(dummy), w.end - len(dummy)))
+    return words
+
+
+def unit_environment(unit: UnitFile) -> tuple[dict[str, tuple[str, Entry, int]], list[str]]:
+    """Return the unit's Environment= variables (name → (value, entry, word index)) and its EnvironmentFile= paths."""
+    env: dict[str, tuple[str, Entry, int]] = {}
+    for entry in unit.entries("Service", "Environment"):
+        if not entry.value.strip():
+            env.clear()  # an empty assignment resets the list
+            continue
+        for name, val, k in environment_assignments(entry.value):
+            env[name] = (val, entry, k)
+    files: list[str] = []
+    for entry in unit.entries("Service", "EnvironmentFile"):
+        if not entry.value.strip():
+            files.clear()
+            continue
+        files.append(entry.value.strip())
+    return env, files
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Read KEY=VALUE lines of an EnvironmentFile= (comments, quotes, export-less shell-like syntax)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s[0] in "#;":
+            continue
+        name, eq, val = s.partition("=")
+        if not eq:
+            continue
+        name = name.strip()
+        val = val.strip()
+        try:
+            parts = shlex_words(val)
+            val = " ".join(p.value for p in parts) if len(parts) != 1 else parts[0].value
+        except ValueError:
+            pass
+        out[name] = val
+    return out
+
+
+ReadFile = Callable[[str], "str | None"]
+
+
+def effective_settings(
+    unit: UnitFile | str,
+    *,
+    read_file: ReadFile | None = None,
+    invocation: tuple[Entry, Invocation] | None = None,
+) -> Settings:
+    """Work out workers, preload, app and binds as Gunicorn will see them, with the source of each.
+
+    ``read_file(path)`` returns a file's text or None when it is missing; without it, the config file and
+    EnvironmentFile= are not read and a warning says so.
+    """
+    from unitctl.unitfile import UnitFile as _UnitFile
+
+    uf = _UnitFile.parse(unit) if isinstance(unit, str) else unit
+    inv = invocation[1] if invocation is not None else find_gunicorn(uf).invocation
+    warnings: list[str] = []
+    env_entries, env_files = unit_environment(uf)
+    env = {k: v[0] for k, v in env_entries.items()}
+    for path in env_files:
+        optional = path.startswith("-")
+        real = path[1:] if optional else path
+        text = read_file(real) if read_file is not None else None
+        if text is None:
+            warnings.append(
+                f"EnvironmentFile={path} was not read; if it sets GUNICORN_CMD_ARGS or WEB_CONCURRENCY "
+                "the effective settings may differ"
+            )
+            continue
+        env.update(parse_env_file(text))
+
+    cmd_args = inv.args
+    env_args: GunicornArgs | None = None
+    if "GUNICORN_CMD_ARGS" in env:
+        try:
+            env_argv = [w.value for w in shlex_words(env["GUNICORN_CMD_ARGS"])]
+        except ValueError as exc:
+            raise GunicornArgsError(
+                f"GUNICORN_CMD_ARGS={env['GUNICORN_CMD_ARGS']!r}: Gunicorn cannot split it ({exc})",
+                hint="fix its quoting",
+            ) from None
+        env_args = parse_args(env_argv, where="GUNICORN_CMD_ARGS")
+
+    # The working directory Gunicorn starts in (and chdir()s to before reading the config file).
+    cwd = (uf.get("Service", "WorkingDirectory") or "").strip().lstrip("-") or "/"
+    config_path: str | None = None
+    config_source = ""
+    if cmd_args.values.get("config"):
+        config_path, config_source = str(cmd_args.values["config"]), "-c on the command line"
+    elif env_args is not None and env_args.values.get("config"):
+        config_path, config_source = str(env_args.values["config"]), "-c in GUNICORN_CMD_ARGS"
+    else:
+        config_path, config_source = posixpath.join(cwd, "gunicorn.conf.py"), "default gunicorn.conf.py"
+    facts: ConfigFacts | None = None
+    config_file: str | None = None
+    if config_path.startswith("python:"):
+        warnings.append(f"config module {config_path} ({config_source}) was not read; check it for workers/preload_app")
+    else:
+        if config_path.startswith("file:"):
+            config_path = config_path[len("file:") :]
+        if not config_path.startswith("/"):
+            config_path = posixpath.normpath(posixpath.join(cwd, config_path))
+        text = read_file(config_path) if read_file is not None else None
+        if text is None:
+            if read_file is None or config_source != "default gunicorn.conf.py":
+                warnings.append(
+                    f"Gunicorn config file {config_path} ({config_source}) was not read; "
+                    "check that it does not set preload_app or workers"
+                )
+        else:
+            config_file = config_path
+            facts = parse_config_file(text, path=config_path)
+
+    def pick(setting: str, default: object, default_source: str) -> Sourced:
+        for args, label in ((cmd_args, "command line"), (env_args, "GUNICORN_CMD_ARGS")):
+            if args is not None and setting in args.values:
+                return Sourced(args.values[setting], label)
+        if facts is not None:
+            if setting in facts.values:
+                return Sourced(facts.values[setting], f"config file {config_file}")
+            if setting in facts.computed or "*" in facts.computed:
+                return Sourced(None, f"config file {config_file} (computed)")
+        return Sourced(default, default_source)
+
+    if "WEB_CONCURRENCY" in env:
+        wc: object = env["WEB_CONCURRENCY"]
+        try:
+            wc = int(str(wc))
+        except ValueError:
+            pass
+        workers = pick("workers", wc, "WEB_CONCURRENCY")
+    else:
+        workers = pick("workers", 1, "default")
+    if isinstance(workers.value, str):
+        try:
+            workers = Sourced(int(workers.value), workers.source)
+        except ValueError:
+            pass
+    preload = pick("preload_app", False, "default")
+    if preload.value is not None and not isinstance(preload.value, bool):
+        preload = Sourced(bool(preload.value), preload.source)
+    app = Sourced(cmd_args.app, "command line") if cmd_args.app else pick("wsgi_app", None, "default")
+    binds = pick("bind", ["127.0.0.1:8000"], "default")
+    bval = binds.value
+    binds = Sourced(tuple(bval) if isinstance(bval, list | tuple) else (bval,) if bval else (), binds.source)
+    return Settings(workers, preload, app, binds, config_file, inv, env, tuple(warnings))
+
+
+def default_read_file(path: str) -> str | None:
+    """Read a text file from disk, None when it does not exist or cannot be read (the edge for effective_settings)."""
+    try:
+        with open(os.fspath(path), encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Found:
+    """The one ExecStart= command of a unit that runs Gunicorn."""
+
+    entry: Entry
+    command: Command
+    words: tuple[Word, ...]  # systemd words behind the argv given to find_invocation (argv[i] is words[i].value)
+    invocation: Invocation
+
+
+def find_gunicorn(unit: UnitFile) -> Found:
+    """Find the single effective ExecStart= command running Gunicorn; refuse none, several, or hidden options."""
+    from unitctl import execline
+
+    entries = unit.entries("Service", "ExecStart")
+    effective: list[Entry] = []
+    for e in entries:
+        if not e.value.strip():
+            effective = []  # "ExecStart=" resets the list (drop-ins use it to replace the command)
+        else:
+            effective.append(e)
+    found: list[Found] = []
+    others: list[list[str]] = []
+    for e in effective:
+        for cmd in execline.split(e.value):
+            words = (cmd.words[0], *cmd.args)
+            argv = [w.value for w in words]
+            where = f"ExecStart= (line {e.line})" if e.line else "ExecStart="
+            if not cmd.no_env_expand:
+                split_vars = [a for a in argv[1:] if any(r.whole_word for r in execline.variables(a))]
+                if split_vars:
+                    kept = [a for a in argv if a not in split_vars]
+                    try:
+                        runs_gunicorn = find_invocation(kept, where=where) is not None
+                    except RefusedError:
+                        runs_gunicorn = True
+                    if runs_gunicorn:
+                        raise GunicornArgsError(
+                            f"{where}: the argument {split_vars[0]!r} is split into words by systemd at start-up and "
+                            "may hold Gunicorn options unitctl cannot see",
+                            hint="write the options out in ExecStart= (or use ${NAME} for a single value)",
+                        )
+            inv = find_invocation(argv, where=where)
+            if inv is None:
+                others.append(argv)
+                continue
+            found.append(Found(e, cmd, words, inv))
+    if not found:
+        if not effective:
+            raise NotGunicornError(
+                "the unit has no ExecStart= (after resets)", hint="give the unit that runs gunicorn, or its drop-in"
+            )
+        raise describe_refusal_for(others[0])
+    if len(found) > 1:
+        lines = ", ".join(str(f.entry.line) for f in found)
+        raise GunicornArgsError(
+            f"the unit runs Gunicorn in {len(found)} ExecStart= commands (lines {lines})",
+            hint="keep one (a drop-in replaces the command with an empty ExecStart= first)",
+        )
+    return found[0]
+
+
+def describe_refusal_for(argv: Sequence[str]) -> NotGunicornError:
+    """Build the NotGunicornError for a command that does not run Gunicorn."""
+    server = identify_server(argv)
+    if server:
+        return NotGunicornError(
+            f"ExecStart= runs {server} ({argv[0]}), not Gunicorn",
+            hint="unitctl only rewrites Gunicorn units; edit this one by hand",
+        )
+    return NotGunicornError(
+        f"ExecStart= {argv[0]} does not run Gunicorn",
+        hint="point ExecStart= at gunicorn, python -m gunicorn, or poetry/pipenv/uv run gunicorn",
+    )
