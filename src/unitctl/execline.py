@@ -350,7 +350,7 @@ def _check_path(value: str, prefixes: str, path: str) -> None:
         raise _error(value, f"{path!r} is neither an absolute path nor a plain file name", "use an absolute path")
 
 
-_SAFE_RE = re.compile(r"[^\s'\"\\\x00-\x1f\x7f]+")
+_SAFE_RE = re.compile(r"[^\s'\"\\\x00-\x1f\x7f\ud800-\udfff]+")
 _ESCAPE_OUT = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\b"}
 _ESCAPE_OUT |= {"\f": "\\f", "\v": "\\v"}
 

@@ -164,3 +164,42 @@ def test_dropin_order_and_merge_match_systemd(box: Sandbox) -> None:
             if box.host_path(d).is_dir():
                 box.host_path(d).rmdir()
         box.systemctl("daemon-reload", check=True)
+
+
+INSTANCE_FILES = {
+    "/etc/systemd/system/uxi-web@.service": "[Service]\nType=oneshot\nExecStart=/bin/echo %i\n",
+    "/etc/systemd/system/uxi-web@blue.service.d/40-inst.conf": "[Service]\nExecStartPost=/bin/echo inst-40\n",
+    "/etc/systemd/system/uxi-web@.service.d/30-tpl.conf": "[Service]\nExecStartPost=/bin/echo tpl-30\n",
+    "/etc/systemd/system/uxi-.service.d/20-prefix.conf": "[Service]\nExecStartPost=/bin/echo prefix-20\n",
+    # same file name as the instance's own drop-in: the more specific directory wins
+    "/etc/systemd/system/uxi-.service.d/40-inst.conf": "[Service]\nExecStartPost=/bin/echo masked\n",
+    "/etc/systemd/system/uxi-@blue.service.d/25-prefix-inst.conf": "[Service]\nExecStartPost=/bin/echo pi-25\n",
+    "/etc/systemd/system/uxi-@.service.d/26-prefix-tpl.conf": "[Service]\nExecStartPost=/bin/echo pt-26\n",
+    # the top-level drop-in of every service (systemd >= 246), harmless for the other units
+    "/etc/systemd/system/service.d/99-uxi-top.conf": "[Unit]\nDocumentation=man:unitctl-oracle(1)\n",
+}
+
+
+def test_instance_template_prefix_and_top_level_dropins_match_systemd(box: Sandbox) -> None:
+    for path, text in INSTANCE_FILES.items():
+        box.write_file(path, text)
+    try:
+        box.systemctl("daemon-reload", check=True)
+        root = box.host_path("/")
+        name = "uxi-web@blue.service"
+        shown = box.unit_properties(name, "DropInPaths")["DropInPaths"].split()
+        assert dropin_paths(name, root=root) == shown
+        assert len(shown) == 6 and "/etc/systemd/system/uxi-.service.d/40-inst.conf" not in shown
+        unit = load_unit(name, root=root)
+        assert unit.main.path == "/etc/systemd/system/uxi-web@.service"
+        ours = [_ours(c, name) for v in unit.values("Service", "ExecStartPost") for c in execline.split(v)]
+        assert _bus_commands(box, name, "ExecStartPostEx") == ours
+        assert [argv[1] for _, argv, _ in ours] == ["prefix-20", "pi-25", "pt-26", "tpl-30", "inst-40"]
+    finally:
+        for path in INSTANCE_FILES:
+            box.host_path(path).unlink(missing_ok=True)
+        for path in INSTANCE_FILES:
+            d = box.host_path(path).parent
+            if d.name.endswith(".d") and d.is_dir():
+                d.rmdir()
+        box.systemctl("daemon-reload", check=True)
