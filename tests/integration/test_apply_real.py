@@ -1,0 +1,295 @@
+"""`unitctl apply --guarded` for real: unitctl runs inside the sandbox against a real systemd, a real
+Gunicorn app in a real git repository, whose readiness depends on a real (sqlite) database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apphelpers import AppRepo, http_get
+
+from unitctl.sandbox import Result, Sandbox
+
+pytestmark = pytest.mark.systemd
+
+_ports = itertools.count(18300)
+
+
+class Deploy:
+    """One app under test: its repo, unit name, port, history dir, and how to run unitctl on it."""
+
+    def __init__(self, box: Sandbox, venv_bin: Path) -> None:
+        self.box = box
+        self.venv_bin = venv_bin
+        self.name = f"shop-{uuid.uuid4().hex[:8]}"
+        self.unit = f"{self.name}.service"
+        self.port = next(_ports)
+        self.repo = AppRepo.create(box, self.name)
+        self.hist = f"{self.repo.root}/hist"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.unit_path = f"/etc/systemd/system/{self.unit}"
+
+    def argv(self, *args: str, timeout: float = 30) -> list[str]:
+        # env -C: run from /srv (no unitctl.toml there), whatever the host's cwd is.
+        return [
+            "env", "-C", "/srv", str(self.venv_bin / "unitctl"), "apply", self.name, "--guarded",
+            "--repo", self.repo.path, "--ready-url", f"{self.url}/health/ready", "--ready-timeout", str(timeout),
+            "--ready-interval", "0.2", "--history-dir", self.hist, *args,
+        ]  # fmt: skip
+
+    def apply(self, *args: str, timeout: float = 30) -> Result:
+        return self.box.run(self.argv(*args, timeout=timeout), timeout=timeout * 3 + 120)
+
+    def unitctl(self, *args: str) -> Result:
+        return self.box.run(["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args], timeout=120)
+
+    def unit_file(self, label: str, **kw: Any) -> str:
+        return self.repo.write_unit_file(self.repo.unit(self.venv_bin, port=self.port, **kw), label)
+
+    def history(self) -> list[dict[str, Any]]:
+        res = self.unitctl("history", self.name, "--json", "--history-dir", self.hist)
+        assert res.ok, res.stderr
+        data: list[dict[str, Any]] = json.loads(res.stdout)
+        return data
+
+    def served(self) -> str:
+        status, body = http_get(self.box, f"{self.url}/")
+        return body.strip() if status == 200 else f"HTTP {status}: {body}"
+
+    def ready(self) -> bool:
+        return http_get(self.box, f"{self.url}/health/ready")[0] == 200
+
+    def main_pid(self) -> int:
+        return int(self.box.unit_properties(self.unit, "MainPID")["MainPID"])
+
+    def first_release(self) -> str:
+        """Commit v1 and deploy it (a first deploy); return its hash."""
+        v1 = self.repo.release("v1")
+        res = self.apply("--unit-file", self.unit_file("v1"))
+        assert res.returncode == 0, res.stderr
+        return v1
+
+    def second_release(self) -> str:
+        v2 = self.repo.release("v2")
+        res = self.apply()
+        assert res.returncode == 0, res.stderr
+        assert self.served() == "release v2"
+        return v2
+
+
+def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    v1 = d.first_release()
+    assert d.served() == "release v1" and d.ready()
+    assert box.read_file(d.unit_path) == box.read_file(f"{d.repo.root}/units/v1/{d.unit}")
+    v2 = d.repo.release("v2")
+    res = d.apply("--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["outcome"] == "ok" and out["record"]["to_rev"] == v2 and out["record"]["from_rev"] == v1
+    assert d.served() == "release v2"
+    records = d.history()
+    assert [(r["outcome"], r["to_rev"]) for r in records] == [("ok", v1), ("ok", v2)]
+    assert records[1]["rollback_source"] == "history"
+    phases = [p["name"] for p in records[1]["phases"]]
+    assert phases == ["capture", "verify", "pre-import", "switch", "guard"]
+    # Phase lines with timings on stderr, one result line on stdout.
+    assert "guard" in res.stderr and "ok" in res.stderr
+    status = d.unitctl("status", d.name, "--history-dir", d.hist, "--json")
+    assert status.returncode == 0, status.stderr
+    st = json.loads(status.stdout)
+    assert st["deployed_rev"] == v2 and st["ready"] is True and st["state"]["active_state"] == "active"
+
+
+def test_import_broken_release_is_refused_before_the_restart(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    pid = d.main_pid()
+    d.repo.release("v3", broken_import=True)
+    res = d.apply()
+    assert res.returncode == 3, res.stderr
+    assert "does not import" in res.stderr and "cannot import name 'BaseSettings'" in res.stderr
+    assert len(res.stderr.strip().splitlines()[-1]) < 400  # one line
+    assert d.main_pid() == pid  # never restarted
+    assert d.served() == "release v2"
+    assert d.repo.head() == v2  # a later restart of the old process cannot load the broken code
+    last = d.history()[-1]
+    assert last["outcome"] == "refused" and last["exit_code"] == 3
+    assert "BaseSettings" in last["output"] and "Traceback" in last["output"]
+
+
+def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    unit_before = box.read_file(d.unit_path)
+    v4 = d.repo.release("v4", table="items_v4")  # imports fine; its table was never migrated
+    res = d.apply(timeout=4)
+    assert res.returncode == 4, res.stderr
+    assert "rolled back" in res.stderr and "not ready within 4s" in res.stderr
+    assert d.repo.head() == v2 and box.read_file(d.unit_path) == unit_before
+    assert d.served() == "release v2" and d.ready()
+    last = d.history()[-1]
+    assert (last["outcome"], last["exit_code"], last["to_rev"], last["from_rev"]) == ("rolled-back", 4, v4, v2)
+    assert "items_v4" in last["reason"]
+    names = [p["name"] for p in last["phases"]]
+    assert names[-3:] == ["guard", "rollback", "rollback-guard"]
+
+
+def test_bad_unit_change_is_rolled_back_byte_identical(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    unit_before = box.read_file(d.unit_path)
+    mode_before = box.host_path(d.unit_path).stat().st_mode
+    # 192.0.2.1 (TEST-NET-1) is not an address of this host: Gunicorn cannot bind it.
+    res = d.apply("--unit-file", d.unit_file("v5", bind=f"192.0.2.1:{d.port}"))
+    assert res.returncode == 4, res.stderr
+    assert box.read_file(d.unit_path) == unit_before
+    assert box.host_path(d.unit_path).stat().st_mode == mode_before
+    assert d.served() == "release v2" and d.ready()
+    assert box.unit_properties(d.unit, "NeedDaemonReload")["NeedDaemonReload"] == "no"
+    last = d.history()[-1]
+    assert last["outcome"] == "rolled-back" and last["unit_sha256"] != last["candidate_sha256"]
+    assert any("192.0.2.1" in line for line in last["journal"]), last["journal"]
+
+
+def test_both_releases_broken_needs_a_human(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    # The database goes away: the new release and the previous one both cannot become ready.
+    box.run(["mv", d.repo.db, d.repo.db + ".away"], check=True)
+    d.repo.release("v4", table="items_v4")
+    res = d.apply(timeout=3)
+    assert res.returncode == 5, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert "ROLLBACK FAILED" in line and "previous release is not ready either" in line
+    assert f"journalctl -u {d.unit}" in line and v2[:12] in line and "a human is needed" in line
+    assert d.repo.head() == v2  # the code of the previous release is in place for whoever fixes it
+    assert d.history()[-1]["outcome"] == "rollback-failed"
+    box.run(["mv", d.repo.db + ".away", d.repo.db], check=True)
+    assert d.ready()
+
+
+def test_fast_failure_is_rolled_back_long_before_the_timeout(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    d.repo.release("v3", broken_import=True)
+    started = time.monotonic()
+    res = d.apply("--no-pre-import", timeout=120)
+    wall = time.monotonic() - started
+    assert res.returncode == 4, res.stderr
+    last = d.history()[-1]
+    guard = next(p for p in last["phases"] if p["name"] == "guard")
+    assert not guard["ok"] and guard["seconds"] < 30, guard
+    assert wall < 90
+    assert any("BaseSettings" in line for line in last["journal"]), last["journal"]
+    assert d.served() == "release v2"
+
+
+def test_two_applies_at_once_one_is_refused(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    v3 = d.repo.release("v3", ready_after=4.0)
+    first = box.popen(d.argv())
+    try:
+        _wait_for_line(first, "switch", timeout=60)
+        second = d.apply()
+        assert second.returncode == 3, second.stderr
+        holder = json.loads(box.read_file(f"{d.hist}/locks/{d.unit}.lock"))
+        assert f"locked by pid {holder['pid']} since" in second.stderr
+        assert first.wait(timeout=120) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert d.served() == "release v3" and d.repo.head() == v3
+    assert [r["outcome"] for r in d.history()] == ["ok", "ok", "ok"]  # the refused one changed nothing
+
+
+def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    d.repo.release("v3", ready_after=600.0)  # would never be ready within the test
+    proc = box.popen(d.argv(timeout=120))
+    try:
+        _wait_for_line(proc, "switch", timeout=60)
+        time.sleep(0.5)  # inside the guard now
+        holder = json.loads(box.read_file(f"{d.hist}/locks/{d.unit}.lock"))
+        # The pid as the container sees it: signal unitctl itself, from inside.
+        box.run(["kill", "-TERM", str(holder["pid"])], check=True)
+        code = proc.wait(timeout=120)
+        stderr = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 4, stderr
+    assert "interrupted by SIGTERM" in stderr
+    assert d.repo.head() == v2 and d.served() == "release v2" and d.ready()
+    last = d.history()[-1]
+    assert last["outcome"] == "interrupted" and last["exit_code"] == 4
+
+
+def test_dirty_tree_is_refused_nothing_changed(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    pid = d.main_pid()
+    unit_before = box.read_file(d.unit_path)
+    box.write_file(f"{d.repo.path}/release.py", "RELEASE = 'hotfix'\nTABLE = 'items'\nREADY_AFTER = 0.0\n")
+    res = d.apply("--unit-file", d.unit_file("v6", workers=3))
+    assert res.returncode == 3, res.stderr
+    assert "modified tracked files (release.py)" in res.stderr
+    assert d.main_pid() == pid and box.read_file(d.unit_path) == unit_before and d.repo.head() == v2
+    assert "hotfix" in box.read_file(f"{d.repo.path}/release.py").decode()
+
+
+def test_shallow_clone_without_the_rollback_revision_is_refused(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    pid = d.main_pid()
+    clone = f"{d.repo.root}/shallow"
+    box.run(["git", "clone", "-q", "--depth", "1", f"file://{d.repo.path}", clone], check=True)
+    res = box.run([*d.argv()[:8], clone, *d.argv()[9:]])
+    assert res.returncode == 3, res.stderr
+    assert "no revision to roll back to" in res.stderr and "shallow" in res.stderr
+    assert d.main_pid() == pid
+
+
+def test_rollback_command_returns_to_the_previous_good_deploy(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    v1 = d.first_release()
+    d.second_release()
+    res = d.unitctl("rollback", d.name, "--history-dir", d.hist, "--ready-timeout", "30")
+    assert res.returncode == 0, res.stderr
+    assert d.served() == "release v1" and d.repo.head() == v1
+    assert d.history()[-1]["command"] == "rollback"
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, *, timeout: float) -> None:
+    """Read ``proc``'s stderr until a line containing ``needle`` (a phase line) shows up."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"no {needle!r} line from unitctl; got {seen!r}, exit {proc.poll()}")
