@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from unitctl.errors import InputError, UsageError, VerificationError
 
@@ -146,10 +147,100 @@ def _clean(line: str, tmp: str, original: str) -> str:
 
 
 def _own_checks(text: str, found: _Findings) -> None:
-    """Add unitctl's own findings; see README ('unitctl verify') for why each matters."""
+    """Add unitctl's own findings; README ('unitctl verify') explains each."""
+    from unitctl.errors import UnitctlError
+    from unitctl.unitfile import UnitFile
+
     leftover = _TEMPLATE_LEFTOVER.search(text)
     if leftover:
         found.errors.append(f"the unit still contains a template placeholder {leftover.group(0)!r}: render it first")
+    try:
+        unit = UnitFile.parse(text)
+    except UnitctlError:
+        return  # systemd-analyze has already said why the file does not load
+    service_type = unit.get("Service", "Type") or "simple"
+    kill_mode = unit.get("Service", "KillMode")
+    if kill_mode in ("process", "none"):
+        found.warnings.append(
+            f"KillMode={kill_mode}: on stop/restart systemd signals only the Gunicorn master, so workers "
+            "of a master that hangs or crashes outlive the service and keep the port; use KillMode=mixed"
+        )
+    if service_type == "notify" and unit.get("Service", "NotifyAccess") == "none":
+        found.errors.append(
+            "Type=notify with NotifyAccess=none: systemd ignores Gunicorn's READY=1 and the start times out; "
+            "use NotifyAccess=main"
+        )
+    from unitctl.diff import env_words, is_secret_name
+
+    for value in unit.values("Service", "Environment"):
+        for word in env_words(value):
+            name, sep, _ = word.partition("=")
+            if sep and is_secret_name(name):
+                found.warnings.append(
+                    f"Environment={name}=... looks like a secret: any local user can read it with "
+                    "'systemctl show'; move it to an EnvironmentFile= readable only by root (mode 0600)"
+                )
+    try:
+        invocation = _gunicorn_in(unit)
+    except UnitctlError as exc:
+        found.errors.append(f"Gunicorn would refuse its command line: {exc}")
+        return
+    if invocation is None:
+        return
+    values = invocation.args.values
+    if values.get("preload_app"):
+        found.warnings.append(
+            "Gunicorn runs with --preload: the app is imported once in the master, so 'systemctl reload' "
+            "(HUP) restarts workers with the OLD code; deploys need a restart (or drop --preload)"
+        )
+    if values.get("reload"):
+        found.warnings.append(
+            "Gunicorn runs with --reload, a development code reloader: workers restart on every file change"
+        )
+    daemon = bool(values.get("daemon"))
+    if daemon and service_type != "forking":
+        found.errors.append(
+            f"Gunicorn runs with --daemon under Type={service_type}: the main process exits at once and "
+            "systemd stops the service; drop --daemon (use Type=notify)"
+        )
+    elif service_type == "forking" and not daemon:
+        found.errors.append(
+            "Type=forking but Gunicorn stays in the foreground (no --daemon): the start hangs until it times "
+            "out; use Type=notify"
+        )
+    elif service_type in ("simple", "exec", "idle"):
+        found.warnings.append(
+            f"Type={service_type}: systemd reports the service started before Gunicorn has bound its "
+            "sockets; use Type=notify (Gunicorn >= 20 sends READY=1)"
+        )
+    if not unit.values("Service", "ExecReload"):
+        found.warnings.append(
+            "no ExecReload=: 'systemctl reload' fails; add ExecReload=/bin/kill -s HUP $MAINPID "
+            "(Gunicorn replaces its workers gracefully on HUP)"
+        )
+    if not unit.get("Service", "WorkingDirectory") and not values.get("chdir") and not values.get("pythonpath"):
+        found.warnings.append(
+            "no WorkingDirectory= (nor --chdir): Gunicorn imports the app relative to /, which works only "
+            "when the app is installed in the environment; set WorkingDirectory= to the project directory"
+        )
+
+
+def _gunicorn_in(unit: Any) -> Any:
+    """Return the Gunicorn invocation of the unit's ExecStart=, or None."""
+    from unitctl.errors import UnitctlError
+    from unitctl.execline import split
+    from unitctl.gunicorn import find_invocation
+
+    for value in unit.values("Service", "ExecStart"):
+        try:
+            commands = split(value)
+        except UnitctlError:
+            continue  # systemd-analyze reports the bad command line
+        for command in commands:
+            invocation = find_invocation([w.value for w in command.words])
+            if invocation is not None:
+                return invocation
+    return None
 
 
 def format_report(report: VerifyReport) -> list[str]:

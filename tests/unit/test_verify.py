@@ -87,3 +87,79 @@ def test_missing_systemd_analyze_is_a_clear_error(tmp_path: Path, monkeypatch: p
     with pytest.raises(VerificationError, match="systemd-analyze is not installed") as err:
         verify_unit(path)
     assert err.value.exit_code == ExitCode.REFUSED
+
+
+# --- unitctl's own checks ---------------------------------------------------------------------------
+
+
+def findings(tmp_path: Path, text: str) -> tuple[str, str]:
+    report = verify_unit(unit(tmp_path, text))
+    return "\n".join(report.errors), "\n".join(report.warnings)
+
+
+def test_preload_warns_that_reload_keeps_old_code(tmp_path: Path) -> None:
+    errors, warnings = findings(tmp_path, good(exec_args="--preload --workers 3 app:app"))
+    assert errors == ""
+    assert "--preload" in warnings and "OLD code" in warnings
+
+
+def test_preload_abbreviation_is_recognised(tmp_path: Path) -> None:
+    _, warnings = findings(tmp_path, good(exec_args="--pre app:app"))
+    assert "--preload" in warnings
+
+
+@pytest.mark.parametrize("mode", ["process", "none"])
+def test_kill_mode_process_warns(tmp_path: Path, mode: str) -> None:
+    _, warnings = findings(tmp_path, good().replace("KillMode=mixed", f"KillMode={mode}"))
+    assert f"KillMode={mode}" in warnings and "KillMode=mixed" in warnings
+
+
+def test_daemon_under_notify_is_an_error(tmp_path: Path) -> None:
+    errors, _ = findings(tmp_path, good(exec_args="--daemon app:app"))
+    assert "--daemon under Type=notify" in errors
+
+
+def test_forking_without_daemon_is_an_error(tmp_path: Path) -> None:
+    errors, _ = findings(tmp_path, good().replace("Type=notify", "Type=forking"))
+    assert "Type=forking but Gunicorn stays in the foreground" in errors
+
+
+def test_type_simple_warns_to_use_notify(tmp_path: Path) -> None:
+    errors, warnings = findings(tmp_path, good().replace("Type=notify\n", ""))
+    assert errors == ""
+    assert "Type=simple" in warnings and "Type=notify" in warnings
+
+
+def test_notify_access_none_is_an_error(tmp_path: Path) -> None:
+    errors, _ = findings(tmp_path, good("NotifyAccess=none\n"))
+    assert "NotifyAccess=none" in errors
+
+
+def test_missing_exec_reload_and_working_directory_warn(tmp_path: Path) -> None:
+    text = good().replace("ExecReload=/bin/kill -s HUP $MAINPID\n", "").replace("WorkingDirectory=/srv/app\n", "")
+    _, warnings = findings(tmp_path, text)
+    assert "no ExecReload=" in warnings
+    assert "no WorkingDirectory=" in warnings
+    _, warnings = findings(tmp_path, text.replace(" app:app", " --chdir /srv/app app:app"))
+    assert "no WorkingDirectory=" not in warnings
+
+
+def test_secret_in_environment_warns_without_printing_it(tmp_path: Path) -> None:
+    _, warnings = findings(tmp_path, good('Environment="DB_PASSWORD=hunter2" MODE=prod\n'))
+    assert "DB_PASSWORD" in warnings and "EnvironmentFile=" in warnings
+    assert "hunter2" not in warnings and "MODE" not in warnings
+
+
+def test_template_leftover_is_an_error(tmp_path: Path) -> None:
+    errors, _ = findings(tmp_path, good("Environment=APP_ENV={{ env }}\n"))
+    assert "template placeholder '{{ env }}'" in errors
+
+
+def test_gunicorn_refusing_its_command_line_is_an_error(tmp_path: Path) -> None:
+    errors, _ = findings(tmp_path, good(exec_args="--preload=true app:app"))
+    assert "Gunicorn would refuse its command line" in errors and "--preload takes no value" in errors
+
+
+def test_non_gunicorn_unit_gets_no_gunicorn_advice(tmp_path: Path) -> None:
+    report = verify_unit(unit(tmp_path, "[Service]\nExecStart=/bin/sleep 1000\n"))
+    assert report.errors == () and report.warnings == ()
