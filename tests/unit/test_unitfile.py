@@ -425,7 +425,12 @@ _LINE = st.one_of(
     st.builds(lambda w, c, v: w + c + v, _WS, st.sampled_from("#;"), _VALUE),
     _WS,
     st.builds(lambda w1, k, w2, w3, v: f"{w1}{k}{w2}={w3}{v}", _WS, _KEY, _WS, _WS, _VALUE),
-    st.builds(lambda v, b: v + b, _VALUE, st.sampled_from(["\\", "\\\\", "\\\\\\", "\\ "])),
+    # raw text ending in backslashes (never a '[' line, so no header systemd would refuse is generated)
+    st.builds(
+        lambda v, b: v + b,
+        _VALUE.filter(lambda v: not v.lstrip(" \t").startswith("[")),
+        st.sampled_from(["\\", "\\\\", "\\\\\\", "\\ "]),
+    ),
 )
 
 
@@ -441,21 +446,14 @@ def unit_texts(draw: st.DrawFn) -> str:
 
 @given(unit_texts())
 def test_any_unit_text_round_trips_byte_identical(text: str) -> None:
-    try:
-        u = UnitFile.parse(text)
-    except UnitSyntaxError:
-        # only a header systemd refuses may stop us: a '[' line not ending in ']' after joining
-        return
+    u = UnitFile.parse(text)
     assert u.serialize() == text
     assert UnitFile.from_bytes(text.encode()).to_bytes() == text.encode()
 
 
 @given(unit_texts(), st.data())
 def test_any_edit_keeps_the_file_consistent(text: str, data: st.DataObject) -> None:
-    try:
-        u = UnitFile.parse(text)
-    except UnitSyntaxError:
-        return
+    u = UnitFile.parse(text)
     entries = u.all_entries()
     if not entries:
         return
