@@ -305,8 +305,36 @@ def _effective(unit: Any) -> dict[tuple[str, str], list[str] | str | None]:
 
 
 def _gunicorn_changes(old: Any, new: Any) -> list[str]:
-    """Name what changes in Gunicorn's effective settings (workers, preload, binds, app)."""
-    return []
+    """Name what changes in Gunicorn's effective settings (workers, preload, app, binds)."""
+    from unitctl.errors import UnitctlError
+    from unitctl.gunicorn import effective_settings
+
+    def settings(unit: Any) -> Any:
+        try:
+            # MergedUnit reads like a UnitFile (entries/values/get across main file and drop-ins).
+            return effective_settings(unit)
+        except UnitctlError:
+            return None  # not a (readable) Gunicorn unit: the key-level summary still applies
+
+    a, b = settings(old), settings(new)
+    if a is None and b is None:
+        return []
+    if a is None or b is None:
+        return ["Gunicorn added" if a is None else "Gunicorn removed"]
+    parts = []
+    if a.workers.value != b.workers.value:
+        parts.append(f"workers {_show(a.workers.value)} → {_show(b.workers.value)}")
+    if a.preload.value != b.preload.value:
+        parts.append("preload removed" if a.preload.value else "preload added")
+    if a.app.value != b.app.value:
+        parts.append(f"app {_show(a.app.value)} → {_show(b.app.value)}")
+    if tuple(a.binds.value) != tuple(b.binds.value):
+        parts.append(f"bind {' '.join(a.binds.value) or '(none)'} → {' '.join(b.binds.value) or '(none)'}")
+    return parts
+
+
+def _show(value: object) -> str:
+    return "(unknown)" if value is None else str(value)
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,32 @@ def test_bad_input(tmp_path: Path, kw: dict[str, Any], error: type[Exception], m
 
 def test_env_words_follow_systemd_quoting() -> None:
     assert diff.env_words("\"A=x y\" B=1 'C=it\\'s' D=a\\tb") == ["A=x y", "B=1", "C=it's", "D=a\tb"]
+
+
+def test_summary_names_gunicorn_changes(tmp_path: Path) -> None:
+    root = make_root(tmp_path, dropin=None)
+    new = INSTALLED.replace("-w 9 shop:app", "--workers 5 --bind unix:/run/shop/s.sock shop:app")
+    new = new.replace("ExecStart=/srv/venv/bin/gunicorn", "ExecStart=/srv/venv/bin/gunicorn --preload")
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
+    assert result.summary == "workers 9 → 5, preload added, bind 127.0.0.1:8000 → unix:/run/shop/s.sock"
+
+
+def test_summary_reads_workers_as_systemd_sees_them_through_a_drop_in(tmp_path: Path) -> None:
+    # The drop-in replaces ExecStart (reset + new): the effective workers are the drop-in's 3, not the main file's 9.
+    dropin = "[Service]\nExecStart=\nExecStart=/srv/venv/bin/gunicorn --preload -w 3 shop:app\n"
+    root = make_root(tmp_path, dropin=dropin)
+    new = INSTALLED.replace("-w 9", "-w 4")
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
+    assert result.differs
+    assert result.summary.startswith("no effective change")
+    rewritten = dropin.replace("--preload -w 3", "-w 2")
+    (root / "etc/systemd/system/shop.service.d/10-extra.conf").write_text(rewritten)
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, INSTALLED))
+    assert not result.differs  # the installed drop-in is the same on both sides
+
+
+def test_summary_when_the_desired_unit_stops_running_gunicorn(tmp_path: Path) -> None:
+    root = make_root(tmp_path, dropin=None)
+    new = INSTALLED.replace("/srv/venv/bin/gunicorn -w 9 shop:app", "/usr/bin/uwsgi --ini shop.ini")
+    result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
+    assert result.summary == "Gunicorn removed"
