@@ -12,17 +12,19 @@ sees what the service will see. Two forms:
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from unitctl.errors import NotGunicornError, UnitSyntaxError, UsageError
+from unitctl.errors import NotGunicornError, UsageError
 from unitctl.systemd.base import TransientSpec
+
+if TYPE_CHECKING:
+    from unitctl.gunicorn import Invocation
 
 PRE_IMPORT_TIMEOUT = 120.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_PRELOAD_FLAGS = ("--preload", "--prel", "--prelo", "--preloa", "--pre")
 
 
 def parse_target(spec: str) -> tuple[str, str]:
@@ -41,13 +43,14 @@ class ServiceView:
     """What the service will run with, as systemd reads the candidate unit (plus installed drop-ins)."""
 
     exec_argv: tuple[str, ...]
-    gunicorn_argv: tuple[str, ...]  # the Gunicorn part of ExecStart (executable first)
+    gunicorn_argv: tuple[str, ...]  # the Gunicorn command with --check-config added
     user: str | None = None
     group: str | None = None
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     env_files: tuple[tuple[str, bool], ...] = ()
     preload: bool = False
+    python: str = "python3"  # the interpreter the service's Gunicorn runs on
 
 
 def _dropins(unit: str, unit_dir: Path) -> list[str]:
@@ -61,9 +64,11 @@ def _dropins(unit: str, unit_dir: Path) -> list[str]:
 
 def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     """Read the candidate unit's [Service] settings that matter for importing the app."""
+    from unitctl import gunicorn
     from unitctl.unitfile import UnitFile, merged
 
-    view = merged(UnitFile.parse(text, path=unit), [UnitFile.parse(t) for t in _dropins(unit, unit_dir)])
+    main = UnitFile.parse(text, path=unit)
+    view = merged(main, [UnitFile.parse(t) for t in _dropins(unit, unit_dir)])
 
     def last(key: str) -> str | None:
         # An empty assignment resets a single-value key to its default.
@@ -72,23 +77,30 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     def values(key: str) -> list[str]:
         return view.values("Service", key)
 
-    exec_values = values("ExecStart")
-    if not exec_values:
+    exec_entries = [e for e in view.entries("Service", "ExecStart") if e.value.strip()]
+    if not values("ExecStart") or not exec_entries:
         raise NotGunicornError(f"{unit} has no ExecStart=", hint="the service must run Gunicorn")
-    argv = _exec_argv(exec_values[-1], unit)
-    gargv = _gunicorn_argv(argv, unit)
+    argv = _exec_argv(values("ExecStart")[-1], unit)
+    inv = gunicorn.find_invocation(argv)
+    if inv is None:
+        raise gunicorn.describe_refusal_for(argv)
+    settings = gunicorn.effective_settings(
+        main, read_file=gunicorn.default_read_file, invocation=(exec_entries[-1], inv)
+    )
+    # A preload setting computed by a config file is unknown: assume preload (a restart is always right).
+    preload = settings.preload.value is None or bool(settings.preload.value)
     env = _parse_environment(values("Environment"), unit)
     env_files = tuple((v[1:], True) if v.startswith("-") else (v, False) for v in values("EnvironmentFile"))
-    preload = _has_preload(gargv[1:]) or _has_preload(shlex.split(env.get("GUNICORN_CMD_ARGS", "")))
     return ServiceView(
         exec_argv=tuple(argv),
-        gunicorn_argv=tuple(gargv),
+        gunicorn_argv=tuple(check_config_argv(inv)),
         user=last("User"),
         group=last("Group"),
         cwd=last("WorkingDirectory"),
         env=env,
         env_files=env_files,
         preload=preload,
+        python=_python_of(inv),
     )
 
 
@@ -101,78 +113,36 @@ def _exec_argv(value: str, unit: str) -> list[str]:
     return list(commands[0].argv)
 
 
-def _gunicorn_argv(argv: Sequence[str], unit: str) -> list[str]:
-    """Return the Gunicorn command inside ``argv`` (executable first), or raise NotGunicornError."""
-    try:
-        from unitctl import gunicorn  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # TEMPORARY until gunicorn.py lands: same rule, executable or python -m
-        inv = _find_simple(argv)
-    else:
-        inv = gunicorn.find_invocation(list(argv))
-    if inv is None:
-        raise NotGunicornError(
-            f"{unit}: ExecStart= does not run Gunicorn ({' '.join(argv)[:120]})",
-            hint="unitctl deploys Gunicorn services; use --no-pre-import to skip the import check",
-        )
-    return list(gunicorn_command(inv, argv))
+def check_config_argv(inv: Invocation) -> list[str]:
+    """Return the command with ``--check-config`` added right after the Gunicorn executable.
+
+    For ``sh -c '... gunicorn ...'`` the script's words are run directly (no shell): the check
+    then loads the same app with the same options, without the script's other commands.
+    """
+    words = list(inv.argv)
+    return [*words[: inv.exe_index + 1], "--check-config", *words[inv.exe_index + 1 :]]
 
 
-@dataclass(frozen=True)
-class _Found:
-    start: int
-    end: int | None = None
-
-
-def _find_simple(argv: Sequence[str]) -> _Found | None:
-    if argv and Path(argv[0]).name == "gunicorn":
-        return _Found(0)
-    if len(argv) > 2 and Path(argv[0]).name.startswith("python") and argv[1:3] == ["-m", "gunicorn"]:
-        return _Found(0)
-    return None
-
-
-def gunicorn_command(inv: object, argv: Sequence[str]) -> Sequence[str]:
-    """Return the executable + arguments of a found Gunicorn invocation."""
-    start = getattr(inv, "start", None)
-    if isinstance(start, int):
-        end = getattr(inv, "end", None)
-        return list(argv[start : end if isinstance(end, int) else None])
-    command = getattr(inv, "argv", None)
-    if command is not None:
-        return list(command)
-    raise NotGunicornError("cannot locate the Gunicorn command line in ExecStart=")
-
-
-def _has_preload(args: Sequence[str]) -> bool:
-    for arg in args:
-        if arg == "--":
-            return False
-        if arg in _PRELOAD_FLAGS:
-            return True
-    return False
+def _python_of(inv: Invocation) -> str:
+    words = list(inv.argv)
+    if inv.launcher.startswith("python"):
+        return words[0]
+    return service_python(words[inv.exe_index])
 
 
 def _parse_environment(values: Sequence[str], unit: str) -> dict[str, str]:
-    """Parse Environment= values (quoted KEY=VALUE words) the way systemd does, later keys winning."""
+    """Parse Environment= values (quoted KEY=VALUE words, C escapes) as systemd does, later keys winning."""
+    from unitctl.gunicorn import environment_assignments
+
     env: dict[str, str] = {}
     for value in values:
-        try:
-            words = shlex.split(value, posix=True)
-        except ValueError as exc:
-            raise UnitSyntaxError(f"{unit}: Environment={value!r} is not valid: {exc}") from exc
-        for word in words:
-            key, sep, val = word.partition("=")
-            if sep and key:
-                env[key] = val
+        for key, val, _ in environment_assignments(value):
+            env[key] = val
     return env
 
 
-def service_python(gargv: Sequence[str]) -> str:
-    """Return the interpreter that runs the service's Gunicorn (python -m gunicorn, or the script's shebang)."""
-    exe = gargv[0]
-    name = Path(exe).name
-    if name.startswith("python"):
-        return exe
+def service_python(exe: str) -> str:
+    """Return the interpreter behind the Gunicorn script ``exe`` (its shebang, else python3 beside it)."""
     try:
         with open(exe, "rb") as fh:
             first = fh.readline(512)
@@ -192,9 +162,9 @@ def check_spec(text: str, *, unit: str, unit_dir: Path, pre_import: str | None) 
     if pre_import:
         module, var = parse_target(pre_import)
         code = f"import importlib; getattr(importlib.import_module({module!r}), {var!r})"
-        argv: list[str] = [service_python(view.gunicorn_argv), "-c", code]
+        argv: list[str] = [view.python, "-c", code]
     else:
-        argv = [*view.gunicorn_argv, "--check-config"]
+        argv = list(view.gunicorn_argv)
     return TransientSpec(
         argv=argv,
         user=view.user,

@@ -216,7 +216,7 @@ def test_pre_import_runs_in_the_services_environment(world: World) -> None:
     world.fake.script_transient(record)
     world.run()
     (spec,) = seen
-    assert list(spec.argv) == [GUNICORN, "-w", "2", "-b", "127.0.0.1:8000", "app:app", "--check-config"]
+    assert list(spec.argv) == [GUNICORN, "--check-config", "-w", "2", "-b", "127.0.0.1:8000", "app:app"]
     assert (spec.user, spec.group, spec.cwd) == ("www-data", "www-data", "/srv/app")
     assert spec.env == {"APP_DB": "/srv/db.sqlite", "DB_PASSWORD": "hunter22"}
     assert list(spec.env_files) == [("/etc/app.env", True)]

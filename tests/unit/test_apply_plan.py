@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from unitctl import preimport
 from unitctl.apply import choose_action, make_plan
-from unitctl.errors import UsageError
+from unitctl.errors import NotGunicornError, UsageError
 from unitctl.gitrepo import RollbackTarget
 from unitctl.systemd.fake import failed_state, running_state
 
@@ -95,3 +97,76 @@ def test_unknown_running_code_counts_as_changed() -> None:
         strategy="auto",
     )
     assert plan.code_changed and plan.action == "restart"
+
+
+# -- the pre-import check is built from the candidate unit (plus installed drop-ins) ------------------
+
+SERVICE = """\
+[Service]
+User=app
+WorkingDirectory=/srv/app
+Environment="A=1 2" B=\\x41
+EnvironmentFile=/etc/app.env
+EnvironmentFile=-/etc/app.local
+ExecStart={exec}
+"""
+
+
+def spec_for(exec_line: str, tmp_path: Path, *, pre_import: str | None = None, dropin: str | None = None) -> Any:
+    if dropin is not None:
+        d = tmp_path / "app.service.d"
+        d.mkdir(exist_ok=True)
+        (d / "10-override.conf").write_text(dropin)
+    return preimport.check_spec(
+        SERVICE.format(exec=exec_line), unit="app.service", unit_dir=tmp_path, pre_import=pre_import
+    )
+
+
+def test_check_config_goes_right_after_the_gunicorn_executable(tmp_path: Path) -> None:
+    spec = spec_for("/venv/bin/gunicorn -w 4 --bind 127.0.0.1:8000 app.wsgi:application", tmp_path)
+    assert list(spec.argv) == ["/venv/bin/gunicorn", "--check-config", "-w", "4", "--bind", "127.0.0.1:8000",
+                               "app.wsgi:application"]  # fmt: skip
+    assert (spec.user, spec.group, spec.cwd) == ("app", None, "/srv/app")
+    assert dict(spec.env) == {"A": "1 2", "B": "A"}  # systemd's quoting and C escapes
+    assert list(spec.env_files) == [("/etc/app.env", False), ("/etc/app.local", True)]
+
+
+def test_python_m_gunicorn_and_poetry_run(tmp_path: Path) -> None:
+    spec = spec_for("/venv/bin/python3 -m gunicorn app:app", tmp_path)
+    assert list(spec.argv) == ["/venv/bin/python3", "-m", "gunicorn", "--check-config", "app:app"]
+    spec = spec_for("/usr/bin/poetry run gunicorn app:app", tmp_path)
+    assert list(spec.argv) == ["/usr/bin/poetry", "run", "gunicorn", "--check-config", "app:app"]
+
+
+def test_pre_import_module_var_with_python_m(tmp_path: Path) -> None:
+    spec = spec_for("/venv/bin/python3 -m gunicorn app:app", tmp_path, pre_import="app.wsgi:application")
+    assert spec.argv[0] == "/venv/bin/python3" and spec.argv[1] == "-c"
+    assert "import_module('app.wsgi')" in spec.argv[2] and "'application'" in spec.argv[2]
+
+
+def test_dropins_of_the_installed_unit_apply(tmp_path: Path) -> None:
+    spec = spec_for(
+        "/venv/bin/gunicorn app:app",
+        tmp_path,
+        dropin="[Service]\nEnvironment=C=3\nUser=\nExecStart=\nExecStart=/venv/bin/gunicorn -w 2 other:app\n",
+    )
+    assert list(spec.argv) == ["/venv/bin/gunicorn", "--check-config", "-w", "2", "other:app"]
+    assert dict(spec.env) == {"A": "1 2", "B": "A", "C": "3"} and spec.user is None
+
+
+def test_a_unit_that_does_not_run_gunicorn_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotGunicornError, match="uWSGI|Uvicorn"):
+        spec_for("/venv/bin/uvicorn app:app", tmp_path)
+
+
+def test_preload_is_read_from_the_command_line(tmp_path: Path) -> None:
+    text = SERVICE.format(exec="/venv/bin/gunicorn --preload app:app")
+    assert preimport.service_view(text, unit="app.service", unit_dir=tmp_path).preload
+    text = SERVICE.format(exec="/venv/bin/gunicorn app:app")
+    assert not preimport.service_view(text, unit="app.service", unit_dir=tmp_path).preload
+
+
+@pytest.mark.parametrize("bad", ["app", "app:", ":app", "app:a.b", "a b:c", "-x:y"])
+def test_pre_import_target_must_be_module_var(bad: str) -> None:
+    with pytest.raises(UsageError, match="MODULE:VAR"):
+        preimport.parse_target(bad)
