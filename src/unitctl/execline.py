@@ -332,21 +332,23 @@ def split(value: str) -> list[Command]:
 
 
 def _check_path(value: str, prefixes: str, path: str) -> None:
+    """Refuse the executables systemd refuses (load-fragment.c), plus a variable, which it never expands."""
     if not path:
         raise _error(value, f"empty executable after prefixes {prefixes!r}", "give an absolute path after the prefixes")
-    if path[0] in PREFIX_CHARS:
+    if path.startswith("$"):
+        raise _error(value, f"the executable {path!r} is a variable, which systemd never expands", "write the path")
+    valid = _path_is_valid(path) if path.startswith("/") else _filename_is_valid(path)
+    if path[0] in PREFIX_CHARS and not valid:
         raise _error(
             value,
             f"repeated or conflicting prefix {path[0]!r} (use each of - @ : once and only one of + ! !!)",
             "fix the prefixes",
         )
-    if path.startswith("$"):
-        raise _error(value, f"the executable {path!r} is a variable, which systemd never expands", "write the path")
     if not _string_is_safe(path):
         raise _error(value, f"executable {path!r} contains quotes, backslashes or control characters", "rename it")
     if path.endswith("/"):
         raise _error(value, f"executable {path!r} is a directory", "name the program file")
-    if not (_path_is_valid(path) if path.startswith("/") else _filename_is_valid(path)):
+    if not valid:
         raise _error(value, f"{path!r} is neither an absolute path nor a plain file name", "use an absolute path")
 
 

@@ -462,6 +462,13 @@ class MergedUnit:
         found = self.entries(section, key)
         return found[-1].value if found else None
 
+    def owner(self, entry: Entry) -> UnitFile:
+        """Return the file an entry belongs to (edit it there)."""
+        for f in self.files:
+            if any(e is entry for e in f.all_entries()):
+                return f
+        raise ValueError(f"entry {entry.key}= (line {entry.line}) is not part of this unit")
+
     def sections(self) -> list[str]:
         seen: dict[str, None] = {}
         for f in self.files:
@@ -478,15 +485,18 @@ def merged(main: UnitFile, dropins: Sequence[UnitFile]) -> MergedUnit:
 # -- drop-in lookup (systemd >= 246: name.d, template, dash prefixes, type.d) ----------------------------
 
 
+_UNIT_TYPES = "service|socket|target|timer|path|mount|automount|swap|slice|scope|device"
+_UNIT_NAME_RE = re.compile(rf"([A-Za-z0-9:_.\\-]+)(?:(@)([A-Za-z0-9:_.\\-]*))?\.({_UNIT_TYPES})")
+
+
 def _split_name(name: str) -> tuple[str, str | None, str]:
-    """Return (prefix, instance or None, type) of a unit name."""
-    stem, dot, utype = name.rpartition(".")
-    if not dot or not stem or not utype:
-        raise UsageError(f"{name!r} is not a unit name; use a name like app.service")
-    prefix, at, instance = stem.partition("@")
-    if not prefix:
-        raise UsageError(f"{name!r} is not a unit name; use a name like app.service")
-    return prefix, (instance if at else None), utype
+    """Return (prefix, instance or None, type) of a unit name; "" is the instance of a template."""
+    m = _UNIT_NAME_RE.fullmatch(name)
+    if m is None or len(name) > 255:
+        raise UsageError(
+            f"{name!r} is not a valid unit name; use letters, digits and :-_.\\ with a type suffix, like app.service"
+        )
+    return m.group(1), (m.group(3) if m.group(2) else None), m.group(4)
 
 
 def _name_dirs(name: str) -> list[str]:

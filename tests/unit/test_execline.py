@@ -189,6 +189,9 @@ def test_argv0_span_starts_after_unquoted_prefixes_and_path_is_simplified() -> N
 
 def test_plain_file_name_is_an_accepted_executable() -> None:
     assert argvs("gunicorn app:app") == [["gunicorn", "app:app"]]
+    # systemd reads "--x" as prefix "-" and the plain file name "-x": valid, however odd
+    (cmd,) = split("--x")
+    assert (cmd.prefixes, cmd.path) == ("-", "-x")
 
 
 def test_word_spans_point_at_raw_text() -> None:

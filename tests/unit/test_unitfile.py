@@ -318,6 +318,11 @@ def test_merged_applies_dropins_in_order_with_resets() -> None:
     assert m.entries("Service", "User")[-1].path == "/etc/u.service.d/20.conf"
     assert m.get("Service", "Nope") is None
     assert m.sections() == ["Service"]
+    user = m.entries("Service", "User")[-1]
+    m.owner(user).set_value(user, "z")
+    assert d2.serialize() == "[Service]\nUser=z\nEnvironment=B=2\n"
+    with pytest.raises(ValueError):
+        m.owner(UnitFile.parse("[S]\nK=v\n").all_entries()[0])
 
 
 def test_dropin_dirs_follow_systemd_order() -> None:
@@ -385,8 +390,9 @@ def test_unit_from_files_refuses_missing_masked_and_bad_names() -> None:
         unit_from_files("nope.service", {})
     with pytest.raises(InputError, match="masked"):
         unit_from_files("m.service", {"/etc/systemd/system/m.service": ""})
-    with pytest.raises(UsageError, match="not a unit name"):
-        unit_from_files("noname", {})
+    for bad in ("noname", "../../etc/passwd.service", "a b.service", "app.conf"):
+        with pytest.raises(UsageError, match="not a valid unit name"):
+            unit_from_files(bad, {})
 
 
 def test_load_unit_reads_under_a_root(tmp_path: Path) -> None:
