@@ -389,7 +389,7 @@ def status(
 ) -> None:
     """Show a unit's state, deployed revision, last outcome and readiness.
 
-    Exit 0 when the unit is active (and ready, when a readiness URL is known), 3 otherwise.
+    Exit 0 whenever the state could be read (check "ready" in --json); readiness is probed once.
     """
     from pathlib import Path
 

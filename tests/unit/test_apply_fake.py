@@ -93,6 +93,7 @@ class World:
     answers: list[int] = field(default_factory=lambda: [200])
     verify_errors: tuple[str, ...] = ()
     sleep_hook: Callable[[int], None] | None = None
+    answer_fn: Callable[[], int] | None = None  # overrides ``answers``
     stderr: io.StringIO = field(default_factory=io.StringIO)
     sleeps: int = 0
 
@@ -102,7 +103,10 @@ class World:
 
     def probe_factory(self, url: str) -> Callable[[], ProbeResult]:
         def handler(request: httpx.Request) -> httpx.Response:
-            code = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            if self.answer_fn is not None:
+                code = self.answer_fn()
+            else:
+                code = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
             return httpx.Response(code, text=f"status {code}")
 
         return Probe(url, transport=httpx.MockTransport(handler)).check
@@ -504,3 +508,75 @@ def test_installed_unit_without_any_rollback_revision_is_refused(world: World, t
     with pytest.raises(GitStateError, match="no revision to roll back to"):
         world.run(repo=repo)
     assert set(world.fake.ops()) <= {"state"}
+
+
+# -- the command line: flags and unitctl.toml, one result line or one JSON object, exit codes ----------
+
+
+@pytest.fixture
+def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    from typer.testing import CliRunner
+
+    from unitctl.cli import app
+
+    monkeypatch.setattr(apply, "real_edges", lambda name: world.edges())
+    monkeypatch.setattr(apply, "DEFAULT_UNIT_DIR", world.units)
+    monkeypatch.chdir(world.tmp)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+def test_cli_apply_prints_one_json_object(world: World, cli: Callable[..., Any]) -> None:
+    installed(world)
+    res = cli("apply", "app", "--guarded", "--repo", str(world.repo), "--ready-url", URL,
+              "--history-dir", str(world.hist), "--json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["outcome"] == "ok" and out["record"]["to_rev"] == world.revs["v2"] and out["plan"]["action"] == "restart"
+
+
+def test_cli_apply_reads_unitctl_toml_and_reports_a_rollback(world: World, cli: Callable[..., Any]) -> None:
+    installed(world)
+    (world.tmp / "unitctl.toml").write_text(
+        f'name = "app"\n[apply]\nguarded = true\nrepo = "{world.repo}"\nready_url = "{URL}"\n'
+        f'ready_timeout = 3\nhistory_dir = "{world.hist}"\n'
+    )
+    # Only the new release (v2 checked out) fails its readiness check.
+    world.answer_fn = lambda: 503 if world.head() == world.revs["v2"] else 200
+    res = cli("apply")
+    assert res.exit_code == 4, res.output
+    assert res.stderr.count("unitctl: error:") == 1 and "not ready within 3s" in res.stderr
+    assert world.records()[-1].outcome == "rolled-back"
+
+
+def test_cli_usage_errors_exit_2(world: World, cli: Callable[..., Any]) -> None:
+    res = cli("apply", "app", "--guarded", "--history-dir", str(world.hist))
+    assert res.exit_code == 2 and "needs a readiness URL" in res.stderr
+    res = cli("apply", "app", "--strategy", "sideways", "--history-dir", str(world.hist))
+    assert res.exit_code == 2 and "--strategy must be one of" in res.stderr
+    res = cli("apply", "bad name!", "--history-dir", str(world.hist))
+    assert res.exit_code == 2 and "not a valid systemd unit name" in res.stderr
+    assert world.fake.calls == []
+
+
+def test_cli_history_lists_attempts(world: World, cli: Callable[..., Any]) -> None:
+    installed(world)
+    world.fake.script_transient(TransientResult(1, "ImportError: cannot import name 'X'\n"))
+    cli("apply", "app", "--guarded", "--repo", str(world.repo), "--ready-url", URL, "--history-dir", str(world.hist))
+    res = cli("history", "app", "--history-dir", str(world.hist))
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and " ok " in lines[0] and "refused" in lines[1] and "ImportError" in lines[1]
+    data = json.loads(cli("history", "app", "--json", "--history-dir", str(world.hist)).stdout)
+    assert [r["outcome"] for r in data] == ["ok", "refused"]
+    assert "no deploys recorded" in cli("history", "other", "--history-dir", str(world.hist)).stdout
+
+
+def test_cli_rollback_without_an_earlier_deploy_is_refused(world: World, cli: Callable[..., Any]) -> None:
+    installed(world)
+    res = cli("rollback", "app", "--history-dir", str(world.hist))
+    assert res.exit_code == 3 and "no earlier good deploy" in res.stderr
