@@ -1,8 +1,8 @@
 """Load ``unitctl.toml`` and merge it under the command-line flags (flags win).
 
 The file lives in the current directory. Top-level keys are shared by every command
-(only ``name`` today); each command reads its own table (``[render]``, ``[rewrite]``,
-``[diff]``, ``[apply]``, ...) with a schema the command passes in. Unknown tables, unknown
+(only ``name`` today); each command reads its own table (``[render]``, ``[apply]``,
+``[rollback]``, ``[status]``, ``[history]``) with a schema the command passes in. Unknown tables, unknown
 keys and values of the wrong type are usage errors (exit 2) that name the key.
 
     cfg = load()                                   # None when there is no unitctl.toml
@@ -23,8 +23,9 @@ from unitctl.errors import InputError, UsageError
 
 CONFIG_NAME = "unitctl.toml"
 
-# Every table a unitctl command reads; a table name outside this list is a typo.
-KNOWN_TABLES = ("render", "rewrite", "diff", "verify", "apply", "rollback", "status", "history")
+# Every table a unitctl command reads; a table name outside this list is a typo. rewrite, diff and verify
+# take their desired state from flags only: a [rewrite] table that changed units silently would surprise.
+KNOWN_TABLES = ("render", "apply", "rollback", "status", "history")
 
 
 class Kind(Enum):
@@ -61,12 +62,6 @@ RENDER_SCHEMA: Schema = {
     "socket": Kind.BOOL,
     "control_socket": Kind.BOOL,
     "description": Kind.STR,
-}
-
-REWRITE_SCHEMA: Schema = {
-    "workers": Kind.WORKERS,
-    "max_workers": Kind.INT,
-    "no_preload": Kind.BOOL,
 }
 
 

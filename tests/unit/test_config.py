@@ -117,3 +117,10 @@ def test_flags_win_and_unset_flags_fall_back() -> None:
         {"workers": 3, "app": "a:b", "bind": ["unix:/run/a/a.sock"]},
     )
     assert merged == {"workers": 5, "app": "a:b", "bind": ["unix:/run/a/a.sock"], "socket": None}
+
+
+def test_rewrite_table_is_not_a_thing(tmp_path: Path) -> None:
+    # rewrite/diff take operations from flags only; a table that looked effective but was ignored would mislead.
+    write(tmp_path, "[rewrite]\nworkers = 3\n")
+    with pytest.raises(UsageError, match="unknown table \\[rewrite\\]"):
+        config.load(cwd=tmp_path)
