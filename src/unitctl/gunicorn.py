@@ -879,6 +879,8 @@ def parse_env_file(text: str) -> dict[str, str]:
     return out
 
 
+_DEFAULT_CONFIG = "Gunicorn's default in WorkingDirectory="
+
 ReadFile = Callable[[str], "str | None"]
 
 
@@ -933,7 +935,7 @@ def effective_settings(
     elif env_args is not None and env_args.values.get("config"):
         config_path, config_source = str(env_args.values["config"]), "-c in GUNICORN_CMD_ARGS"
     else:
-        config_path, config_source = posixpath.join(cwd, "gunicorn.conf.py"), "default gunicorn.conf.py"
+        config_path, config_source = posixpath.join(cwd, "gunicorn.conf.py"), _DEFAULT_CONFIG
     facts: ConfigFacts | None = None
     config_file: str | None = None
     if config_path.startswith("python:"):
@@ -945,7 +947,7 @@ def effective_settings(
             config_path = posixpath.normpath(posixpath.join(cwd, config_path))
         text = read_file(config_path) if read_file is not None else None
         if text is None:
-            if read_file is None or config_source != "default gunicorn.conf.py":
+            if read_file is None or config_source != _DEFAULT_CONFIG:
                 warnings.append(
                     f"Gunicorn config file {config_path} ({config_source}) was not read; "
                     "check that it does not set preload_app or workers"

@@ -1,0 +1,105 @@
+"""Golden rewrite cases, one folder each under tests/golden/.
+
+A case holds ``input.service``, ``options.json`` and either ``expected.service`` (+ ``expected_report.txt``: the
+changes and warnings) or ``expected_error.txt`` (the error class and its one-line message).
+
+options.json keys: workers (N or "auto"), no_preload, max_workers, cpu_count, mode ("rewrite" | "dropin"),
+files ({path: text} that read_file can see; absent: files are not read).
+
+UNITCTL_REGEN_GOLDEN=1 rewrites the expected files from the current code; review them by eye before committing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unitctl.errors import UnitctlError
+from unitctl.rewrite import dropin_for, rewrite_unit
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "input.service").exists())
+REWRITE_CASES = [
+    c
+    for c in CASES
+    if (GOLDEN / c / "expected.service").exists() and '"dropin"' not in (GOLDEN / c / "options.json").read_text()
+]
+REGEN = os.environ.get("UNITCTL_REGEN_GOLDEN") == "1"
+
+
+def _read(path: Path) -> str:
+    return path.read_bytes().decode("utf-8")
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_bytes(text.encode("utf-8"))
+
+
+def run_case(case: str) -> tuple[str | None, str]:
+    """Run one case; return (new unit text or None, report or error text)."""
+    d = GOLDEN / case
+    opts: dict[str, Any] = json.loads(_read(d / "options.json"))
+    files: dict[str, str] | None = opts.get("files")
+    func = dropin_for if opts.get("mode") == "dropin" else rewrite_unit
+    try:
+        result = func(
+            _read(d / "input.service"),
+            workers=opts.get("workers"),
+            no_preload=bool(opts.get("no_preload", False)),
+            max_workers=opts.get("max_workers"),
+            cpu_count=opts.get("cpu_count"),
+            read_file=None if files is None else files.get,
+        )
+    except UnitctlError as exc:
+        return None, f"{type(exc).__name__} (exit {int(exc.exit_code)}): {exc}\n"
+    report = "".join(f"change: {c}\n" for c in result.changes) + "".join(f"warning: {w}\n" for w in result.warnings)
+    return result.text, report
+
+
+def test_there_are_many_cases() -> None:
+    assert len(CASES) >= 40
+    assert len(REWRITE_CASES) >= 30
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case: str) -> None:
+    d = GOLDEN / case
+    text, report = run_case(case)
+    if REGEN:
+        for name in ("expected.service", "expected_report.txt", "expected_error.txt"):
+            (d / name).unlink(missing_ok=True)
+        if text is None:
+            _write(d / "expected_error.txt", report)
+        else:
+            _write(d / "expected.service", text)
+            _write(d / "expected_report.txt", report)
+        return
+    if (d / "expected_error.txt").exists():
+        assert text is None, f"{case}: expected a refusal, got a rewrite"
+        assert report == _read(d / "expected_error.txt")
+        return
+    assert text is not None, f"{case}: refused: {report}"
+    assert text == _read(d / "expected.service")
+    assert report == _read(d / "expected_report.txt")
+
+
+@pytest.mark.parametrize("case", REWRITE_CASES)
+def test_golden_is_idempotent(case: str) -> None:
+    """Rewriting the expected output again with the same options changes nothing."""
+    d = GOLDEN / case
+    opts: dict[str, Any] = json.loads(_read(d / "options.json"))
+    files: dict[str, str] | None = opts.get("files")
+    again = rewrite_unit(
+        _read(d / "expected.service"),
+        workers=opts.get("workers"),
+        no_preload=bool(opts.get("no_preload", False)),
+        max_workers=opts.get("max_workers"),
+        cpu_count=opts.get("cpu_count"),
+        read_file=None if files is None else files.get,
+    )
+    assert again.text == _read(d / "expected.service")
+    assert again.changes == []
