@@ -220,6 +220,39 @@ def _extract(s: str, pos: int, *, relax: bool) -> tuple[str, int, int, int, bool
     return out.decode("utf-8", "surrogateescape"), start, end, pos, unknown
 
 
+def split_words(value: str, *, relax_escapes: bool = True, what: str = "value") -> list[Word]:
+    """Split a value into words by systemd's rules alone (quotes, C escapes; no ';', no prefixes).
+
+    ``relax_escapes=True`` is how ``Exec*=`` reads words (an unknown escape is kept verbatim);
+    ``Environment=`` uses ``relax_escapes=False``: there systemd ignores the whole line on an unknown escape.
+    """
+    out: list[Word] = []
+    pos = 0
+    while True:
+        try:
+            r = _extract(value, pos, relax=False)
+        except _BadEscape:
+            if not relax_escapes:
+                raise ExecSyntaxError(
+                    f"{what} {value!r}: invalid escape sequence (systemd ignores the whole line); "
+                    "write a backslash as \\\\"
+                ) from None
+            r = _try_relaxed(value, pos, what)
+        except _Unbalanced:
+            raise _error(value, "unbalanced quoting", "close the quote or escape it as \\' or \\\"", what) from None
+        if r is None:
+            return out
+        out.append(Word(r[0], r[1], r[2]))
+        pos = r[3]
+
+
+def _try_relaxed(value: str, pos: int, what: str) -> tuple[str, int, int, int, bool] | None:
+    try:
+        return _extract(value, pos, relax=True)
+    except (_Unbalanced, _BadEscape):
+        raise _error(value, "unbalanced quoting", "close the quote or escape it as \\' or \\\"", what) from None
+
+
 def _extract_and_warn(s: str, pos: int, where: str) -> tuple[str, int, int, int, str | None] | None:
     try:
         r = _extract(s, pos, relax=False)
@@ -237,8 +270,8 @@ def _extract_and_warn(s: str, pos: int, where: str) -> tuple[str, int, int, int,
     return r[0], r[1], r[2], r[3], f"unknown escape sequence kept verbatim (systemd warns): {r[0]!r}"
 
 
-def _error(value: str, what: str, todo: str) -> ExecSyntaxError:
-    return ExecSyntaxError(f"command line {value!r}: {what}; {todo}")
+def _error(value: str, what: str, todo: str, subject: str = "command line") -> ExecSyntaxError:
+    return ExecSyntaxError(f"{subject} {value!r}: {what}; {todo}")
 
 
 def _string_is_safe(p: str) -> bool:

@@ -203,3 +203,29 @@ def test_instance_template_prefix_and_top_level_dropins_match_systemd(box: Sandb
             if d.name.endswith(".d") and d.is_dir():
                 d.rmdir()
         box.systemctl("daemon-reload", check=True)
+
+
+ENV_UNIT = (
+    "[Service]\nType=oneshot\nExecStart=/bin/true\n"
+    'Environment="A=1" ; B="x y" C=\\x41 \'D=it\\\'s\' E=a\\tb\n'
+    "Environment=F=\\d G=never\n"  # an unknown escape: systemd ignores the whole line
+    "Environment=H=\\\n  continued\n"
+)
+
+
+def test_split_words_reads_environment_lines_as_systemd_does(box: Sandbox) -> None:
+    box.write_file("/etc/systemd/system/uxo-env.service", ENV_UNIT)
+    box.systemctl("daemon-reload", check=True)
+    out = box.run(
+        ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", _bus_path("uxo-env.service"),
+         "org.freedesktop.systemd1.Service", "Environment"],
+        check=True,
+    ).stdout  # fmt: skip
+    ours: list[str] = []
+    for value in UnitFile.parse(ENV_UNIT).values("Service", "Environment"):
+        try:
+            words = execline.split_words(value, relax_escapes=False, what="Environment=")
+        except execline.ExecSyntaxError:
+            continue
+        ours += [w.value for w in words if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w.value, re.DOTALL)]
+    assert json.loads(out)["data"] == ours == ["A=1", "B=x y", "C=A", "D=it's", "E=a\tb", "H="]

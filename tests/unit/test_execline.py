@@ -20,6 +20,7 @@ from unitctl.execline import (
     quote,
     specifiers,
     split,
+    split_words,
     variables,
 )
 
@@ -326,3 +327,21 @@ def test_split_accepts_or_refuses_cleanly(value: str) -> None:
         assert 0 <= cmd.start <= cmd.end <= len(value)
         for w in cmd.words:
             assert cmd.start <= w.start <= w.end <= cmd.end
+
+
+# -- plain word splitting (Environment= and friends) ----------------------------------------------------------
+
+
+def test_split_words_has_no_commands_nor_prefixes() -> None:
+    value = '"A=1" ; -B="x y" C=\\x41'
+    got = split_words(value)
+    assert [w.value for w in got] == ["A=1", ";", "-B=x y", "C=A"]
+    assert [value[w.start : w.end] for w in got] == ['"A=1"', ";", '-B="x y"', "C=\\x41"]
+
+
+def test_split_words_strict_escapes_refuse_what_environment_ignores() -> None:
+    assert [w.value for w in split_words("A=\\d")] == ["A=\\d"]
+    with pytest.raises(ExecSyntaxError, match=r"^Environment= 'A=\\\\d': invalid escape sequence"):
+        split_words("A=\\d", relax_escapes=False, what="Environment=")
+    with pytest.raises(ExecSyntaxError, match="^Environment= .*unbalanced quoting"):
+        split_words('A="x', what="Environment=")
