@@ -158,9 +158,108 @@ def render(
 
 
 @app.command()
-def rewrite() -> None:
-    """Rewrite the Gunicorn command line inside an existing unit, changing nothing else."""
-    _not_yet("rewrite")
+def rewrite(
+    file: Annotated[str, typer.Argument(help="The unit file to rewrite.")],
+    workers: Annotated[
+        str | None, typer.Option("--workers", help="Set the worker count: N, or auto = (2 x CPUs of this host) + 1.")
+    ] = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    no_preload: Annotated[
+        bool, typer.Option("--no-preload", help="Remove --preload (also from GUNICORN_CMD_ARGS).")
+    ] = False,
+    in_place: Annotated[
+        bool, typer.Option("--in-place", help="Show the diff on stderr, then replace FILE atomically, mode/owner kept.")
+    ] = False,
+    drop_in: Annotated[
+        str | None,
+        typer.Option("--drop-in", help="Leave FILE alone; write DIR/NAME.service.d/50-unitctl.conf instead."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when the rewrite would change the unit, else 0.")
+    ] = False,
+) -> None:
+    """Rewrite the Gunicorn command line inside an existing unit, changing nothing else.
+
+    Prints the result to stdout. Without --workers/--no-preload the unit is printed unchanged, byte for byte.
+    """
+    import os
+    from pathlib import Path
+
+    from unitctl.errors import InputError, UsageError
+
+    try:
+        if in_place + bool(drop_in) + check > 1:
+            raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
+        if max_workers is not None and workers is None:
+            raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
+        from unitctl.render import parse_workers
+
+        wanted = parse_workers(workers) if workers is not None else None
+        path = Path(file)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{file}: no such file", hint="check the path") from None
+        except IsADirectoryError:
+            raise InputError(f"{file}: is a directory, not a unit file", hint="pass the unit file") from None
+        except OSError as exc:
+            raise InputError(f"{file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+        text = data.decode("utf-8", "surrogateescape")
+        if wanted is None and not no_preload:
+            if in_place or drop_in:
+                raise UsageError("nothing to write without --workers or --no-preload", hint="add an operation")
+            from unitctl.unitfile import UnitFile
+
+            UnitFile.parse(text, path=file)  # refuse (exit 3) what systemd would not load
+            if check:
+                typer.echo("no changes")
+                return
+            typer.echo(data, nl=False)
+            return
+        from unitctl import rewrite as rewrite_mod
+        from unitctl.diff import colourize, unified
+        from unitctl.gunicorn import default_read_file
+        from unitctl.output import atomic_write, colour_enabled
+
+        make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
+        result = make(
+            text,
+            workers=wanted,
+            no_preload=no_preload,
+            max_workers=max_workers,
+            cpu_count=os.cpu_count(),
+            read_file=default_read_file,
+            path=file,
+        )
+        for warning in result.warnings:
+            typer.echo(f"unitctl: warning: {warning}", err=True)
+        summary = ", ".join(result.changes) or "no changes"
+        if check:
+            typer.echo(summary)
+            raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
+        if in_place or drop_in:
+            target = path
+            if drop_in:
+                from unitctl.systemd.base import validate_unit_name
+
+                if not Path(drop_in).is_dir():
+                    raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")
+                target = Path(drop_in) / f"{validate_unit_name(path.name)}.d" / "50-unitctl.conf"
+            if not result.changed:
+                typer.echo(f"{file}: no changes; nothing written", err=True)
+                return
+            # Show the diff before anything is written.
+            old = target.read_text(encoding="utf-8", errors="surrogateescape") if target.is_file() else ""
+            lines = unified(old, result.text, old_name=str(target), new_name=str(target))
+            for line in colourize(lines, colour_enabled(sys.stderr)):
+                typer.echo(line, nl=False, err=True)
+            target.parent.mkdir(mode=0o755, exist_ok=True)
+            atomic_write(target, result.text)
+            typer.echo(f"wrote {target}: {summary}", err=True)
+            return
+        typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)
+    except UnitctlError as err:
+        fail(err)
 
 
 @app.command()

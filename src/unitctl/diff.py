@@ -397,22 +397,12 @@ def diff_installed(
 
 def _rewritten(text: str, spec: RewriteSpec) -> str:
     """Apply the workers / no-preload rewrite to the installed unit's text."""
-    import importlib
+    from unitctl.rewrite import rewrite_unit
 
-    from unitctl.errors import NotImplementedYet
-
-    try:
-        rewrite = importlib.import_module("unitctl.rewrite")
-    except ModuleNotFoundError:
-        raise NotImplementedYet(
-            "'unitctl diff --workers/--no-preload' needs the rewriter, which is not in this version yet",
-            hint="use --unit-file FILE or --render",
-        ) from None
-    result = rewrite.rewrite_unit(
+    return rewrite_unit(
         text,
         workers=spec.workers,
         no_preload=spec.no_preload,
         max_workers=spec.max_workers,
         cpu_count=spec.cpu_count,
-    )
-    return str(result.text)
+    ).text

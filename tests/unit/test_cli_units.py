@@ -277,6 +277,140 @@ def test_diff_bad_input(tmp_path: Path, args: list[str], code: int, message: str
     assert result.stdout == ""
 
 
+def test_diff_against_a_rewrite_of_the_installed_unit(tmp_path: Path) -> None:
+    root = installed_root(tmp_path)
+    result = runner.invoke(app, ["diff", "shop", "--root", str(root), "--workers", "5"])
+    assert result.exit_code == 1, result.output
+    assert "-ExecStart=/v/bin/gunicorn -w 9 shop:app\n+ExecStart=/v/bin/gunicorn -w 5 shop:app\n" in result.stdout
+    assert result.stdout.endswith("workers 9 → 5\n")
+    same = runner.invoke(app, ["diff", "shop", "--root", str(root), "--workers", "9", "--no-preload"])
+    assert same.exit_code == 0, same.output
+    assert same.stdout == "no changes\n"
+
+
 def test_diff_unknown_flag_exit_2() -> None:
     result = runner.invoke(app, ["diff", "shop", "--frobnicate"])
     assert result.exit_code == 2, result.output
+
+
+# --- rewrite --------------------------------------------------------------------------------------
+
+# CRLF, a comment inside a continuation, odd spacing: the no-op must keep every byte.
+ODD_UNIT = (
+    b"[Unit]\r\nDescription=odd  \r\n\r\n[Service]\r\n; comment\r\nExecStart=/v/bin/gunicorn --preload \\\r\n"
+    b"# inside the continuation\r\n    -w 9 --bind=127.0.0.1:8000 app:app\r\nEnvironment=A=1\r\n"
+)
+PLAIN_UNIT = "[Service]\n# why 9: see ticket\nExecStart=/v/bin/gunicorn --preload -w 9 app:app\nUser=web\n"
+
+
+def unit_file(tmp_path: Path, data: bytes | str, name: str = "web.service") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def test_rewrite_without_operation_prints_the_unit_byte_for_byte(tmp_path: Path) -> None:
+    path = unit_file(tmp_path, ODD_UNIT)
+    result = runner.invoke(app, ["rewrite", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == ODD_UNIT
+
+
+def test_rewrite_changes_only_the_gunicorn_options(tmp_path: Path) -> None:
+    path = unit_file(tmp_path, PLAIN_UNIT)
+    result = runner.invoke(app, ["rewrite", str(path), "--workers", "5", "--no-preload"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == PLAIN_UNIT.replace("--preload -w 9", "-w 5")
+    assert path.read_text() == PLAIN_UNIT  # stdout only
+
+
+def test_rewrite_workers_auto_uses_this_hosts_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    path = unit_file(tmp_path, PLAIN_UNIT)
+    result = runner.invoke(app, ["rewrite", str(path), "--workers", "auto", "--max-workers", "6"])
+    assert result.exit_code == 0, result.output
+    assert "-w 6 app:app" in result.stdout
+
+
+def test_rewrite_check(tmp_path: Path) -> None:
+    path = unit_file(tmp_path, PLAIN_UNIT)
+    pending = runner.invoke(app, ["rewrite", str(path), "--workers", "5", "--check"])
+    assert pending.exit_code == 1, pending.output
+    assert pending.stdout == "workers 9 → 5\n"
+    done = runner.invoke(app, ["rewrite", str(path), "--workers", "9", "--check"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout == "no changes\n"
+    assert path.read_text() == PLAIN_UNIT
+
+
+def test_rewrite_in_place_shows_the_diff_then_writes_keeping_mode(tmp_path: Path) -> None:
+    path = unit_file(tmp_path, PLAIN_UNIT)
+    path.chmod(0o640)
+    result = runner.invoke(app, ["rewrite", str(path), "--no-preload", "--in-place"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "-ExecStart=/v/bin/gunicorn --preload -w 9 app:app\n+ExecStart=/v/bin/gunicorn -w 9 app:app\n" in (
+        result.stderr
+    )
+    assert result.stderr.index("+ExecStart") < result.stderr.index("wrote ")
+    assert path.read_text() == PLAIN_UNIT.replace("--preload ", "")
+    assert path.stat().st_mode & 0o777 == 0o640
+    again = runner.invoke(app, ["rewrite", str(path), "--no-preload", "--in-place"])
+    assert again.exit_code == 0 and "no changes" in again.stderr
+
+
+def test_rewrite_drop_in(tmp_path: Path) -> None:
+    path = unit_file(tmp_path, PLAIN_UNIT)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    result = runner.invoke(app, ["rewrite", str(path), "--workers", "3", "--drop-in", str(etc)])
+    assert result.exit_code == 0, result.output
+    conf = etc / "web.service.d" / "50-unitctl.conf"
+    assert conf.read_text() == "[Service]\nExecStart=\nExecStart=/v/bin/gunicorn --preload -w 3 app:app\n"
+    assert path.read_text() == PLAIN_UNIT
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["/nonexistent/web.service", "--workers", "3"], 3, "no such file"),
+        (["/nonexistent/web.service"], 3, "no such file"),
+        (["{unit}", "--workers", "0"], 2, "--workers must be a positive integer"),
+        (["{unit}", "--max-workers", "4"], 2, "add --workers auto"),
+        (["{unit}", "--workers", "3", "--in-place", "--check"], 2, "exclude each other"),
+        (["{unit}", "--in-place"], 2, "nothing to write"),
+        (["{unit}", "--workers", "3", "--drop-in", "/nonexistent"], 3, "no such directory"),
+        (["{other}", "--workers", "3"], 3, "does not run Gunicorn"),
+        (["{broken}"], 3, "{broken}"),
+    ],
+)
+def test_rewrite_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    names = {
+        "unit": str(unit_file(tmp_path, PLAIN_UNIT)),
+        "other": str(unit_file(tmp_path, "[Service]\nExecStart=/bin/sleep 9\n", name="other.service")),
+        "broken": str(unit_file(tmp_path, "[Service\nExecStart=/bin/true\n", name="broken.service")),
+    }
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = runner.invoke(app, ["rewrite", *(a.format(**names) for a in args)])
+    assert result.exit_code == code, result.output
+    assert message.format(**names) in one_error_line(result.output)
+    assert result.stdout == ""
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_rewrite_unknown_flag_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["rewrite", str(unit_file(tmp_path, PLAIN_UNIT)), "--threads", "4"])
+    assert result.exit_code == 2, result.output
+
+
+SHIPPED = sorted(Path("/usr/lib/systemd/system").glob("*.service"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no systemd units shipped on this machine")
+def test_rewrite_noop_is_byte_identical_on_every_shipped_unit() -> None:
+    for path in SHIPPED:
+        if path.is_symlink() or not path.is_file():
+            continue
+        result = runner.invoke(app, ["rewrite", str(path)])
+        assert result.exit_code == 0, (path, result.output)
+        assert result.stdout_bytes == path.read_bytes(), path

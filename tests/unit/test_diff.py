@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from unitctl import diff
-from unitctl.errors import ExitCode, InputError, UsageError
+from unitctl.errors import ExitCode, InputError, NotGunicornError, UsageError
 from unitctl.output import colour_enabled
 
 UNIT = """[Service]
@@ -237,3 +237,24 @@ def test_summary_when_the_desired_unit_stops_running_gunicorn(tmp_path: Path) ->
     new = INSTALLED.replace("/srv/venv/bin/gunicorn -w 9 shop:app", "/usr/bin/uwsgi --ini shop.ini")
     result = diff.diff_installed(name="shop", root=str(root), unit_file=desired(tmp_path, new))
     assert result.summary == "Gunicorn removed"
+
+
+def test_rewrite_of_the_installed_unit(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    text = INSTALLED.replace("gunicorn -w 9", "gunicorn --preload -w 9")
+    (root / "etc/systemd/system/shop.service").write_text(text)
+    spec = diff.RewriteSpec(workers=5, no_preload=True)
+    result = diff.diff_installed(name="shop", root=str(root), rewrite=spec)
+    assert result.differs
+    assert "-ExecStart=/srv/venv/bin/gunicorn --preload -w 9 shop:app\n" in "".join(result.lines)
+    assert "+ExecStart=/srv/venv/bin/gunicorn -w 5 shop:app\n" in "".join(result.lines)
+    assert result.summary == "workers 9 → 5, preload removed"
+    same = diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=9))
+    assert not same.differs and same.summary == "no changes"
+
+
+def test_rewrite_of_a_unit_without_gunicorn_is_refused(tmp_path: Path) -> None:
+    root = make_root(tmp_path, dropin=None)
+    (root / "etc/systemd/system/shop.service").write_text("[Service]\nExecStart=/bin/sleep 9\n")
+    with pytest.raises(NotGunicornError):
+        diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=5))
