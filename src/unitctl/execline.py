@@ -11,7 +11,9 @@ Mirrors systemd 252 (``src/core/load-fragment.c:config_parse_exec`` over
   quotes; an unknown escape is kept verbatim with a warning (systemd's relaxed retry);
 - unbalanced quotes reject the command (``ExecSyntaxError``);
 - ``$VAR``/``${VAR}`` are left as written (systemd expands them at run time, see ``variables``);
-- ``%`` specifiers are left as written (systemd resolves them at load time; ``%%`` is a literal ``%``).
+- ``%`` specifiers are left as written (systemd resolves them at load time; ``%%`` is a literal ``%``);
+- stricter than systemd on purpose: an executable written as a variable (``$FOO``, ``${FOO}``) is refused,
+  since systemd never expands it and would look for a file named "$FOO".
 
 Word values are str; bytes produced by ``\\xHH``/octal escapes that are not UTF-8 are kept as
 surrogate escapes (``bytes.decode(errors="surrogateescape")``), so nothing is lost.
@@ -73,7 +75,7 @@ class Command:
     @property
     def path(self) -> str:
         """Return the executable as systemd stores it (``path=`` in ``systemctl show``)."""
-        return _path_simplify(self.words[0].value)
+        return path_simplify(self.words[0].value)
 
     @property
     def argv(self) -> list[str]:
@@ -88,14 +90,17 @@ class Command:
 
     @property
     def ignore_failure(self) -> bool:
+        """Return whether "-" makes a failure of this command count as success."""
         return "-" in self.prefixes
 
     @property
     def separate_argv0(self) -> bool:
+        """Return whether "@" makes the second word argv[0]."""
         return "@" in self.prefixes
 
     @property
     def no_env_expand(self) -> bool:
+        """Return whether ":" turns off $VAR expansion."""
         return ":" in self.prefixes
 
     @property
@@ -220,6 +225,33 @@ def _extract(s: str, pos: int, *, relax: bool) -> tuple[str, int, int, int, bool
     return out.decode("utf-8", "surrogateescape"), start, end, pos, unknown
 
 
+_UNBALANCED_TODO = "close the quote or escape it as \\' or \\\""
+
+
+def _next_word(value: str, pos: int, *, relax_escapes: bool, subject: str) -> tuple[Word, int, str | None] | None:
+    """Return the next word, the position after it and its separators, and a warning; None at the end."""
+    warning = None
+    try:
+        r = _extract(value, pos, relax=False)
+    except _Unbalanced:
+        raise _error(value, "unbalanced quoting", _UNBALANCED_TODO, subject) from None
+    except _BadEscape:
+        if not relax_escapes:
+            raise _error(
+                value, "invalid escape sequence (systemd ignores the whole line)", "write a backslash as \\\\", subject
+            ) from None
+        # systemd retries with unknown escapes kept verbatim; still failing means an unbalanced quote.
+        try:
+            r = _extract(value, pos, relax=True)
+        except (_Unbalanced, _BadEscape):
+            raise _error(value, "unbalanced quoting", _UNBALANCED_TODO, subject) from None
+        if r is not None:
+            warning = f"unknown escape sequence kept verbatim (systemd warns): {r[0]!r}"
+    if r is None:
+        return None
+    return Word(r[0], r[1], r[2]), r[3], warning
+
+
 def split_words(value: str, *, relax_escapes: bool = True, what: str = "value") -> list[Word]:
     """Split a value into words by systemd's rules alone (quotes, C escapes; no ';', no prefixes).
 
@@ -228,46 +260,10 @@ def split_words(value: str, *, relax_escapes: bool = True, what: str = "value") 
     """
     out: list[Word] = []
     pos = 0
-    while True:
-        try:
-            r = _extract(value, pos, relax=False)
-        except _BadEscape:
-            if not relax_escapes:
-                raise ExecSyntaxError(
-                    f"{what} {value!r}: invalid escape sequence (systemd ignores the whole line); "
-                    "write a backslash as \\\\"
-                ) from None
-            r = _try_relaxed(value, pos, what)
-        except _Unbalanced:
-            raise _error(value, "unbalanced quoting", "close the quote or escape it as \\' or \\\"", what) from None
-        if r is None:
-            return out
-        out.append(Word(r[0], r[1], r[2]))
-        pos = r[3]
-
-
-def _try_relaxed(value: str, pos: int, what: str) -> tuple[str, int, int, int, bool] | None:
-    try:
-        return _extract(value, pos, relax=True)
-    except (_Unbalanced, _BadEscape):
-        raise _error(value, "unbalanced quoting", "close the quote or escape it as \\' or \\\"", what) from None
-
-
-def _extract_and_warn(s: str, pos: int, where: str) -> tuple[str, int, int, int, str | None] | None:
-    try:
-        r = _extract(s, pos, relax=False)
-        return None if r is None else (r[0], r[1], r[2], r[3], None)
-    except _BadEscape:
-        pass
-    except _Unbalanced as exc:
-        raise _error(s, f"unbalanced quoting{where}", "close the quote or escape it as \\' or \\\"") from exc
-    try:
-        r = _extract(s, pos, relax=True)
-    except (_Unbalanced, _BadEscape) as exc:
-        raise _error(s, f"unbalanced quoting{where}", "close the quote or escape it as \\' or \\\"") from exc
-    if r is None:  # pragma: no cover - the strict pass found a word, so the relaxed one does too
-        return None
-    return r[0], r[1], r[2], r[3], f"unknown escape sequence kept verbatim (systemd warns): {r[0]!r}"
+    while (r := _next_word(value, pos, relax_escapes=relax_escapes, subject=what)) is not None:
+        out.append(r[0])
+        pos = r[1]
+    return out
 
 
 def _error(value: str, what: str, todo: str, subject: str = "command line") -> ExecSyntaxError:
@@ -288,7 +284,7 @@ def _path_is_valid(p: str) -> bool:
     return all(len(part.encode("utf-8", "surrogateescape")) <= _NAME_MAX for part in p.split("/"))
 
 
-def _path_simplify(p: str) -> str:
+def path_simplify(p: str) -> str:
     """Drop duplicate slashes and "." components, like systemd's path_simplify() (".." is kept)."""
     if not p:
         return p
@@ -306,10 +302,11 @@ def split(value: str) -> list[Command]:
     pos = 0
     n = len(value)
     while True:
-        first = _extract_and_warn(value, pos, "")
+        first = _next_word(value, pos, relax_escapes=True, subject="command line")
         if first is None:
             return commands
-        word0, tok_start, tok_end, pos, warn0 = first
+        tok, pos, warn0 = first
+        word0, tok_start, tok_end = tok.value, tok.start, tok.end
         if word0 == ";":
             continue  # a leading or repeated ";" separates nothing
         warnings = [warn0] if warn0 else []
@@ -349,14 +346,14 @@ def split(value: str) -> list[Command]:
                 while pos < n and value[pos] in WHITESPACE:
                     pos += 1
                 continue
-            nxt = _extract_and_warn(value, pos, "")
+            nxt = _next_word(value, pos, relax_escapes=True, subject="command line")
             if nxt is None:
                 break
-            w, ws, we, pos, warn = nxt
+            word, pos, warn = nxt
             if warn:
                 warnings.append(warn)
-            words.append(Word(w, ws, we))
-            end = we
+            words.append(word)
+            end = word.end
         if flags["@"] and len(words) < 2:
             raise _error(value, "'@' needs argv[0] as the word after the executable", "add it or drop the '@'")
         commands.append(Command(prefixes, tuple(words), tok_start, end, tuple(warnings)))

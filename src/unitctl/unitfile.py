@@ -352,7 +352,8 @@ class UnitFile:
         eol = self._default_eol()
         if after is not None:
             pos = self._index(after) + 1
-            section = after.section
+            if after.section != section:
+                raise ValueError(f"cannot add [{section}] {key}= after an entry of [{after.section}]")
         else:
             pos = self._section_end(section)
         inserts: list[_Item] = []

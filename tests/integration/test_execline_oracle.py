@@ -56,7 +56,7 @@ def _ours(cmd: execline.Command, unit: str) -> tuple[str, list[str], list[str]]:
     if cmd.privileges in ("!", "!!"):
         flags = sorted([*flags, FLAGS[cmd.privileges]])
     return (
-        execline._path_simplify(_resolve(cmd.words[0].value, unit)),
+        execline.path_simplify(_resolve(cmd.words[0].value, unit)),
         [_resolve(a, unit) for a in cmd.argv],
         flags,
     )
