@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,30 @@ def test_split_words_reads_environment_lines_as_systemd_does(box: Sandbox) -> No
             continue
         ours += [w.value for w in words if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w.value, re.DOTALL)]
     assert json.loads(out)["data"] == ours == ["A=1", "B=x y", "C=A", "D=it's", "E=a\tb", "H="]
+
+
+WARN_UNIT = (
+    "Description=before any section\n[Unit]\nnoeq\n=novalue\nDescription=ok \\\n  # skipped\n  joined\n"
+    "[Service]\nType=oneshot\nExecStart=/bin/true\n  also no equals\n"
+)
+
+
+def test_lines_systemd_ignores_are_our_warnings_at_the_same_lines(box: Sandbox) -> None:
+    path = "/etc/systemd/system/uxo-warn.service"
+    box.write_file(path, WARN_UNIT)
+    box.systemctl("daemon-reload", check=True)
+    # systemd loads a unit nobody references on demand: reading a property loads it (and logs its warnings)
+    parsed = UnitFile.parse(WARN_UNIT, path=path)
+    shown = box.unit_properties("uxo-warn.service", "Description")["Description"]
+    assert shown == parsed.get("Unit", "Description") == "ok    joined"
+    ours = sorted(w.line for w in parsed.warnings)
+    assert ours == [1, 3, 4, 11]
+    logged: list[int] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = box.run(["journalctl", "-b", "-o", "cat", "--no-pager"], check=True).stdout
+        logged = sorted({int(m) for m in re.findall(re.escape(path) + r":(\d+): (?:Assignment|Missing)", log)})
+        if logged == ours:
+            break
+        time.sleep(0.2)
+    assert logged == ours

@@ -479,3 +479,10 @@ def test_any_edit_keeps_the_file_consistent(text: str, data: st.DataObject) -> N
     assert [(x.section, x.key, x.value) for x in again.all_entries()] == [
         (x.section, x.key, x.value) for x in u.all_entries()
     ]
+
+
+def test_add_entry_after_an_entry_of_another_section_is_a_programming_error() -> None:
+    u = parse("[A]\nK=1\n[B]\n")
+    with pytest.raises(ValueError):
+        u.add_entry("B", "L", "2", after=u.entries("A", "K")[0])
+    assert u.serialize() == "[A]\nK=1\n[B]\n"
