@@ -580,3 +580,18 @@ def test_cli_rollback_without_an_earlier_deploy_is_refused(world: World, cli: Ca
     installed(world)
     res = cli("rollback", "app", "--history-dir", str(world.hist))
     assert res.exit_code == 3 and "no earlier good deploy" in res.stderr
+
+
+def test_reporter_counts_down_only_on_a_terminal() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, plain = Tty(), io.StringIO()
+    answer = ProbeResult(False, 503, None, 0.01, "starting")
+    for stream in (tty, plain):
+        r = Reporter(stream)
+        r.waiting("waiting for http://x/ready", 1.5, 60.0, answer)
+        r.phase(history.Phase("guard", 2.0, True, "ready"))
+    assert "\r" in tty.getvalue() and "1.5s / 60s" in tty.getvalue() and "HTTP 503" in tty.getvalue()
+    assert plain.getvalue() == "unitctl: guard        2.00s  ok  ready\n"
