@@ -252,7 +252,7 @@ def _next_word(value: str, pos: int, *, relax_escapes: bool, subject: str) -> tu
     return Word(r[0], r[1], r[2]), r[3], warning
 
 
-def split_words(value: str, *, relax_escapes: bool = True, what: str = "value") -> list[Word]:
+def split_words(value: str, *, relax_escapes: bool = True, what: str = "value", where: str | None = None) -> list[Word]:
     """Split a value into words by systemd's rules alone (quotes, C escapes; no ';', no prefixes).
 
     ``relax_escapes=True`` is how ``Exec*=`` reads words (an unknown escape is kept verbatim);
@@ -260,9 +260,14 @@ def split_words(value: str, *, relax_escapes: bool = True, what: str = "value") 
     """
     out: list[Word] = []
     pos = 0
-    while (r := _next_word(value, pos, relax_escapes=relax_escapes, subject=what)) is not None:
-        out.append(r[0])
-        pos = r[1]
+    try:
+        while (r := _next_word(value, pos, relax_escapes=relax_escapes, subject=what)) is not None:
+            out.append(r[0])
+            pos = r[1]
+    except ExecSyntaxError as exc:
+        if where:
+            raise ExecSyntaxError(f"{where}: {exc.message}") from None
+        raise
     return out
 
 
@@ -296,8 +301,20 @@ def path_simplify(p: str) -> str:
     return out or "."
 
 
-def split(value: str) -> list[Command]:
-    """Split an ``Exec*=`` value into commands exactly as systemd does; raise ExecSyntaxError where it refuses."""
+def split(value: str, *, where: str | None = None) -> list[Command]:
+    """Split an ``Exec*=`` value into commands exactly as systemd does; raise ExecSyntaxError where it refuses.
+
+    ``where`` (e.g. ``entry.where``, "path:line") prefixes error messages so they name the file and line.
+    """
+    try:
+        return _split(value)
+    except ExecSyntaxError as exc:
+        if where:
+            raise ExecSyntaxError(f"{where}: {exc.message}") from None
+        raise
+
+
+def _split(value: str) -> list[Command]:
     commands: list[Command] = []
     pos = 0
     n = len(value)

@@ -62,6 +62,11 @@ class Entry:
     path: str | None = None  # file it came from (UnitFile.path)
     raw: str = field(default="", repr=False)  # exact source: every physical line of it, line ends included
 
+    @property
+    def where(self) -> str:
+        """Return "path:line" for messages."""
+        return _where(self.path, self.line)
+
 
 @dataclass(frozen=True)
 class Edit:
@@ -81,7 +86,7 @@ class UnitWarning:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path or '<unit>'}:{self.line}: {self.message}"
+        return f"{_where(self.path, self.line)}: {self.message}"
 
 
 @dataclass(eq=False)

@@ -345,3 +345,13 @@ def test_split_words_strict_escapes_refuse_what_environment_ignores() -> None:
         split_words("A=\\d", relax_escapes=False, what="Environment=")
     with pytest.raises(ExecSyntaxError, match="^Environment= .*unbalanced quoting"):
         split_words('A="x', what="Environment=")
+
+
+def test_errors_can_name_the_file_and_line() -> None:
+    from unitctl.unitfile import UnitFile
+
+    entry = UnitFile.parse("[Service]\nExecStart=/bin/echo 'x\n", path="/etc/systemd/system/a.service").all_entries()[0]
+    with pytest.raises(ExecSyntaxError, match=r"^/etc/systemd/system/a.service:2: command line .*unbalanced"):
+        split(entry.value, where=entry.where)
+    with pytest.raises(ExecSyntaxError, match=r"^a:1: Environment= "):
+        split_words("A='x", what="Environment=", where="a:1")

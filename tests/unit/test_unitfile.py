@@ -87,7 +87,7 @@ def test_semantic_view_joins_continuations_skips_comment_lines_and_applies_reset
     assert first.line == 6
     assert u.values("Service", "ExecStart") == ["/bin/true"]
     assert u.get("Unit", "Description") == "x"
-    assert [str(w) for w in u.warnings] == ["<unit>:12: missing '=' in 'noeq': systemd ignores this line"]
+    assert [str(w) for w in u.warnings] == ["<unit text>:12: missing '=' in 'noeq': systemd ignores this line"]
     assert u.entries("Service", "Environment")[0].line == 13
 
 
