@@ -293,3 +293,15 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, *, timeout: float) 
         if needle in line:
             return
     raise AssertionError(f"no {needle!r} line from unitctl; got {seen!r}, exit {proc.poll()}")
+
+
+def test_auto_strategy_reloads_code_only_changes_gracefully(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    pid = d.main_pid()
+    d.repo.release("v2")
+    res = d.apply("--strategy", "auto")
+    assert res.returncode == 0, res.stderr
+    assert "reload" in res.stderr
+    assert d.main_pid() == pid  # HUP: same master, new workers with the new code
+    assert d.served() == "release v2"
