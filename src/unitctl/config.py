@@ -138,7 +138,12 @@ class Config:
 def load(path: Path | None = None, *, cwd: Path | None = None) -> Config | None:
     """Read ``path`` (default: ./unitctl.toml); return None when the default file does not exist."""
     explicit = path is not None
-    target = path if path is not None else (cwd or Path.cwd()) / CONFIG_NAME
+    if path is None and cwd is None:
+        try:
+            cwd = Path.cwd()
+        except OSError:
+            return None  # the current directory was removed: there is no ./unitctl.toml to read
+    target = path if path is not None else (cwd or Path(".")) / CONFIG_NAME
     try:
         raw = target.read_bytes()
     except FileNotFoundError:

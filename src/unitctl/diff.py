@@ -374,22 +374,29 @@ def diff_installed(
         raise InputError(f"--root {root}: no such directory", hint="give the root of the system to compare with")
     installed = load_unit(unit_name, root=root)
     main = installed.main
-    old_text = main.serialize()
+    files = [(f.path, f.serialize()) for f in installed.files]
     if unit_file is not None:
         try:
-            new_text = Path(unit_file).read_bytes().decode("utf-8", "surrogateescape")
+            new_main = Path(unit_file).read_bytes().decode("utf-8", "surrogateescape")
         except FileNotFoundError:
             raise InputError(f"{unit_file}: no such file", hint="check the --unit-file path") from None
         except OSError as exc:
             raise InputError(f"{unit_file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+        new_files = [(main.path, new_main), *files[1:]]
     elif rendered is not None:
-        new_text = rendered
+        new_files = [(main.path, rendered), *files[1:]]
     else:
         assert rewrite is not None
-        new_text = _rewritten(old_text, rewrite)
-    desired = merged(UnitFile.parse(new_text, path=main.path), installed.dropins)
-    old_cat = cat_text([(f.path, f.serialize()) for f in installed.files])
-    new_cat = cat_text([(main.path, new_text)] + [(f.path, f.serialize()) for f in installed.dropins])
+        from unitctl.gunicorn import find_gunicorn
+
+        # Rewrite the file whose ExecStart= systemd runs: the main file, or the drop-in that replaced it.
+        holder = find_gunicorn(installed).entry.path  # type: ignore[arg-type]  # MergedUnit reads like a UnitFile
+        new_files = [(path, _rewritten(text, rewrite) if path == holder else text) for path, text in files]
+    desired = merged(
+        UnitFile.parse(new_files[0][1], path=main.path),
+        [UnitFile.parse(text, path=path) for path, text in new_files[1:]],
+    )
+    old_cat, new_cat = cat_text(files), cat_text(new_files)
     label = main.path or unit_name
     summary = summarize_units(installed, desired) if old_cat != new_cat else ""
     return compare(old_cat, new_cat, old_name=f"{label} (installed)", new_name=f"{label} (desired)", summary=summary)

@@ -180,3 +180,49 @@ def test_socket_activation_hands_the_sockets_to_gunicorn(box: sandbox_mod.Sandbo
     assert json.loads(out)["cwd"] == f"/srv/{name}"
     assert box.wait_for(f"{name}.service", ["active"]) == "active"
     box.systemctl("stop", f"{name}.service", f"{name}.socket", check=True)
+
+
+def test_render_diff_rewrite_drop_in_lifecycle(box: sandbox_mod.Sandbox, venv_bin: Path) -> None:
+    """diff reads the installed unit as systemd does: a drop-in written by rewrite is what systemd runs."""
+    name = "rtest-life"
+    _setup(box, name)
+    unitctl = str(venv_bin / "unitctl")
+    render_args = [
+        "--app", "webapp:app", "--workers", "2", "--bind", "127.0.0.1:8213", "--working-dir", f"/srv/{name}",
+        "--venv", sys.prefix, "--user", name,
+    ]  # fmt: skip
+    box.run([unitctl, "render", "--name", name, *render_args, "-o", f"/etc/systemd/system/{name}.service"], check=True)
+    box.systemctl("daemon-reload", check=True)
+    _start(box, f"{name}.service")
+    assert _workers(box, f"{name}.service", 2) == 2
+
+    same = box.run([unitctl, "diff", name, "--render", *render_args])
+    assert same.returncode == 0 and same.stdout == "no changes\n", same
+    pending = box.run([unitctl, "diff", name, "--workers", "3"])
+    assert pending.returncode == 1, pending
+    assert pending.stdout.endswith("workers 2 → 3\n")
+
+    written = box.run(
+        [
+            unitctl,
+            "rewrite",
+            f"/etc/systemd/system/{name}.service",
+            "--workers",
+            "3",
+            "--drop-in",
+            "/etc/systemd/system",
+        ]
+    )
+    assert written.returncode == 0, written
+    dropin = f"/etc/systemd/system/{name}.service.d/50-unitctl.conf"
+    assert "+ExecStart=\n" in written.stderr  # the diff came first
+    box.systemctl("daemon-reload", check=True)
+    assert dropin in box.unit_properties(f"{name}.service", "DropInPaths")["DropInPaths"]
+    box.systemctl("restart", f"{name}.service", check=True)
+    assert _workers(box, f"{name}.service", 3) == 3  # systemd runs the drop-in's command line
+
+    # With the drop-in installed, the desired state is already what systemd runs.
+    assert box.run([unitctl, "diff", name, "--workers", "3"]).returncode == 0
+    # The main file is unchanged (it still says 2): rendering the same options matches it, drop-in on both sides.
+    again = box.run([unitctl, "diff", name, "--render", *render_args])
+    assert again.returncode == 0, again

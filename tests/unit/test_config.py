@@ -124,3 +124,11 @@ def test_rewrite_table_is_not_a_thing(tmp_path: Path) -> None:
     write(tmp_path, "[rewrite]\nworkers = 3\n")
     with pytest.raises(UsageError, match="unknown table \\[rewrite\\]"):
         config.load(cwd=tmp_path)
+
+
+def test_removed_current_directory_means_no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert config.load() is None

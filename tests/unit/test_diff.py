@@ -258,3 +258,14 @@ def test_rewrite_of_a_unit_without_gunicorn_is_refused(tmp_path: Path) -> None:
     (root / "etc/systemd/system/shop.service").write_text("[Service]\nExecStart=/bin/sleep 9\n")
     with pytest.raises(NotGunicornError):
         diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=5))
+
+
+def test_rewrite_targets_the_drop_in_that_systemd_runs(tmp_path: Path) -> None:
+    dropin = "[Service]\nExecStart=\nExecStart=/srv/venv/bin/gunicorn --preload -w 3 shop:app\n"
+    root = make_root(tmp_path, dropin=dropin)
+    result = diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=5, no_preload=True))
+    text = "".join(result.lines)
+    assert "+ExecStart=/srv/venv/bin/gunicorn -w 5 shop:app\n" in text
+    assert "-ExecStart=/srv/venv/bin/gunicorn -w 9 shop:app\n" not in text  # the main file is left alone
+    assert result.summary == "workers 3 → 5, preload removed"
+    assert not diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=3)).differs
