@@ -414,3 +414,16 @@ def test_rewrite_noop_is_byte_identical_on_every_shipped_unit() -> None:
         result = runner.invoke(app, ["rewrite", str(path)])
         assert result.exit_code == 0, (path, result.output)
         assert result.stdout_bytes == path.read_bytes(), path
+
+
+@needs_analyze
+def test_verify_with_name_loads_an_oddly_named_file(tmp_path: Path) -> None:
+    path = write_unit(
+        tmp_path,
+        f"[Service]\nType=notify\nWorkingDirectory=/srv\nExecStart={GUNICORN} app:app\n"
+        "ExecReload=/bin/kill -s HUP $MAINPID\nKillMode=mixed\n",
+        name="candidate.txt",
+    )
+    result = runner.invoke(app, ["verify", str(path), "--name", "shop.service"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{path}: ok\n"

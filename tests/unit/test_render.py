@@ -177,3 +177,24 @@ def test_user_template_errors_are_input_errors(tmp_path: Path) -> None:
 def test_builtin_templates_are_found() -> None:
     assert "ExecStart={{ exec_start }}" in r.load_template(r.SERVICE_TEMPLATE)
     assert "ListenStream=" in r.load_template(r.SOCKET_TEMPLATE)
+
+
+def test_socket_directly_in_run_warns_and_other_run_dirs_become_runtime_directories() -> None:
+    result = render(options(binds=("unix:/run/app.sock",)))
+    assert any("only root may create sockets directly in /run" in w for w in result.warnings)
+    result = render(options(binds=("unix:/run/nginx/app.sock", "unix:/run/app/sub/app.sock")))
+    assert "\nRuntimeDirectory=app nginx app/sub\n" in result.service
+    assert result.warnings == ()
+
+
+def test_user_env_can_override_the_control_socket_directory() -> None:
+    text = render(options(env={"XDG_RUNTIME_DIR": "/run/elsewhere"})).service
+    assert text.count("XDG_RUNTIME_DIR") == 1 and 'Environment="XDG_RUNTIME_DIR=/run/elsewhere"' in text
+    assert "XDG_RUNTIME_DIR" not in render(options(control_socket=False)).service
+
+
+def test_dollar_and_percent_in_execstart_arguments_are_literal() -> None:
+    text = render(options(app="app:make('100%', '$HOME')")).service
+    assert "ExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 \"app:make('100%%', '$$HOME')\"\n" in text
+    with pytest.raises(UsageError, match="contains '\\$'"):
+        render(options(venv="/srv/$venv"))
