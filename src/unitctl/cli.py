@@ -238,7 +238,7 @@ def rewrite(
             typer.echo(summary)
             raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
         if in_place or drop_in:
-            target = path
+            target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
             if drop_in:
                 from unitctl.systemd.base import validate_unit_name
 

@@ -427,3 +427,13 @@ def test_verify_with_name_loads_an_oddly_named_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["verify", str(path), "--name", "shop.service"])
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{path}: ok\n"
+
+
+def test_rewrite_in_place_follows_a_symlinked_unit(tmp_path: Path) -> None:
+    real = unit_file(tmp_path, PLAIN_UNIT, name="real.service")
+    link = tmp_path / "web.service"
+    link.symlink_to(real)
+    result = runner.invoke(app, ["rewrite", str(link), "--workers", "4", "--in-place"])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink()
+    assert real.read_text() == PLAIN_UNIT.replace("-w 9", "-w 4")
