@@ -349,6 +349,7 @@ class _Tx:
     plan: Plan | None = None
     env: dict[str, str] = field(default_factory=dict)
     tree_moved: bool = False  # the working tree is no longer at head_before
+    code_rejected: bool = False  # the new revision failed its build or import check: leave the last good one
     unit_written: bool = False
     switched: bool = False  # systemd was told to (re)start or reload the new release
 
@@ -499,7 +500,7 @@ def _transaction(tx: _Tx, probe: Callable[[], ProbeResult] | None) -> ApplyResul
     except RefusedError as exc:
         if tx.switched or tx.unit_written:
             raise _rollback(tx, probe, str(exc), "rolled-back") from None
-        _put_tree_back(tx, to_last_good=isinstance(exc, PreImportError))
+        _put_tree_back(tx, to_last_good=tx.code_rejected)
         raise _fail(tx, exc, "refused") from None
     except UnitctlError as exc:
         if tx.switched or tx.unit_written:
@@ -683,7 +684,9 @@ def _preflight(tx: _Tx, candidate: bytes) -> None:
             detail.append(f"{plan.to_rev[:12]} ({len(changed)} file(s) changed, bytecode purged)")
     if req.build_cmd and not req.dry_run and plan.code_changed:
         with tx.phase("build") as detail:
+            tx.code_rejected = True
             _build(tx, req.build_cmd)
+            tx.code_rejected = False
             detail.append(req.build_cmd)
     if req.no_pre_import or not req.guarded:
         return
@@ -748,6 +751,7 @@ def _pre_import(tx: _Tx, candidate: bytes, detail: list[str]) -> None:
     detail.append(" ".join(shlex.quote(a) for a in spec.argv)[:200])
     result = tx.edges.backend.run_transient(spec)
     if result.returncode != 0:
+        tx.code_rejected = True
         tx.record.output = result.output
         last = _last_line(result.output) or f"exit status {result.returncode}"
         raise PreImportError(
@@ -844,7 +848,12 @@ def _put_tree_back(tx: _Tx, *, to_last_good: bool) -> None:
             tx.repo.checkout(target)
             detail.append(f"{target[:12]} checked out, bytecode purged")
             if to_last_good and tx.req.build_cmd and tx.plan is not None and tx.plan.code_changed:
-                _build(tx, tx.req.build_cmd)
+                tx.record.output, failed_output = "", tx.record.output
+                try:
+                    _build(tx, tx.req.build_cmd)
+                finally:
+                    # Keep the output of the check that failed, not of the rebuild.
+                    tx.record.output = failed_output + tx.record.output
                 detail.append("build re-run")
     except UnitctlError as exc:
         tx.reporter.line(f"warning: could not put {tx.repo.path} back at {target[:12]}: {exc}")

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from unitctl.errors import (
     GitStateError,
     LockHeldError,
     PreImportError,
+    RefusedError,
     RollbackFailedError,
     RolledBackError,
     UsageError,
@@ -595,3 +597,35 @@ def test_reporter_counts_down_only_on_a_terminal() -> None:
         r.phase(history.Phase("guard", 2.0, True, "ready"))
     assert "\r" in tty.getvalue() and "1.5s / 60s" in tty.getvalue() and "HTTP 503" in tty.getvalue()
     assert plain.getvalue() == "unitctl: guard        2.00s  ok  ready\n"
+
+
+BUILD = f"{sys.executable} -c \"import pathlib; pathlib.Path('built').write_text(pathlib.Path('app.py').read_text())\""
+
+
+def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: World) -> None:
+    installed(world)
+    built: list[str] = []
+    world.answer_fn = lambda: (
+        built.append((world.repo / "built").read_text())
+        or (  # type: ignore[func-returns-value]
+            503 if world.head() == world.revs["v2"] else 200
+        )
+    )
+    with pytest.raises(RolledBackError):
+        world.run(build_cmd=BUILD)
+    assert built[0] == "V = 2\n"  # the new release was built before it started
+    assert (world.repo / "built").read_text() == "V = 1\n"  # and the previous one rebuilt on the way back
+    assert "build" in [p.name for p in world.records()[-1].phases]
+
+
+def test_failing_build_is_refused_before_the_switch(world: World) -> None:
+    installed(world)
+    with pytest.raises(RefusedError, match="exited 3: boom"):
+        world.run(build_cmd=f"{sys.executable} -c \"import sys; print('boom', file=sys.stderr); sys.exit(3)\"")
+    assert "restart" not in world.fake.ops()
+    # Like a failed import check: the tree goes back to the last good revision (a later restart must not load v2).
+    assert world.head() == world.revs["v1"]
+    assert world.records()[-1].output.startswith("boom")
+    assert world.records()[-1].outcome == "refused"
+    with pytest.raises(UsageError, match="not a command line"):
+        world.run(build_cmd="'unbalanced")
