@@ -29,6 +29,12 @@ APP = textwrap.dedent(
         }
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps(body).encode()]
+
+    def make(*args):
+        def factory_app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps({"args": list(args)}).encode()]
+        return factory_app
     """
 )
 
@@ -226,3 +232,23 @@ def test_render_diff_rewrite_drop_in_lifecycle(box: sandbox_mod.Sandbox, venv_bi
     # The main file is unchanged (it still says 2): rendering the same options matches it, drop-in on both sides.
     again = box.run([unitctl, "diff", name, "--render", *render_args])
     assert again.returncode == 0, again
+
+
+def test_execstart_quoting_reaches_gunicorn_literally(box: sandbox_mod.Sandbox, venv_bin: Path) -> None:
+    """%, $, quotes and spaces in ExecStart= words arrive in Gunicorn exactly as given to render."""
+    name = "rtest-quote"
+    _setup(box, name)
+    args = ["100% sure", "$HOME and ${USER}", 'say "hi"', "back\\slash"]
+    app = "webapp:make(" + ", ".join(repr(a) for a in args) + ")"
+    unit_path = f"/etc/systemd/system/{name}.service"
+    box.run(
+        [
+            str(venv_bin / "unitctl"), "render", "--name", name, "--app", app, "--workers", "1",
+            "--bind", "127.0.0.1:8214", "--working-dir", f"/srv/{name}", "--venv", sys.prefix, "--user", name,
+            "-o", unit_path,
+        ],
+        check=True,
+    )  # fmt: skip
+    box.systemctl("daemon-reload", check=True)
+    _start(box, f"{name}.service")
+    assert _fetch(box, "http://127.0.0.1:8214/") == {"args": args}
