@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from unitctl import execline
-from unitctl.errors import RefusedError, TemplateUnitError
+from unitctl.errors import RefusedError, TemplateUnitError, UnitctlError
 from unitctl.gunicorn import (
     Found,
     GunicornArgs,
@@ -163,20 +163,20 @@ def _keeps_comments(entry: Entry, start: int, end: int) -> bool:
     e = scratch.entries(entry.section, entry.key)[0]
     try:
         scratch.edit_value(e, [Edit(start, end, "")])
-    except Exception:
+    except (UnitctlError, ValueError):
         return False
     return _comment_lines(scratch.serialize()) == _comment_lines(entry.raw)
 
 
 def _remove_words(ops: _Ops, indices: Sequence[int], entry: Entry | None = None) -> None:
     for i, j in _runs(indices):
-        cands = _removal_candidates(ops.words, i, j)
-        chosen = cands[-1]
-        for s, e in cands:
+        for s, e in _removal_candidates(ops.words, i, j):
             if entry is None or _keeps_comments(entry, s, e):
-                chosen = (s, e)
+                ops.edits.append((s, e, ""))
                 break
-        ops.edits.append((chosen[0], chosen[1], ""))
+        else:
+            # Comment lines between the words of the run: take each word alone and leave the whitespace.
+            ops.edits.extend((ops.words[k].start, ops.words[k].end, "") for k in range(i, j + 1))
 
 
 def _apply(text: str, edits: Sequence[tuple[int, int, str]]) -> str:
@@ -204,7 +204,7 @@ def _expected_args(args: GunicornArgs, *, new_workers: str | None, drop_preload:
 
 def _plan_args(
     found: Found, *, new_workers: str | None, drop_preload: bool
-) -> tuple[list[Edit], list[str], Callable[[UnitFile], list[str]]]:
+) -> tuple[list[Edit], list[str], Callable[[UnitFile], GunicornArgs]]:
     """Plan the edits of the ExecStart= value; return (edits, expected argv, reader of the new argv)."""
     inv = found.invocation
     entry, cmd = found.entry, found.command
@@ -256,11 +256,27 @@ def _plan_args(
 
     expected = _expected_args(args, new_workers=new_workers, drop_preload=drop_preload)
 
-    def reader(uf: UnitFile) -> list[str]:
-        new = find_gunicorn(uf).invocation
-        return list(new.args.argv[new.args.start :])
+    def reader(uf: UnitFile) -> GunicornArgs:
+        return find_gunicorn(uf).invocation.args
 
     return edits, expected, reader
+
+
+_REWRITTEN = ("workers", "preload_app")
+
+
+def _same_meaning(old: GunicornArgs, new: GunicornArgs, *, line: int) -> None:
+    """Refuse when removing or inserting words changed how Gunicorn reads the other options or the app."""
+    before = {k: v for k, v in old.values.items() if k not in _REWRITTEN}
+    after = {k: v for k, v in new.values.items() if k not in _REWRITTEN}
+    if before != after or old.app != new.app:
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if old.app != new.app:
+            changed.append(f"APP_MODULE ({old.app!r} → {new.app!r})")
+        raise RewriteError(
+            f"ExecStart= (line {line}): the rewrite would change how Gunicorn reads {', '.join(changed)}",
+            hint="give options with an optional value (--proxy-protocol) their value explicitly, then retry",
+        )
 
 
 def _sh_quote(value: str) -> str:
@@ -339,12 +355,14 @@ def _rewrite(
         edits, expected, reader = _plan_args(found, new_workers=new_workers, drop_preload=drop_preload)
         if edits:
             uf.edit_value(found.entry, edits)
-        got = reader(uf)
+        new_args = reader(uf)
+        got = list(new_args.argv[new_args.start :])
         if got != expected:
             raise RewriteError(
                 f"ExecStart= (line {found.entry.line}): the rewrite would give Gunicorn {got!r}, not {expected!r}",
-                hint="simplify the command line (e.g. give --proxy-protocol its value) and retry",
+                hint="simplify the command line and retry",
             )
+        _same_meaning(found.invocation.args, new_args, line=found.entry.line)
         if new_workers is not None:
             old = before.workers
             shown = old.value if old.source == "command line" else f"{old.value} ({old.source})"
