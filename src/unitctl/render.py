@@ -160,6 +160,12 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
                         f"use unix:/run/{base}/{base}.sock (unitctl adds it to RuntimeDirectory=)"
                     )
             elif rel not in runtime_dirs:
+                if any(c.isspace() or c in "\"'\\%" for c in rel):
+                    raise UsageError(
+                        f"--bind {bind!r}: the directory /run/{rel} would have to be a RuntimeDirectory= name, "
+                        "which cannot hold spaces, quotes, backslashes or '%'",
+                        hint=f"use a plain directory, e.g. unix:/run/{base}/{base}.sock",
+                    )
                 # systemd creates nested RuntimeDirectory= paths too; Gunicorn creates no directories.
                 runtime_dirs.append(rel)
         elif options.socket:

@@ -105,6 +105,7 @@ def test_warnings_for_root_and_missing_working_dir() -> None:
         ({"binds": ("bad_host!:80",)}, "not a host name"),
         ({"binds": ("unix:relative.sock",)}, "absolute path"),
         ({"binds": ("fd://x",)}, "file descriptor number"),
+        ({"binds": ("unix:/run/my dir/a.sock",)}, "RuntimeDirectory= name"),
         ({"binds": ("fd://3",), "socket": True}, "cannot be combined with --socket"),
         ({"binds": ("localhost:8000",), "socket": True}, "needs an IP address"),
         ({"working_dir": "srv/app"}, "absolute path"),
