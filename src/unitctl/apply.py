@@ -841,6 +841,13 @@ def _put_tree_back(tx: _Tx, *, to_last_good: bool) -> None:
     target = tx.rollback.rev if (to_last_good and tx.rollback) else tx.head_before
     if target is None:
         return
+    # A restore step: a signal now must not leave the tree half-way.
+    with _signals_deferred(tx.edges.install_signal_handlers):
+        _checkout_back(tx, target, to_last_good=to_last_good)
+
+
+def _checkout_back(tx: _Tx, target: str, *, to_last_good: bool) -> None:
+    assert tx.repo is not None
     try:
         if tx.repo.head() == target and not tx.tree_moved:
             return
@@ -938,11 +945,15 @@ def _do_rollback(tx: _Tx, probe: Callable[[], ProbeResult] | None) -> tuple[bool
             if problems:
                 return False, "; ".join(problems)
             return True, f"{req.unit} is stopped, as it was before the deploy"
-        try:
-            backend.restart(req.unit)
-            detail.append("restarted")
-        except SystemdError as exc:
-            problems.append(f"restart of the previous release failed: {exc}")
+        if not tx.switched:
+            # The unit was written but systemd never restarted the service: the old process still runs.
+            detail.append("not restarted: the running service was never switched")
+        else:
+            try:
+                backend.restart(req.unit)
+                detail.append("restarted")
+            except SystemdError as exc:
+                problems.append(f"restart of the previous release failed: {exc}")
     if problems:
         return False, "; ".join(problems) + f"; {req.unit} is {_state_text(tx)}"
     if probe is None:

@@ -629,3 +629,14 @@ def test_failing_build_is_refused_before_the_switch(world: World) -> None:
     assert world.records()[-1].outcome == "refused"
     with pytest.raises(UsageError, match="not a command line"):
         world.run(build_cmd="'unbalanced")
+
+
+def test_daemon_reload_failure_restores_the_unit_without_restarting(world: World) -> None:
+    data = installed(world)
+    pid = world.fake.units[UNIT].main_pid
+    world.fake.fail_next("daemon_reload", "*", "Failed to reload daemon: Access denied")
+    with pytest.raises(RolledBackError, match="Access denied"):
+        world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    assert world.unit_path.read_bytes() == data
+    assert "restart" not in world.fake.ops(UNIT) and world.fake.units[UNIT].main_pid == pid
+    assert world.head() == world.revs["v1"]
