@@ -14,7 +14,8 @@ systemd's reading (systemd 252, ``src/shared/conf-parser.c`` and ``src/basic/fil
 - the logical line is stripped; ``[...]`` is a section header and must end with ``]`` (else systemd
   refuses the file: ``UnitSyntaxError``); a line without ``=`` (or before any section) is ignored with a
   warning (kept here, listed in ``UnitFile.warnings``); key and value are stripped;
-- an empty assignment resets a list (``ExecStart=``); for single values the last assignment wins.
+- an empty assignment resets a list (``ExecStart=``, ``Environment=``...), except dependencies (``After=``,
+  ``Wants=``... cannot be reset); for single values the last assignment wins.
 
 Line numbers in messages are 1-based and name the first physical line of a logical line.
 """
@@ -268,7 +269,7 @@ class UnitFile:
         return [e for e in self.all_entries() if e.section == section and e.key == key]
 
     def values(self, section: str, key: str) -> list[str]:
-        """Return the values systemd keeps for a list key: an empty assignment resets the list."""
+        """Return the values systemd keeps for a list key: an empty assignment resets it (not for dependencies)."""
         return _values(self.entries(section, key))
 
     def get(self, section: str, key: str) -> str | None:
@@ -426,13 +427,21 @@ def _has_break(text: str) -> bool:
     return any(ch in text for ch in "\r\n\x00")
 
 
+# Dependencies cannot be reset: systemd ignores an empty After=, Wants=... (load-fragment.c config_parse_unit_deps).
+_DEPENDENCY_KEYS = frozenset(
+    "Requires Requisite Wants BindsTo BindTo PartOf Upholds Conflicts Before After OnFailure OnSuccess "
+    "PropagatesReloadTo PropagateReloadTo ReloadPropagatedFrom PropagateReloadFrom PropagatesStopTo "
+    "StopPropagatedFrom JoinsNamespaceOf".split()
+)
+
+
 def _values(entries: Iterable[Entry]) -> list[str]:
     out: list[str] = []
     for e in entries:
-        if e.value == "":
-            out.clear()
-        else:
+        if e.value:
             out.append(e.value)
+        elif not (e.section == "Unit" and e.key in _DEPENDENCY_KEYS):
+            out.clear()
     return out
 
 

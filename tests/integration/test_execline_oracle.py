@@ -257,3 +257,22 @@ def test_lines_systemd_ignores_are_our_warnings_at_the_same_lines(box: Sandbox) 
             break
         time.sleep(0.2)
     assert logged == ours
+
+
+RESET_UNIT = (
+    "[Unit]\nAfter=network.target\nAfter=\nAfter=time-sync.target\nWants=network.target\nWants=\n"
+    "Documentation=man:a(1)\nDocumentation=\nDocumentation=man:b(1)\n"
+    "[Service]\nType=oneshot\nExecStart=/bin/true\nEnvironment=A=1\nEnvironment=\nEnvironment=B=2\n"
+)
+
+
+def test_which_empty_assignments_reset_a_list_matches_systemd(box: Sandbox) -> None:
+    box.write_file("/etc/systemd/system/uxo-reset.service", RESET_UNIT)
+    box.systemctl("daemon-reload", check=True)
+    shown = box.unit_properties("uxo-reset.service", "After", "Wants", "Documentation", "Environment")
+    u = UnitFile.parse(RESET_UNIT)
+    assert u.values("Unit", "After") == ["network.target", "time-sync.target"]
+    assert set(u.values("Unit", "After")) <= set(shown["After"].split())  # plus systemd's implicit ones
+    assert shown["Wants"].split() == u.values("Unit", "Wants") == ["network.target"]
+    assert shown["Documentation"] == '"man:b(1)"' and u.values("Unit", "Documentation") == ["man:b(1)"]
+    assert shown["Environment"] == "B=2" and u.values("Service", "Environment") == ["B=2"]

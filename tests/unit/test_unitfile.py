@@ -486,3 +486,10 @@ def test_add_entry_after_an_entry_of_another_section_is_a_programming_error() ->
     with pytest.raises(ValueError):
         u.add_entry("B", "L", "2", after=u.entries("A", "K")[0])
     assert u.serialize() == "[A]\nK=1\n[B]\n"
+
+
+def test_dependencies_cannot_be_reset_but_other_lists_can() -> None:
+    u = parse("[Unit]\nAfter=a.target\nAfter=\nAfter=b.target\nDocumentation=man:a(1)\nDocumentation=\n")
+    assert u.values("Unit", "After") == ["a.target", "b.target"]
+    assert u.values("Unit", "Documentation") == []
+    assert parse("[Service]\nAfter=x\nAfter=\n").values("Service", "After") == []  # only [Unit] dependencies
