@@ -556,6 +556,7 @@ _UV_VALUE_OPTS = {
     "--env-file",
     "--package",
 }
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _OTHER_SERVERS = {
     "uwsgi": "uWSGI",
     "daphne": "Daphne",
@@ -653,6 +654,33 @@ def _find_direct(argv: tuple[str, ...], where: str, first: int = 0) -> Invocatio
                 j += 1
             k += 1
         return None
+    if exe == "env":
+        k = first + 1
+        while k < len(argv):
+            w = argv[k]
+            if w in ("-i", "-", "--ignore-environment"):
+                k += 1
+            elif _ENV_ASSIGNMENT.match(w):
+                name = w.partition("=")[0]
+                if name in ("GUNICORN_CMD_ARGS", "WEB_CONCURRENCY") and any("gunicorn" in a for a in argv[k:]):
+                    raise GunicornArgsError(
+                        f"{where}: env sets {name} on the command line, which unitctl does not rewrite",
+                        hint=f"move {name} to Environment= and run gunicorn without env",
+                    )
+                k += 1
+            elif w.startswith("-"):
+                if any("gunicorn" in a for a in argv[k:]):
+                    raise GunicornArgsError(
+                        f"{where}: unitctl does not follow the env option {w!r}",
+                        hint="use Environment=/WorkingDirectory= in the unit and run gunicorn without env",
+                    )
+                return None
+            else:
+                break
+        sub = _find_direct(argv, where, k)
+        if sub is None:
+            return None
+        return Invocation(f"env {sub.launcher}", argv, sub.exe_index, sub.args)
     if exe in ("poetry", "pipenv", "uv"):
         k = first + 1
         if exe == "uv":

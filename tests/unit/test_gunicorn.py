@@ -222,6 +222,7 @@ def test_parse_agrees_with_gunicorns_argparse(argv: list[str]) -> None:
         (["pipenv", "run", "python", "-m", "gunicorn", "app:a"], "pipenv run python -m gunicorn", 4, "app:a"),
         (["uv", "run", "--frozen", "gunicorn", "app:a"], "uv run gunicorn", 3, "app:a"),
         (["uv", "--directory", "/srv", "run", "gunicorn", "app:a"], "uv run gunicorn", 4, "app:a"),
+        (["/usr/bin/env", "-i", "LANG=C", "gunicorn", "app:a"], "env gunicorn", 3, "app:a"),
     ],
 )
 def test_find_invocation(argv: list[str], launcher: str, exe_index: int, app: str) -> None:
@@ -260,6 +261,20 @@ def test_sh_c_that_is_not_simple_is_refused(script: str, why: str) -> None:
     assert exc.value.exit_code == 3
 
 
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["/usr/bin/env", "GUNICORN_CMD_ARGS=--preload", "gunicorn", "app:a"], "env sets GUNICORN_CMD_ARGS"),
+        (["/usr/bin/env", "-C", "/srv", "gunicorn", "app:a"], "env option '-C'"),
+        (["uv", "run", "--with", "x", "--weird", "gunicorn", "app:a"], "uv run` option '--weird'"),
+    ],
+)
+def test_wrappers_unitctl_cannot_follow_are_refused(argv: list[str], why: str) -> None:
+    with pytest.raises(g.GunicornArgsError) as exc:
+        g.find_invocation(argv)
+    assert why in str(exc.value)
+
+
 def test_sh_c_without_gunicorn_is_not_gunicorn() -> None:
     assert g.find_invocation(["/bin/sh", "-c", "uwsgi --ini x && true"]) is None
     assert g.find_invocation(["/bin/sh", "-c", "exec uwsgi --ini x"]) is None
@@ -284,6 +299,20 @@ def test_other_servers_are_not_gunicorn(argv: list[str], name: str | None) -> No
     assert isinstance(err, NotGunicornError) and err.exit_code == 3
     if name:
         assert name in str(err)
+
+
+@given(st.lists(st.text(alphabet="ab-=' \"\\", max_size=5), max_size=4))
+def test_shell_split_agrees_with_shlex_on_plain_words(parts: list[str]) -> None:
+    import shlex
+
+    script = " ".join(parts)
+    try:
+        words = g.shell_split(script)
+    except g.ShellSyntaxError:
+        return  # refused (unbalanced, or a backslash/quote form unitctl does not rewrite): never misread
+    assert [w.value for w in words] == shlex.split(script)
+    for w in words:
+        assert "".join(script[i] for i in w.charmap[:-1]) == w.value
 
 
 def test_shlex_words_match_shlex_split() -> None:
