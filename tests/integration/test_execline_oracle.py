@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def _ours(cmd: execline.Command, unit: str) -> tuple[str, list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def installed(sandbox: Sandbox) -> dict[str, Path]:
+def installed(sandbox: Sandbox) -> Iterator[dict[str, Path]]:
     """Install the whole corpus once (one daemon-reload) and remove it afterwards."""
     units = {_unit_name("good", p): p for p in GOOD} | {_unit_name("bad", p): p for p in BAD}
     for unit, path in units.items():
