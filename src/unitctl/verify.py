@@ -170,6 +170,7 @@ def _own_checks(text: str, found: _Findings) -> None:
             "Type=notify with NotifyAccess=none: systemd ignores Gunicorn's READY=1 and the start times out; "
             "use NotifyAccess=main"
         )
+    _host_checks(unit, found)
     from unitctl.diff import env_words, is_secret_name
 
     for value in unit.values("Service", "Environment"):
@@ -222,6 +223,31 @@ def _own_checks(text: str, found: _Findings) -> None:
         found.warnings.append(
             "no WorkingDirectory= (nor --chdir): Gunicorn imports the app relative to /, which works only "
             "when the app is installed in the environment; set WorkingDirectory= to the project directory"
+        )
+
+
+def _host_checks(unit: Any, found: _Findings) -> None:
+    """Warn about what would make the start fail on this host (verify may run elsewhere, so not errors)."""
+    import grp
+    import pwd
+
+    dynamic = (unit.get("Service", "DynamicUser") or "").lower() in ("yes", "true", "1", "on")
+    for key, lookup, status in (("User", pwd.getpwnam, "217/USER"), ("Group", grp.getgrnam, "216/GROUP")):
+        value = unit.get("Service", key)
+        if not value or dynamic or "%" in value or value.isdigit():
+            continue
+        try:
+            lookup(value)
+        except KeyError:
+            found.warnings.append(
+                f"{key}={value} does not exist on this host: here the service would fail to start ({status}); "
+                f"create it (e.g. useradd --system {value}) before installing the unit"
+            )
+    workdir = unit.get("Service", "WorkingDirectory") or ""
+    if workdir.startswith("/") and "%" not in workdir and not Path(workdir).is_dir():
+        found.warnings.append(
+            f"WorkingDirectory={workdir} does not exist on this host: here the service would fail to start "
+            "(200/CHDIR); deploy the code first, or prefix the path with '-' if it is optional"
         )
 
 

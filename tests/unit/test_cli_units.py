@@ -13,6 +13,7 @@ from unitctl.cli import app
 
 runner = CliRunner()
 GUNICORN = Path(sys.prefix) / "bin" / "gunicorn"
+HERE = Path(__file__).resolve().parent  # a WorkingDirectory= that exists on every test host
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 
 
@@ -166,7 +167,7 @@ def write_unit(tmp_path: Path, body: str, name: str = "app.service") -> Path:
 def test_verify_clean_unit(tmp_path: Path) -> None:
     path = write_unit(
         tmp_path,
-        f"[Service]\nType=notify\nWorkingDirectory=/srv\nExecStart={GUNICORN} app:app\n"
+        f"[Service]\nType=notify\nWorkingDirectory={HERE}\nExecStart={GUNICORN} app:app\n"
         "ExecReload=/bin/kill -s HUP $MAINPID\nKillMode=mixed\n",
     )
     result = runner.invoke(app, ["verify", str(path)])
@@ -176,7 +177,7 @@ def test_verify_clean_unit(tmp_path: Path) -> None:
 
 @needs_analyze
 def test_verify_warnings_exit_0(tmp_path: Path) -> None:
-    path = write_unit(tmp_path, f"[Service]\nWorkingDirectory=/srv\nExecStart={GUNICORN} app:app\nBogus=1\n")
+    path = write_unit(tmp_path, f"[Service]\nWorkingDirectory={HERE}\nExecStart={GUNICORN} app:app\nBogus=1\n")
     result = runner.invoke(app, ["verify", str(path)])
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stdout and "Bogus" in result.stdout
@@ -420,7 +421,7 @@ def test_rewrite_noop_is_byte_identical_on_every_shipped_unit() -> None:
 def test_verify_with_name_loads_an_oddly_named_file(tmp_path: Path) -> None:
     path = write_unit(
         tmp_path,
-        f"[Service]\nType=notify\nWorkingDirectory=/srv\nExecStart={GUNICORN} app:app\n"
+        f"[Service]\nType=notify\nWorkingDirectory={HERE}\nExecStart={GUNICORN} app:app\n"
         "ExecReload=/bin/kill -s HUP $MAINPID\nKillMode=mixed\n",
         name="candidate.txt",
     )

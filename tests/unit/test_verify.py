@@ -14,6 +14,7 @@ from unitctl.verify import check, verify_unit
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 
 GUNICORN = Path(sys.prefix) / "bin" / "gunicorn"
+HERE = Path(__file__).resolve().parent  # a WorkingDirectory= that exists on every test host
 
 
 def unit(tmp_path: Path, text: str, name: str = "app.service") -> Path:
@@ -24,7 +25,7 @@ def unit(tmp_path: Path, text: str, name: str = "app.service") -> Path:
 
 def good(extra: str = "", exec_args: str = "--workers 3 app:app") -> str:
     return (
-        "[Unit]\nDescription=app\n\n[Service]\nType=notify\nWorkingDirectory=/srv/app\n"
+        f"[Unit]\nDescription=app\n\n[Service]\nType=notify\nWorkingDirectory={HERE}\n"
         f"ExecStart={GUNICORN} {exec_args}\nExecReload=/bin/kill -s HUP $MAINPID\nKillMode=mixed\n{extra}"
         "\n[Install]\nWantedBy=multi-user.target\n"
     )
@@ -136,11 +137,11 @@ def test_notify_access_none_is_an_error(tmp_path: Path) -> None:
 
 
 def test_missing_exec_reload_and_working_directory_warn(tmp_path: Path) -> None:
-    text = good().replace("ExecReload=/bin/kill -s HUP $MAINPID\n", "").replace("WorkingDirectory=/srv/app\n", "")
+    text = good().replace("ExecReload=/bin/kill -s HUP $MAINPID\n", "").replace(f"WorkingDirectory={HERE}\n", "")
     _, warnings = findings(tmp_path, text)
     assert "no ExecReload=" in warnings
     assert "no WorkingDirectory=" in warnings
-    _, warnings = findings(tmp_path, text.replace(" app:app", " --chdir /srv/app app:app"))
+    _, warnings = findings(tmp_path, text.replace(" app:app", f" --chdir {HERE} app:app"))
     assert "no WorkingDirectory=" not in warnings
 
 
@@ -163,3 +164,18 @@ def test_gunicorn_refusing_its_command_line_is_an_error(tmp_path: Path) -> None:
 def test_non_gunicorn_unit_gets_no_gunicorn_advice(tmp_path: Path) -> None:
     report = verify_unit(unit(tmp_path, "[Service]\nExecStart=/bin/sleep 1000\n"))
     assert report.errors == () and report.warnings == ()
+
+
+def test_missing_user_group_and_working_directory_on_this_host_warn(tmp_path: Path) -> None:
+    text = good("User=no-such-user-xyz\nGroup=no-such-group-xyz\n").replace(
+        f"WorkingDirectory={HERE}", f"WorkingDirectory={tmp_path}/missing"
+    )
+    errors, warnings = findings(tmp_path, text)
+    assert errors == ""
+    assert "User=no-such-user-xyz does not exist on this host" in warnings and "217/USER" in warnings
+    assert "Group=no-such-group-xyz does not exist" in warnings
+    assert f"WorkingDirectory={tmp_path}/missing does not exist" in warnings
+    _, warnings = findings(tmp_path, good("User=root\nGroup=root\n"))
+    assert warnings == ""
+    _, warnings = findings(tmp_path, good("User=no-such-user-xyz\nDynamicUser=yes\n"))
+    assert "does not exist" not in warnings
