@@ -58,7 +58,8 @@ class Word:
     """One argument: its value after unquoting and C escapes, and the span of its raw text."""
 
     value: str  # after unquoting and C-escape processing (% specifiers and $VARs left as written)
-    start: int  # span of the raw word in the source string (for argv[0]: after the prefix characters)
+    start: int  # span of the raw word in the source string; for the executable it starts after the prefix
+    # characters when they are written plainly in front ("-/bin/x"), else it is the whole token ('"-/bin/x"')
     end: int
 
 

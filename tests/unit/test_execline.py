@@ -188,6 +188,13 @@ def test_argv0_span_starts_after_unquoted_prefixes_and_path_is_simplified() -> N
     assert cmd.start == 0
 
 
+def test_argv0_span_is_the_whole_token_when_prefixes_are_inside_quotes() -> None:
+    value = '"-/bin/true" x'
+    (cmd,) = split(value)
+    assert cmd.prefixes == "-"
+    assert value[cmd.words[0].start : cmd.words[0].end] == '"-/bin/true"'
+
+
 def test_plain_file_name_is_an_accepted_executable() -> None:
     assert argvs("gunicorn app:app") == [["gunicorn", "app:app"]]
     # systemd reads "--x" as prefix "-" and the plain file name "-x": valid, however odd

@@ -17,6 +17,7 @@ from unitctl.unitfile import (
     dropin_paths,
     load_unit,
     merged,
+    read_unit_file,
     select_dropins,
     unit_from_files,
 )
@@ -494,3 +495,27 @@ def test_dependencies_cannot_be_reset_but_other_lists_can() -> None:
     assert u.values("Unit", "After") == ["a.target", "b.target"]
     assert u.values("Unit", "Documentation") == []
     assert parse("[Service]\nAfter=x\nAfter=\n").values("Service", "After") == []  # only [Unit] dependencies
+
+
+def test_dropin_paths_lists_the_disk_under_root(tmp_path: Path) -> None:
+    for rel in (
+        "etc/systemd/system/app-web.service.d/20.conf",
+        "usr/lib/systemd/system/app-.service.d/10.conf",
+        "usr/lib/systemd/system/app-.service.d/20.conf",
+        "usr/lib/systemd/system/app-web.service.d/readme.txt",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("[Service]\n")
+    assert dropin_paths("app-web.service", root=tmp_path) == [
+        "/usr/lib/systemd/system/app-.service.d/10.conf",
+        "/etc/systemd/system/app-web.service.d/20.conf",
+    ]
+
+
+def test_read_unit_file_reads_bytes_and_refuses_unreadable_paths(tmp_path: Path) -> None:
+    p = tmp_path / "a.service"
+    p.write_bytes(b"\xef\xbb\xbf[Unit]\r\nDescription=x\r\n")
+    u = read_unit_file(p)
+    assert (u.path, u.get("Unit", "Description"), u.to_bytes()) == (str(p), "x", p.read_bytes())
+    with pytest.raises(InputError, match=r"^cannot read unit file .*missing.service: No such file"):
+        read_unit_file(tmp_path / "missing.service")
