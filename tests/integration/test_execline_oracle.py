@@ -20,7 +20,7 @@ import pytest
 
 from unitctl import execline
 from unitctl.sandbox import Sandbox
-from unitctl.unitfile import UnitFile, dropin_paths, load_unit
+from unitctl.unitfile import Edit, UnitFile, dropin_paths, load_unit
 
 pytestmark = pytest.mark.systemd
 
@@ -277,3 +277,27 @@ def test_which_empty_assignments_reset_a_list_matches_systemd(box: Sandbox) -> N
     assert shown["Wants"].split() == u.values("Unit", "Wants") == ["network.target"]
     assert shown["Documentation"] == '"man:b(1)"' and u.values("Unit", "Documentation") == ["man:b(1)"]
     assert shown["Environment"] == "B=2" and u.values("Service", "Environment") == ["B=2"]
+
+
+def test_minimal_edits_are_read_by_systemd_as_intended(box: Sandbox) -> None:
+    """Edit a continued ExecStart= (replace a word, delete two words across lines), add and remove entries."""
+    u = UnitFile.from_bytes((CORPUS / "exec" / "gunicorn.service").read_bytes())
+    entry = u.entries("Service", "ExecStart")[0]
+    (cmd,) = execline.split(entry.value)
+    argv = cmd.argv
+    i_workers = argv.index("--workers") + 1
+    i_bind = argv.index("--bind")
+    w, b, after_b = cmd.words[i_workers], cmd.words[i_bind], cmd.words[i_bind + 2]
+    u.edit_value(entry, [Edit(w.start, w.end, "8"), Edit(b.start, after_b.start, "")])
+    u.add_entry("Service", "Restart", "on-failure", after=entry)
+    u.remove_entry(u.entries("Service", "ExecReload")[0])
+    text = u.to_bytes()
+    assert b"    # --preload\n" in text  # the comment line inside the continuation survived
+    box.write_file("/etc/systemd/system/uxo-edited.service", text)
+    box.systemctl("daemon-reload", check=True)
+    expected = argv[:i_workers] + ["8"] + argv[i_workers + 1 : i_bind] + argv[i_bind + 2 :]
+    expected = [_resolve(a, "uxo-edited.service") for a in expected]
+    assert [c[1] for c in _bus_commands(box, "uxo-edited.service", "ExecStartEx")] == [expected]
+    props = box.unit_properties("uxo-edited.service", "Restart", "LoadState")
+    assert props == {"Restart": "on-failure", "LoadState": "loaded"}
+    assert _bus_commands(box, "uxo-edited.service", "ExecReloadEx") == []
