@@ -37,6 +37,7 @@ from unitctl.errors import (
     ExitCode,
     GitStateError,
     InputError,
+    LockHeldError,
     PreImportError,
     RefusedError,
     RollbackFailedError,
@@ -388,7 +389,7 @@ def run(req: ApplyRequest, edges: Edges) -> ApplyResult:
 def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlError | None]:
     """Run one apply; return its result and the error to exit with (None on success).
 
-    Errors before the attempt starts (usage, lock held) are raised: there is no attempt to report.
+    Usage errors are raised (there is no attempt); a refusal because the lock is held is recorded, then raised.
     """
     from unitctl.lock import unit_lock
 
@@ -396,11 +397,20 @@ def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlErr
         edges.reporter = Reporter()
     _validate(req)
     probe = edges.probe_factory(req.ready_url) if req.guarded and req.ready_url else None
-    with unit_lock(req.history_dir / "locks", req.unit, command=req.argv or None):
-        record = Record(time=now_iso(), unit=req.unit, command=req.command, outcome="ok", exit_code=0)
-        record.repo = str(req.repo) if req.repo else None
-        record.ready_url = req.ready_url
-        record.strategy = req.strategy
+    record = Record(time=now_iso(), unit=req.unit, command=req.command, outcome="ok", exit_code=0)
+    record.repo = str(req.repo) if req.repo else None
+    record.ready_url = req.ready_url
+    record.strategy = req.strategy
+    held = contextlib.ExitStack()
+    try:
+        held.enter_context(unit_lock(req.history_dir / "locks", req.unit, command=req.argv or None))
+    except LockHeldError as exc:
+        record.outcome, record.exit_code, record.reason = "refused", int(exc.exit_code), str(exc)
+        if not req.dry_run:
+            with contextlib.suppress(OSError, UnitctlError):
+                history.append(req.history_dir, record)
+        raise
+    with held:
         tx = _Tx(req=req, edges=edges, record=record, started=edges.clock())
         error: UnitctlError | None = None
         try:
@@ -913,15 +923,17 @@ def _do_rollback(tx: _Tx, probe: Callable[[], ProbeResult] | None) -> tuple[bool
     assert tx.snapshot is not None and tx.state_before is not None
     problems: list[str] = []
     with tx.phase("rollback") as detail:
-        if tx.repo is not None and tx.rollback is not None:
+        # Without a recorded good revision (a first deploy) the tree goes back to where it was.
+        back_to = tx.rollback.rev if tx.rollback is not None else (tx.head_before if tx.tree_moved else None)
+        if tx.repo is not None and back_to is not None:
             try:
-                changed = tx.repo.checkout(tx.rollback.rev)
-                detail.append(f"checked out {tx.rollback.rev[:12]} ({len(changed)} file(s), bytecode purged)")
+                changed = tx.repo.checkout(back_to)
+                detail.append(f"checked out {back_to[:12]} ({len(changed)} file(s), bytecode purged)")
                 if req.build_cmd and tx.plan is not None and tx.plan.code_changed:
                     _build(tx, req.build_cmd)
                     detail.append("build re-run")
             except UnitctlError as exc:
-                problems.append(f"checkout/build of {tx.rollback.rev[:12]} failed: {exc}")
+                problems.append(f"checkout/build of {back_to[:12]} failed: {exc}")
         if tx.unit_written:
             if tx.snapshot.data is None:
                 # A first deploy: nothing ran before, so stop it before the unit disappears.

@@ -215,7 +215,8 @@ def test_two_applies_at_once_one_is_refused(box: Sandbox, venv_bin: Path) -> Non
             first.kill()
             first.wait()
     assert d.served() == "release v3" and d.repo.head() == v3
-    assert [r["outcome"] for r in d.history()] == ["ok", "ok", "ok"]  # the refused one changed nothing
+    # The refused attempt is recorded and changed nothing.
+    assert [r["outcome"] for r in d.history()] == ["ok", "ok", "refused", "ok"]
 
 
 def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sandbox, venv_bin: Path) -> None:

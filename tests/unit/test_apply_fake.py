@@ -358,6 +358,9 @@ def test_a_second_apply_is_refused_while_the_lock_is_held(world: World) -> None:
         with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} since"):
             world.run()
     assert "restart" not in world.fake.ops()
+    rec = world.records()[-1]
+    assert (rec.outcome, rec.exit_code) == ("refused", 3) and "locked by" in rec.reason
+    assert world.run().exit_code == 0  # the lock is free again
 
 
 def test_dry_run_changes_nothing_and_exits_1(world: World) -> None:
@@ -640,3 +643,19 @@ def test_daemon_reload_failure_restores_the_unit_without_restarting(world: World
     assert world.unit_path.read_bytes() == data
     assert "restart" not in world.fake.ops(UNIT) and world.fake.units[UNIT].main_pid == pid
     assert world.head() == world.revs["v1"]
+
+
+def test_failed_first_deploy_with_rev_puts_the_tree_back(world: World, tmp_path: Path) -> None:
+    repo = tmp_path / "single"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    first = commit(repo, "V = 1\n", "first")
+    second = commit(repo, "V = 2\n", "second")
+    git(repo, "checkout", "-q", first)
+    git(repo, "reflog", "expire", "--expire=all", "--all")
+    git(repo, "update-ref", "-d", "ORIG_HEAD") if (repo / ".git" / "ORIG_HEAD").exists() else None
+    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.on_restart(UNIT, [failed_state(UNIT)])
+    with pytest.raises(RolledBackError, match="first deploy was undone"):
+        world.run(repo=repo, rev=second, unit_file=_write(world, unit_text()))
+    assert git(repo, "rev-parse", "HEAD").strip() == first and not world.unit_path.exists()
