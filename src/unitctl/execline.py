@@ -13,7 +13,9 @@ Mirrors systemd 252 (``src/core/load-fragment.c:config_parse_exec`` over
 - ``$VAR``/``${VAR}`` are left as written (systemd expands them at run time, see ``variables``);
 - ``%`` specifiers are left as written (systemd resolves them at load time; ``%%`` is a literal ``%``);
 - stricter than systemd on purpose: an executable written as a variable (``$FOO``, ``${FOO}``) is refused,
-  since systemd never expands it and would look for a file named "$FOO".
+  since systemd never expands it and would look for a file named "$FOO"; and a command systemd would drop
+  with only a log line (a bad command after ``-``, or an unbalanced quote in the first word of a later
+  command) is refused as well, so nothing silently goes missing.
 
 Word values are str; bytes produced by ``\\xHH``/octal escapes that are not UTF-8 are kept as
 surrogate escapes (``bytes.decode(errors="surrogateescape")``), so nothing is lost.

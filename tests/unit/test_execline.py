@@ -362,3 +362,9 @@ def test_errors_can_name_the_file_and_line() -> None:
         split(entry.value, where=entry.where)
     with pytest.raises(ExecSyntaxError, match=r"^a:1: Environment= "):
         split_words("A='x", what="Environment=", where="a:1")
+
+
+@pytest.mark.parametrize("value", ["-/bin/echo 'oops", "/bin/true ; 'oops", "-/bin/ x"])
+def test_commands_systemd_would_silently_drop_are_refused(value: str) -> None:
+    with pytest.raises(ExecSyntaxError):
+        split(value)
