@@ -25,6 +25,7 @@ APP = textwrap.dedent(
             "greeting": os.environ.get("GREETING"),
             "percent": os.environ.get("PERCENT"),
             "xdg": os.environ.get("XDG_RUNTIME_DIR"),
+            "from_file": os.environ.get("FROM_FILE"),
             "pid": os.getpid(),
         }
         start_response("200 OK", [("Content-Type", "application/json")])
@@ -109,12 +110,13 @@ def test_rendered_unit_verifies_starts_serves_and_reloads(box: sandbox_mod.Sandb
     name = "rtest-tcp"
     _setup(box, name)
     unit_path = f"/etc/systemd/system/{name}.service"
+    box.write_file(f"/etc/{name}/env", "FROM_FILE=yes\n", mode=0o600)
     rendered = box.run(
         [
             str(venv_bin / "unitctl"), "render", "--name", name, "--app", "webapp:app", "--workers", "3",
             "--bind", "127.0.0.1:8211", "--working-dir", f"/srv/{name}", "--venv", sys.prefix,
             "--user", name, "--group", name, "--env", f"GREETING={GREETING}", "--env", "PERCENT=%h",
-            "-o", unit_path,
+            "--env-file", f"/etc/{name}/env", "--env-file", f"-/etc/{name}/optional-and-missing", "-o", unit_path,
         ],
         check=True,
     )  # fmt: skip
@@ -136,6 +138,7 @@ def test_rendered_unit_verifies_starts_serves_and_reloads(box: sandbox_mod.Sandb
     assert body["greeting"] == GREETING
     assert body["percent"] == "%h"
     assert body["xdg"] == f"/run/{name}"
+    assert body["from_file"] == "yes"  # EnvironmentFile= (root-only 0600; systemd reads it before dropping privileges)
     assert _workers(box, f"{name}.service", 3) == 3
     # The control socket (Gunicorn >= 25.1) lands in the service's own runtime directory.
     assert _is_socket(box, f"/run/{name}/gunicorn.ctl")
