@@ -113,6 +113,9 @@ def render(
     """Render a systemd unit for a Gunicorn app from a Jinja2 template.
 
     Values not given as flags come from the [render] table of ./unitctl.toml; flags win.
+    A --template gets ready-quoted values: name, service_unit, socket_unit, description, app, workers,
+    exec_start, user, group, working_dir, env_files, environment, runtime_directories,
+    runtime_directory_preserve, listen_streams, binds, venv, unitctl_version.
     """
     import os
     from pathlib import Path
