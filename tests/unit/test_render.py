@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 
 from unitctl import render as r
 from unitctl.errors import ExitCode, InputError, UsageError
+from unitctl.verify import verify_unit
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden_render"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "options.json").is_file())
@@ -199,3 +202,22 @@ def test_dollar_and_percent_in_execstart_arguments_are_literal() -> None:
     assert "ExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 \"app:make('100%%', '$$HOME')\"\n" in text
     with pytest.raises(UsageError, match="contains '\\$'"):
         render(options(venv="/srv/$venv"))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("case", CASES)
+def test_every_golden_case_passes_systemd_analyze_verify(case: str, tmp_path: Path) -> None:
+    raw = json.loads((GOLDEN / case / "options.json").read_text())
+    cpu_count = raw.pop("cpu_count", 2)
+    raw["venv"] = sys.prefix  # an ExecStart= binary that exists here
+    result = render(r.RenderOptions(**raw), cpu_count=cpu_count)
+    service = tmp_path / result.service_name
+    service.write_text(result.service)
+    if result.socket is not None and result.socket_name:
+        (tmp_path / result.socket_name).write_text(result.socket)
+    report = verify_unit(service)
+    assert report.errors == (), report
+    # systemd-analyze itself has nothing to say; only unitctl's host checks (users, dirs absent here) and the
+    # advice render itself gives (no --working-dir in the minimal case) may appear.
+    allowed = ("does not exist on this host", "no WorkingDirectory=")
+    assert all(any(a in w for a in allowed) for w in report.warnings), report.warnings
