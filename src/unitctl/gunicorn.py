@@ -860,22 +860,17 @@ class EnvWord:
 
 
 def environment_words(value: str) -> list[EnvWord]:
-    """Split an Environment= value into words with spans (systemd: unquote + C escapes, like Exec words)."""
+    """Split an Environment= value into words with spans, as systemd reads that directive.
+
+    Unlike Exec lines, ';' is an ordinary character there and an unknown escape makes systemd ignore the line.
+    """
     from unitctl import execline
 
-    dummy = "/x "
     try:
-        cmds = execline.split(dummy + value)
+        words = execline.split_words(value, relax_escapes=False, what="Environment=")
     except RefusedError as exc:
         raise GunicornArgsError(f"Environment={value!r} cannot be read: {exc}", hint="fix its quoting") from None
-    words: list[EnvWord] = []
-    for ci, cmd in enumerate(cmds):
-        ws = cmd.words[1:] if ci == 0 else cmd.words
-        if ci > 0:
-            words.append(EnvWord(";", cmd.start - len(dummy) - 2, cmd.start - len(dummy) - 1))
-        for w in ws:
-            words.append(EnvWord(w.value, w.start - len(dummy), w.end - len(dummy)))
-    return words
+    return [EnvWord(w.value, w.start, w.end) for w in words]
 
 
 def unit_environment(unit: UnitFile) -> tuple[dict[str, tuple[str, Entry, int]], list[str]]:
