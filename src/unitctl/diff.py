@@ -404,6 +404,7 @@ def diff_installed(
 
 def _rewritten(text: str, spec: RewriteSpec) -> str:
     """Apply the workers / no-preload rewrite to the installed unit's text."""
+    from unitctl.gunicorn import default_read_file
     from unitctl.rewrite import rewrite_unit
 
     return rewrite_unit(
@@ -412,4 +413,5 @@ def _rewritten(text: str, spec: RewriteSpec) -> str:
         no_preload=spec.no_preload,
         max_workers=spec.max_workers,
         cpu_count=spec.cpu_count,
+        read_file=default_read_file,
     ).text

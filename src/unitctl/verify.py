@@ -252,21 +252,17 @@ def _host_checks(unit: Any, found: _Findings) -> None:
 
 
 def _gunicorn_in(unit: Any) -> Any:
-    """Return the Gunicorn invocation of the unit's ExecStart=, or None."""
-    from unitctl.errors import UnitctlError
-    from unitctl.execline import split
-    from unitctl.gunicorn import find_invocation
+    """Return the Gunicorn invocation of the unit's effective ExecStart=, or None when it runs something else."""
+    from unitctl.errors import NotGunicornError
+    from unitctl.execline import ExecSyntaxError
+    from unitctl.gunicorn import find_gunicorn
 
-    for value in unit.values("Service", "ExecStart"):
-        try:
-            commands = split(value)
-        except UnitctlError:
-            continue  # systemd-analyze reports the bad command line
-        for command in commands:
-            invocation = find_invocation([w.value for w in command.words])
-            if invocation is not None:
-                return invocation
-    return None
+    try:
+        return find_gunicorn(unit).invocation
+    except ExecSyntaxError:
+        return None  # systemd-analyze reports the bad command line
+    except NotGunicornError:
+        return None
 
 
 def format_report(report: VerifyReport) -> list[str]:

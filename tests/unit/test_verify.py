@@ -109,6 +109,13 @@ def test_preload_abbreviation_is_recognised(tmp_path: Path) -> None:
     assert "--preload" in warnings
 
 
+def test_preload_is_seen_behind_an_argv0_prefix(tmp_path: Path) -> None:
+    """With '@', the word after the executable is argv[0], not a Gunicorn argument."""
+    text = good().replace(f"ExecStart={GUNICORN} --workers 3 app:app", f"ExecStart=@{GUNICORN} web --preload app:app")
+    errors, warnings = findings(tmp_path, text)
+    assert errors == "" and "--preload" in warnings
+
+
 @pytest.mark.parametrize("mode", ["process", "none"])
 def test_kill_mode_process_warns(tmp_path: Path, mode: str) -> None:
     _, warnings = findings(tmp_path, good().replace("KillMode=mixed", f"KillMode={mode}"))
