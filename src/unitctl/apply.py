@@ -1186,13 +1186,17 @@ def cli_run(request: ApplyRequest, edges: Edges, *, as_json: bool, out: IO[str])
     """Run the request, print the result (a line, or one JSON object); return the exit code or raise."""
     if request.command == "rollback":
         request = rollback_request(request)
+    from unitctl import github
+
     try:
         result, error = run_result(request, edges)
     except UnitctlError as err:
+        github.emit_error(err, unit=request.unit, command=request.command)  # no-op outside GitHub Actions
         if as_json:
             out.write(dumps({"unit": request.unit, "command": request.command, "exit_code": int(err.exit_code),
                              "error": str(err)}) + "\n")  # fmt: skip
         raise
+    github.emit(result, error=error)
     if as_json:
         data = result.to_json()
         if error is not None:

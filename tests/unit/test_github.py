@@ -174,3 +174,22 @@ def test_an_unwritable_summary_is_a_warning_not_a_failure(tmp_path: Path) -> Non
 def test_an_unknown_result_type_is_refused() -> None:
     with pytest.raises(TypeError, match="ApplyResult"):
         github.summary_markdown(42)
+
+
+def test_the_apply_command_reports_to_github_actions(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from unitctl.cli import app
+
+    summary = tmp_path / "summary.md"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
+    args = ["apply", "demoapp", "--guarded", "--history-dir", str(tmp_path / "h"), "--backend", "systemctl"]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert "::error title=unitctl apply demoapp.service%3A usage error" in result.output
+    assert "needs a readiness URL" in summary.read_text()
+
+    summary.unlink()
+    result = CliRunner().invoke(app, args, env={"GITHUB_ACTIONS": "", "GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 2
+    assert "::error" not in result.output and not summary.exists()
