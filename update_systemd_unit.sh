@@ -59,6 +59,18 @@ die() {
   exit "$code"
 }
 
+# A failure of this script's own steps (rewrite, fetch): one line, plus the annotation and a summary
+# line in GitHub Actions, since unitctl apply never ran to report it.
+report_failure() {
+  printf '%s: error: %s\n' "$PROG" "$1" >&2
+  if [ "${GITHUB_ACTIONS:-}" = "true" ]; then
+    printf '::error title=%s::%s\n' "$PROG" "$(gh_escape "$1")" >&2
+    if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
+      printf '### ❌ %s %s: %s\n\n' "$PROG" "$unit" "$1" >>"$GITHUB_STEP_SUMMARY" || true
+    fi
+  fi
+}
+
 need_value() {
   # $1 option name, $2 number of remaining arguments including the option, $3 the next argument
   if [ "$2" -lt 2 ] || [[ ${3:-} == --* ]]; then
@@ -225,6 +237,9 @@ rc=0
 if [ "${#rewrite_args[@]}" -gt 0 ]; then
   echo "$PROG: rewriting $unit (from $unit_file): ${rewrite_args[*]}" >&2
   "$unitctl_bin" rewrite "$candidate" "${rewrite_args[@]}" --in-place || rc=$?
+  if [ "$rc" != 0 ]; then
+    report_failure "unitctl rewrite of $unit exited $rc (see above); nothing was changed"
+  fi
 fi
 
 # -- 3. fetch, then the guarded apply ------------------------------------------------------------
@@ -232,10 +247,7 @@ fi
 if [ "$rc" = 0 ] && [ "$fetch" = 1 ]; then
   echo "$PROG: git fetch --tags $remote in $repo" >&2
   if ! git -C "$repo" fetch --quiet --tags -- "$remote" >&2; then
-    printf '%s: error: git fetch from %s in %s failed; nothing was changed\n' "$PROG" "$remote" "$repo" >&2
-    if [ "${GITHUB_ACTIONS:-}" = "true" ]; then
-      printf '::error title=%s::%s\n' "$PROG" "$(gh_escape "git fetch from $remote in $repo failed")" >&2
-    fi
+    report_failure "git fetch from $remote in $repo failed (see above); nothing was changed"
     rc=3
   fi
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the example app's git history (one commit and tag per release) in a target directory.
 
-    python3 examples/app/make_releases.py TARGET [--json]
+    python3 examples/app/make_releases.py TARGET [--origin DIR] [--json]
         [--unit-out FILE --venv DIR --port N --database-url URL]
 
 Releases, oldest first:
@@ -117,9 +117,26 @@ def build(target: Path) -> list[Release]:
         _git(target, "commit", "-q", "--no-verify", "-m", f"{rel.release}: {rel.summary}")
         _git(target, "tag", rel.tag)
         built.append(Release(rel.tag, rel.release, rel.summary, rel.expect, _git(target, "rev-parse", "HEAD")))
-    # Leave the checkout at the first release, as a server would be before its first deploy.
+    # Leave the checkout at the first release, as a server would be before its first deploy, with no
+    # reflog or ORIG_HEAD pointing at later releases (they would look like earlier deploys).
     _git(target, "checkout", "-q", "--detach", "v1")
+    _git(target, "reflog", "expire", "--expire=all", "--all")
+    (target / ".git" / "ORIG_HEAD").unlink(missing_ok=True)
     return built
+
+
+def clone_first_release(origin: Path, target: Path) -> None:
+    """Clone ``origin`` into ``target`` with only v1, as a server is set up; later releases need a fetch."""
+    if target.exists() and any(target.iterdir()):
+        raise BuildError(f"{target} exists and is not empty; pass a new or empty directory")
+    proc = subprocess.run(
+        ["git", "clone", "-q", "--no-tags", "--single-branch", "--branch", "v1", str(origin), str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"git clone {origin} {target} failed: {proc.stderr.strip()}")
 
 
 def render_unit(*, app_dir: Path, venv: Path, port: int, database_url: str) -> str:
@@ -145,6 +162,11 @@ def render_unit(*, app_dir: Path, venv: Path, port: int, database_url: str) -> s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", type=Path, help="directory to create the repository in (new or empty)")
+    parser.add_argument(
+        "--origin",
+        type=Path,
+        help="build the history here instead and make TARGET a clone of it holding only v1 (deploys then --fetch)",
+    )
     parser.add_argument("--json", action="store_true", help="print the releases as JSON")
     parser.add_argument("--unit-out", type=Path, help="also write the app's unit here")
     parser.add_argument("--venv", type=Path, default=Path(sys.prefix), help="venv with gunicorn [this Python's]")
@@ -156,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.unit_out:
             db_url = args.database_url or f"sqlite:///{target.parent / 'data' / 'app.db'}"
             unit = render_unit(app_dir=target, venv=args.venv, port=args.port, database_url=db_url)
-        built = build(target)
+        if args.origin:
+            built = build(args.origin.resolve())
+            clone_first_release(args.origin.resolve(), target)
+        else:
+            built = build(target)
         if args.unit_out:
             args.unit_out.parent.mkdir(parents=True, exist_ok=True)
             args.unit_out.write_text(unit)

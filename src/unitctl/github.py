@@ -135,7 +135,7 @@ def summary_markdown(result: Any, *, error: Any = None) -> str:
     source = record.get("rollback_source") or plan.get("rollback_source")
     facts = []
     if to_rev or from_rev:
-        facts.append(f"| revision deployed | {_short(to_rev)} |")
+        facts.append(f"| revision {'deployed' if code == 0 else 'attempted'} | {_short(to_rev)} |")
         rollback = _short(from_rev) + (f" (chosen from {_cell(source)})" if source else "")
         facts.append(f"| rollback target | {rollback} |")
     if plan.get("action"):

@@ -113,7 +113,7 @@ def test_a_rolled_back_deploy_gives_one_error_annotation_and_a_summary(tmp_path:
     text = summary.read_text()
     assert text.startswith("# earlier step\n"), "the summary file is appended to, never replaced"
     assert "### ❌ unitctl apply demoapp.service: failed and rolled back (exit 4)" in text
-    assert "| revision deployed | `222222222222` |" in text
+    assert "| revision attempted | `222222222222` |" in text
     assert "| rollback target | `111111111111` (chosen from history) |" in text
     # Every phase with its timing, the failed one marked, a pipe in a detail escaped.
     assert "| guard | 30.02 | **FAILED** | timeout: 503 Service Unavailable \\| not ready |" in text

@@ -229,3 +229,17 @@ def test_summary_stdout_sends_the_summary_to_stdout_and_the_rest_to_stderr(fake:
     assert proc.returncode == 4
     assert proc.stdout == "### fake summary (GITHUB_ACTIONS=true)\n"
     assert "fake apply stdout line" in proc.stderr
+
+
+def test_a_failed_rewrite_is_reported_to_github_actions(fake: dict[str, Path], tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    proc = run(
+        ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"])],
+        fake,
+        FAKE_REWRITE_RC="3",
+        GITHUB_ACTIONS="true",
+        GITHUB_STEP_SUMMARY=str(summary),
+    )
+    assert proc.returncode == 3
+    assert "::error title=update_systemd_unit.sh::unitctl rewrite of demoapp.service exited 3" in proc.stderr
+    assert summary.read_text().startswith("### ❌ update_systemd_unit.sh demoapp.service: unitctl rewrite of")
