@@ -38,9 +38,7 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
-        ),
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Render, rewrite and safely deploy systemd units for Gunicorn-served Python apps."""

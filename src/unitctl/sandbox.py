@@ -113,9 +113,7 @@ class Sandbox:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise SandboxError(
-                f"command {' '.join(argv)!r} did not finish within {timeout}s in the sandbox"
-            ) from exc
+            raise SandboxError(f"command {' '.join(argv)!r} did not finish within {timeout}s in the sandbox") from exc
         result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
         return result.check() if check else result
 
@@ -159,9 +157,7 @@ class Sandbox:
                 result[key] = value
         return result
 
-    def wait_for(
-        self, unit: str, states: Sequence[str], *, timeout: float = 20, prop: str = "ActiveState"
-    ) -> str:
+    def wait_for(self, unit: str, states: Sequence[str], *, timeout: float = 20, prop: str = "ActiveState") -> str:
         """Wait until ``unit``'s ``prop`` is one of ``states``; return it (raise SandboxError on timeout)."""
         deadline = time.monotonic() + timeout
         value = ""
@@ -170,9 +166,7 @@ class Sandbox:
             if value in states:
                 return value
             time.sleep(0.1)
-        raise SandboxError(
-            f"{unit} {prop} stayed {value!r}, expected one of {list(states)} within {timeout}s"
-        )
+        raise SandboxError(f"{unit} {prop} stayed {value!r}, expected one of {list(states)} within {timeout}s")
 
 
 def check_host() -> None:
