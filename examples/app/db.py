@@ -38,7 +38,7 @@ def _check_sqlite(path: str) -> tuple[bool, str]:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        return False, f"sqlite {path}: {exc}"
+        return False, f"{exc}: sqlite {path}"
     return True, f"sqlite {path}: ok ({count} schema objects)"
 
 
@@ -53,5 +53,5 @@ def _check_postgres(url: str) -> tuple[bool, str]:
             conn.execute("SELECT 1").fetchone()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return False, f"postgresql on {host}: {first}"
+        return False, f"{first}: postgresql on {host}"
     return True, f"postgresql on {host}: ok"

@@ -130,7 +130,18 @@ def clone_first_release(origin: Path, target: Path) -> None:
     if target.exists() and any(target.iterdir()):
         raise BuildError(f"{target} exists and is not empty; pass a new or empty directory")
     proc = subprocess.run(
-        ["git", "clone", "-q", "--no-tags", "--single-branch", "--branch", "v1", str(origin), str(target)],
+        [
+            "git",
+            "clone",
+            "-q",
+            "--no-local",
+            "--no-tags",
+            "--single-branch",
+            "--branch",
+            "v1",
+            str(origin),
+            str(target),
+        ],
         capture_output=True,
         text=True,
         check=False,
