@@ -62,6 +62,8 @@ def test_ctrl_c_tears_the_demo_sandbox_down(sandbox: sandbox_mod.Sandbox) -> Non
         if line.startswith("== v4-db-down"):
             break  # now waiting up to 30 s for a readiness that never comes
         assert time.monotonic() < deadline, "".join(lines)
+    else:
+        pytest.fail(f"the demo ended before deploying v4 (exit {proc.wait(timeout=60)}):\n{''.join(lines)}")
     assert name, "".join(lines)
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
