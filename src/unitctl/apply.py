@@ -360,18 +360,24 @@ class _Tx:
         return self.edges.reporter
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[list[str]]:
-        """Time a phase; the block may append a detail; record it (failed when it raises)."""
-        detail: list[str] = []
+    def phase(self, name: str) -> Iterator[_Detail]:
+        """Time a phase; the block may append a detail; record it (failed when it raises or sets ``failed``)."""
+        detail = _Detail()
         t0 = self.edges.clock()
         ok = False
         try:
             yield detail
-            ok = True
+            ok = not detail.failed
         finally:
             p = Phase(name, round(self.edges.clock() - t0, 3), ok, history.mask_secrets("; ".join(detail), self.env))
             self.record.phases.append(p)
             self.reporter.phase(p)
+
+
+class _Detail(list[str]):
+    """A phase's detail lines, and whether the phase failed without raising."""
+
+    failed: bool = False
 
 
 def now_iso() -> str:
@@ -817,11 +823,8 @@ def _guard(tx: _Tx, probe: Callable[[], ProbeResult], name: str) -> Any:
             ),
         )
         detail.append(f"{outcome.kind}: {outcome.reason}")
-        if not outcome.ready:
-            # Mark the phase failed without raising out of the transaction.
-            detail.append("not ready")
-    if not outcome.ready:
-        tx.record.phases[-1] = replace(tx.record.phases[-1], ok=False)
+        # A release that is not ready fails the phase without raising out of the transaction.
+        detail.failed = not outcome.ready
     return outcome
 
 

@@ -48,7 +48,7 @@ class ProbeResult:
         if self.error:
             text += f" ({self.error})"
         elif self.body_excerpt and not self.ok:
-            text += f" ({self.body_excerpt[:60]})"
+            text += f" ({self.body_excerpt[:160]})"
         return text
 
 

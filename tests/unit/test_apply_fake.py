@@ -292,6 +292,8 @@ def test_never_ready_release_is_rolled_back_and_verified(world: World) -> None:
     names = [p.name for p in rec.phases]
     assert names[-3:] == ["guard", "rollback", "rollback-guard"]
     assert not rec.phases[names.index("guard")].ok
+    guard_line = next(line for line in world.stderr.getvalue().splitlines() if line.startswith("unitctl: guard"))
+    assert "FAILED" in guard_line and "timeout" in guard_line, guard_line
 
 
 def test_restart_failure_of_a_bad_unit_restores_its_bytes(world: World) -> None:
