@@ -60,10 +60,20 @@ _AT_PLACEHOLDER = re.compile(r"@[A-Za-z_][A-Za-z0-9_]*@")
 
 
 def check_not_template(text: str, *, path: str | None = None) -> None:
-    """Refuse a unit that is still a template (Jinja ``{{ }}``/``{% %}``, autoconf ``@placeholder@``)."""
+    """Refuse a unit that is still a template (Jinja ``{{ }}``/``{% %}``, autoconf ``@placeholder@``).
+
+    Comment lines are not looked at: systemd never reads them, so ``# replace @VENV@ ...`` is harmless.
+    """
     where = path or "the unit"
+    # Blank out comment lines, keeping offsets, so line numbers in the message stay right.
+    readable = "".join(
+        " " * len(line.rstrip("\r\n")) + line[len(line.rstrip("\r\n")) :]
+        if line.lstrip(" \t").startswith(("#", ";"))
+        else line
+        for line in text.splitlines(keepends=True)
+    )
     for pattern, kind in ((_JINJA, "Jinja"), (_AT_PLACEHOLDER, "@placeholder@")):
-        m = pattern.search(text)
+        m = pattern.search(readable)
         if m:
             line = text.count("\n", 0, m.start()) + 1
             raise TemplateUnitError(

@@ -222,3 +222,19 @@ def test_refusals_leave_no_partial_result() -> None:
     two = UNIT + "ExecStart=" + GU + " other:app\n"
     with pytest.raises(GunicornArgsError, match="2 ExecStart= commands"):
         rewrite_unit(two, workers=2)
+
+
+def test_placeholders_in_comment_lines_are_not_a_template() -> None:
+    """systemd never reads comment lines: '# replace @VENV@' in a comment does not make the unit a template."""
+    text = (
+        "[Service]\n# rendered from app.service.in (@VENV@ filled in); {{ jinja }} was here\n"
+        "ExecStart=/v/bin/gunicorn -w 2 app:app\n"
+    )
+    result = rewrite_unit(text, workers=3)
+    assert result.text == text.replace("-w 2", "-w 3")
+
+
+def test_placeholder_outside_comments_is_refused_with_its_line() -> None:
+    text = "[Service]\n# a comment\nExecStart=@VENV@/bin/gunicorn app:app\n"
+    with pytest.raises(TemplateUnitError, match="line 3"):
+        rewrite_unit(text, workers=3)
