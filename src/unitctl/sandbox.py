@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 
 from unitctl.errors import SandboxError
+from unitctl.systemd.systemctl import parse_show
 
 SANDBOX_BASE = Path("/run/unitctl-sandbox")
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -149,13 +150,7 @@ class Sandbox:
 
     def unit_properties(self, unit: str, *props: str) -> dict[str, str]:
         """Return ``systemctl show -p ...`` of ``unit`` as a dict."""
-        out = self.systemctl("show", unit, *(f"--property={p}" for p in props), check=True).stdout
-        result: dict[str, str] = {}
-        for line in out.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                result[key] = value
-        return result
+        return parse_show(self.systemctl("show", unit, *(f"--property={p}" for p in props), check=True).stdout)
 
     def wait_for(self, unit: str, states: Sequence[str], *, timeout: float = 20, prop: str = "ActiveState") -> str:
         """Wait until ``unit``'s ``prop`` is one of ``states``; return it (raise SandboxError on timeout)."""
