@@ -23,7 +23,6 @@ from unitctl.gunicorn import (
     Found,
     GunicornArgs,
     ReadFile,
-    Settings,
     effective_settings,
     environment_words,
     find_gunicorn,
@@ -336,16 +335,21 @@ def _drop_preload_from_env(uf: UnitFile, changes: list[str]) -> list[str] | None
     return expected
 
 
-def _rewrite(
+def rewrite_unit(
     text: str,
     *,
-    workers: int | str | None,
-    no_preload: bool,
-    max_workers: int | None,
-    cpu_count: int | None,
-    read_file: ReadFile | None,
-    path: str | None,
-) -> tuple[RewriteResult, UnitFile, Settings]:
+    workers: int | str | None = None,
+    no_preload: bool = False,
+    max_workers: int | None = None,
+    cpu_count: int | None = None,
+    read_file: ReadFile | None = None,
+    path: str | None = None,
+) -> RewriteResult:
+    """Set workers (N or 'auto' = 2 x cpu_count + 1, capped by max_workers) and/or remove preload, minimally.
+
+    ``read_file(path) -> text | None`` lets the rewrite look into the Gunicorn config file and EnvironmentFile=
+    (they cannot be changed from the unit: settings there become warnings); without it they are not read.
+    """
     check_not_template(text, path=path)
     uf = UnitFile.parse(text, path=path)
     found = find_gunicorn(uf)
@@ -412,42 +416,7 @@ def _rewrite(
     new_text = uf.serialize()
     if not changes:
         assert new_text == text
-    return RewriteResult(new_text, changes, _dedupe(warnings)), uf, after
-
-
-def _dedupe(items: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for x in items:
-        if x not in out:
-            out.append(x)
-    return out
-
-
-def rewrite_unit(
-    text: str,
-    *,
-    workers: int | str | None = None,
-    no_preload: bool = False,
-    max_workers: int | None = None,
-    cpu_count: int | None = None,
-    read_file: ReadFile | None = None,
-    path: str | None = None,
-) -> RewriteResult:
-    """Set workers (N or 'auto' = 2 x cpu_count + 1, capped by max_workers) and/or remove preload, minimally.
-
-    ``read_file(path) -> text | None`` lets the rewrite look into the Gunicorn config file and EnvironmentFile=
-    (they cannot be changed from the unit: settings there become warnings); without it they are not read.
-    """
-    result, _, _ = _rewrite(
-        text,
-        workers=workers,
-        no_preload=no_preload,
-        max_workers=max_workers,
-        cpu_count=cpu_count,
-        read_file=read_file,
-        path=path,
-    )
-    return result
+    return RewriteResult(new_text, changes, list(dict.fromkeys(warnings)))
 
 
 def dropin_for(
@@ -465,7 +434,7 @@ def dropin_for(
     ``text`` is the unit as systemd merges it for the service (or its main file); the result's text is empty
     when nothing needs to change.
     """
-    result, uf, _ = _rewrite(
+    result = rewrite_unit(
         text,
         workers=workers,
         no_preload=no_preload,
@@ -476,6 +445,7 @@ def dropin_for(
     )
     if not result.changes:
         return RewriteResult("", [], result.warnings)
+    uf = UnitFile.parse(result.text, path=path)  # parse() is lossless: the rewritten unit, read back
     found = find_gunicorn(uf)
     value, cmd = found.entry.value, found.command
     # One line: the prefixes and every word exactly as written, continuation gaps collapsed to one space.
