@@ -39,6 +39,7 @@ from unitctl.errors import (
     InputError,
     LockHeldError,
     PreImportError,
+    ReadyUrlError,
     RefusedError,
     RollbackFailedError,
     RolledBackError,
@@ -60,6 +61,9 @@ DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_READY_INTERVAL = 0.5
 BUILD_TIMEOUT = 1800.0
 JOURNAL_LINES = 40
+# Pre-flight check of the readiness URL: retry a connection failure for at most this long, this often.
+READY_URL_CHECK_SECONDS = 3.0
+READY_URL_CHECK_INTERVAL = 0.5
 
 
 class Interrupted(BaseException):
@@ -492,7 +496,7 @@ def _transaction(tx: _Tx, probe: Callable[[], ProbeResult] | None) -> ApplyResul
         assert tx.plan is not None
         if not tx.plan.changes:
             return _finish_without_switch(tx)
-        _preflight(tx, candidate)
+        _preflight(tx, candidate, probe)
         if tx.req.dry_run:
             return _finish_without_switch(tx)
         _switch(tx, candidate)
@@ -677,10 +681,13 @@ def _service_view(candidate: bytes, unit: str, unit_dir: Path) -> _View:
     return _View(env=dict(view.env), preload=view.preload)
 
 
-def _preflight(tx: _Tx, candidate: bytes) -> None:
+def _preflight(tx: _Tx, candidate: bytes, probe: Callable[[], ProbeResult] | None) -> None:
     req = tx.req
     plan = tx.plan
     assert plan is not None
+    if probe is not None:
+        with tx.phase("ready-url") as detail:
+            _check_ready_url(tx, probe, detail)
     with tx.phase("verify") as detail:
         report = _verify(tx, candidate)
         if report is not None:
@@ -711,6 +718,43 @@ def _preflight(tx: _Tx, candidate: bytes) -> None:
         return
     with tx.phase("pre-import") as detail:
         _pre_import(tx, candidate, detail)
+
+
+def _check_ready_url(tx: _Tx, probe: Callable[[], ProbeResult], detail: _Detail) -> None:
+    """Refuse a readiness URL that does not answer while the service runs: the guard and its rollback would fail."""
+    from unitctl.probe import parse_target
+
+    req = tx.req
+    state = tx.state_before
+    assert state is not None and req.ready_url is not None
+    if not state.is_active:
+        detail.append(f"skipped: {req.unit} is {state.active_state}/{state.sub_state}, nothing runs to answer yet")
+        return
+    where = parse_target(req.ready_url).display()
+    deadline = tx.edges.clock() + READY_URL_CHECK_SECONDS
+    answer = probe()
+    # A service under load may drop a connection now and then: retry, but only briefly.
+    while answer.status_code is None and tx.edges.clock() + READY_URL_CHECK_INTERVAL + answer.elapsed < deadline:
+        tx.edges.sleep(READY_URL_CHECK_INTERVAL)
+        answer = probe()
+    if answer.status_code is None:
+        reason = (answer.error or "no answer").replace(f" at {where}", "")
+        raise ReadyUrlError(
+            f"{where} does not answer while {req.unit} is active ({reason})",
+            hint="check --ready-url: host, port, path or socket (nothing was changed)",
+        )
+    if 300 <= answer.status_code < 400:
+        raise ReadyUrlError(
+            f"{where} answers {answer.describe()} while {req.unit} is active; unitctl never follows redirects",
+            hint="point --ready-url at the final URL (nothing was changed)",
+        )
+    if not answer.ok:
+        detail.append(
+            f"warning: the running release is not ready ({answer.describe()}): "
+            "a rollback would return to an unready release"
+        )
+        return
+    detail.append(f"{answer.describe()} from the running release")
 
 
 def _verify(tx: _Tx, candidate: bytes) -> Any:

@@ -12,6 +12,7 @@
     │   ├── PreImportError             the new code does not import in the service's environment
     │   ├── LockHeldError              another apply of the same unit is running
     │   ├── GitStateError              dirty or shallow tree, unknown revision
+    │   ├── ReadyUrlError              the readiness URL does not answer (or redirects) while the service runs
     │   └── SandboxError               the systemd sandbox cannot start here
     ├── SystemdError                3  systemd refused an operation (after the switch, apply rolls back)
     ├── RolledBackError             4  the release failed after the switch; rollback verified healthy
@@ -96,6 +97,10 @@ class LockHeldError(RefusedError):
 
 
 class GitStateError(RefusedError):
+    pass
+
+
+class ReadyUrlError(RefusedError):
     pass
 
 

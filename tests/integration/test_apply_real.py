@@ -36,16 +36,16 @@ class Deploy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.unit_path = f"/etc/systemd/system/{self.unit}"
 
-    def argv(self, *args: str, timeout: float = 30) -> list[str]:
+    def argv(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> list[str]:
         # env -C: run from /srv (no unitctl.toml there), whatever the host's cwd is.
         return [
             "env", "-C", "/srv", str(self.venv_bin / "unitctl"), "apply", self.name, "--guarded",
-            "--repo", self.repo.path, "--ready-url", f"{self.url}/health/ready", "--ready-timeout", str(timeout),
-            "--ready-interval", "0.2", "--history-dir", self.hist, *args,
+            "--repo", self.repo.path, "--ready-url", ready_url or f"{self.url}/health/ready",
+            "--ready-timeout", str(timeout), "--ready-interval", "0.2", "--history-dir", self.hist, *args,
         ]  # fmt: skip
 
-    def apply(self, *args: str, timeout: float = 30) -> Result:
-        return self.box.run(self.argv(*args, timeout=timeout), timeout=timeout * 3 + 120)
+    def apply(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> Result:
+        return self.box.run(self.argv(*args, timeout=timeout, ready_url=ready_url), timeout=timeout * 3 + 120)
 
     def unitctl(self, *args: str) -> Result:
         return self.box.run(["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args], timeout=120)
@@ -99,7 +99,7 @@ def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path) -> None:
     assert [(r["outcome"], r["to_rev"]) for r in records] == [("ok", v1), ("ok", v2)]
     assert records[1]["rollback_source"] == "history"
     phases = [p["name"] for p in records[1]["phases"]]
-    assert phases == ["capture", "verify", "pre-import", "switch", "guard"]
+    assert phases == ["capture", "ready-url", "verify", "pre-import", "switch", "guard"]
     # Phase lines with timings on stderr, one result line on stdout.
     assert "guard" in res.stderr and "ok" in res.stderr
     status = d.unitctl("status", d.name, "--history-dir", d.hist, "--json")
@@ -124,6 +124,30 @@ def test_import_broken_release_is_refused_before_the_restart(box: Sandbox, venv_
     last = d.history()[-1]
     assert last["outcome"] == "refused" and last["exit_code"] == 3
     assert "BaseSettings" in last["output"] and "Traceback" in last["output"]
+
+
+def test_wrong_ready_url_port_is_refused_before_anything_changes(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    pid = d.main_pid()
+    unit_before = box.read_file(d.unit_path)
+    v3 = d.repo.release("v3")  # the pulled release: HEAD is at v3, v2 runs
+    wrong = f"http://127.0.0.1:{d.port + 1}/health/ready"  # a typo'd port: nothing listens there
+    res = d.apply(ready_url=wrong)
+    assert res.returncode == 3, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert line == (
+        f"unitctl: error: {wrong} does not answer while {d.unit} is active (connection refused); "
+        "check --ready-url: host, port, path or socket (nothing was changed)"
+    )
+    assert d.main_pid() == pid and d.repo.head() == v3 and box.read_file(d.unit_path) == unit_before
+    assert d.served() == "release v2"
+    last = d.history()[-1]
+    assert (last["outcome"], last["exit_code"]) == ("refused", 3)
+    assert [p["name"] for p in last["phases"]] == ["capture", "ready-url"]
+    # With the right URL the same release deploys: the refusal left nothing behind.
+    assert d.apply().returncode == 0 and d.served() == "release v3"
 
 
 def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path) -> None:

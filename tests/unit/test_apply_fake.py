@@ -28,6 +28,7 @@ from unitctl.errors import (
     GitStateError,
     LockHeldError,
     PreImportError,
+    ReadyUrlError,
     RefusedError,
     RollbackFailedError,
     RolledBackError,
@@ -96,6 +97,7 @@ class World:
     verify_errors: tuple[str, ...] = ()
     sleep_hook: Callable[[int], None] | None = None
     answer_fn: Callable[[], int] | None = None  # overrides ``answers``
+    handler: Callable[[httpx.Request], httpx.Response] | None = None  # overrides both: the whole HTTP exchange
     stderr: io.StringIO = field(default_factory=io.StringIO)
     sleeps: int = 0
 
@@ -111,7 +113,7 @@ class World:
                 code = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
             return httpx.Response(code, text=f"status {code}")
 
-        return Probe(url, transport=httpx.MockTransport(handler)).check
+        return Probe(url, transport=httpx.MockTransport(self.handler or handler)).check
 
     def verifier(self, path: Path, *, name: str | None = None) -> Report:
         assert path.read_bytes()  # verification sees the candidate's bytes
@@ -205,8 +207,9 @@ def test_first_deploy_installs_restarts_guards_and_records(world: World) -> None
     rec = world.records()[-1]
     assert (rec.outcome, rec.to_rev, rec.from_rev, rec.rollback_source) == (
         "ok", world.revs["v2"], world.revs["v1"], "HEAD@{1}")  # fmt: skip
-    assert [p.name for p in rec.phases] == ["capture", "verify", "pre-import", "switch", "guard"]
+    assert [p.name for p in rec.phases] == ["capture", "ready-url", "verify", "pre-import", "switch", "guard"]
     assert all(p.ok for p in rec.phases)
+    assert rec.phases[1].detail.startswith("skipped: app.service is inactive/dead")
     assert history.load_unit(world.hist, rec.unit_sha256 or "") == unit_text()
     assert "HEAD@{1}" in world.stderr.getvalue()  # says which fallback gave the rollback revision
 
@@ -610,8 +613,11 @@ BUILD = f"{sys.executable} -c \"import pathlib; pathlib.Path('built').write_text
 def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: World) -> None:
     installed(world)
     built: list[str] = []
+    # Before the build (the pre-flight probe of the running release) there is nothing built to look at.
     world.answer_fn = lambda: (
-        built.append((world.repo / "built").read_text())
+        200
+        if not (world.repo / "built").exists()
+        else built.append((world.repo / "built").read_text())
         or (  # type: ignore[func-returns-value]
             503 if world.head() == world.revs["v2"] else 200
         )
@@ -661,3 +667,98 @@ def test_failed_first_deploy_with_rev_puts_the_tree_back(world: World, tmp_path:
     with pytest.raises(RolledBackError, match="first deploy was undone"):
         world.run(repo=repo, rev=second, unit_file=_write(world, unit_text()))
     assert git(repo, "rev-parse", "HEAD").strip() == first and not world.unit_path.exists()
+
+
+# -- the readiness URL is checked before anything changes ----------------------------------------------
+
+
+def _refused_connection(seen: list[str]) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    return handler
+
+
+def test_unreachable_ready_url_is_refused_before_anything_changes(world: World) -> None:
+    data = installed(world)
+    seen: list[str] = []
+    world.handler = _refused_connection(seen)
+    new_unit = _write(world, unit_text(extra=" --timeout 60"))
+    with pytest.raises(ReadyUrlError) as err:
+        world.run(unit_file=new_unit)
+    assert err.value.exit_code == ExitCode.REFUSED
+    assert str(err.value) == (
+        f"{URL} does not answer while app.service is active (connection refused); "
+        "check --ready-url: host, port, path or socket (nothing was changed)"
+    )
+    # Retried a few times, within about 3 seconds (the fake clock only moves by the sleeps).
+    assert 2 <= len(seen) <= 8 and world.clock.now - 100.0 <= apply.READY_URL_CHECK_SECONDS
+    ops = world.fake.ops()
+    assert not {"restart", "reload", "daemon_reload", "stop", "start", "run_transient"} & set(ops), ops
+    assert world.unit_path.read_bytes() == data and world.head() == world.revs["v2"]
+    rec = world.records()[-1]
+    assert (rec.outcome, rec.exit_code) == ("refused", 3)
+    assert [(p.name, p.ok) for p in rec.phases] == [("capture", True), ("ready-url", False)]
+
+
+def test_ready_url_that_answers_on_a_retry_is_accepted(world: World) -> None:
+    installed(world)
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return httpx.Response(200, text="ok")
+
+    world.handler = handler
+    result = world.run()
+    assert result.exit_code == 0 and "restart" in world.fake.ops()
+
+
+def test_missing_unix_socket_is_refused_nothing_changed(world: World, tmp_path: Path) -> None:
+    data = installed(world)
+    sock = tmp_path / "no-such.sock"
+
+    def real_probe(url: str) -> Callable[[], ProbeResult]:
+        return Probe(url).check  # a real connection attempt to a socket that does not exist
+
+    edges = world.edges()
+    edges.probe_factory = real_probe
+    with pytest.raises(ReadyUrlError, match=f"socket {sock} does not exist"):
+        apply.run(world.request(ready_url=f"unix:{sock}:/health/ready"), edges)
+    assert "restart" not in world.fake.ops() and world.unit_path.read_bytes() == data
+    assert world.head() == world.revs["v2"]
+
+
+def test_redirecting_ready_url_is_refused(world: World) -> None:
+    installed(world)
+    world.handler = lambda request: httpx.Response(302, headers={"Location": "/login"})
+    with pytest.raises(ReadyUrlError, match="never follows redirects") as err:
+        world.run()
+    assert "redirect to /login" in str(err.value) and "final URL" in str(err.value)
+    assert "restart" not in world.fake.ops() and world.head() == world.revs["v2"]
+
+
+def test_unready_running_release_is_a_warning_not_a_refusal(world: World) -> None:
+    installed(world)
+    world.answers = [503, 200]
+    result = world.run()
+    assert result.exit_code == 0 and world.fake.ops(UNIT).count("restart") == 1
+    phase = next(p for p in world.records()[-1].phases if p.name == "ready-url")
+    assert phase.ok and phase.detail.startswith("warning: the running release is not ready (HTTP 503")
+    assert "a rollback would return to an unready release" in world.stderr.getvalue()
+
+
+def test_ready_url_check_is_skipped_for_a_stopped_service(world: World) -> None:
+    installed(world)
+    world.fake.units[UNIT] = dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead")
+    seen: list[str] = []
+    world.handler = _refused_connection(seen)
+    # The guard would then fail (refused): the point here is only that the pre-flight does not refuse.
+    with pytest.raises((RolledBackError, RollbackFailedError)):
+        world.run(ready_timeout=1.0)
+    phase = next(p for p in world.records()[-1].phases if p.name == "ready-url")
+    assert phase.ok and phase.detail == "skipped: app.service is inactive/dead, nothing runs to answer yet"
+    assert "restart" in world.fake.ops()
