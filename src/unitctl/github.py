@@ -101,12 +101,24 @@ def _fence(lines: Sequence[str]) -> str:
     return "`" * max(3, longest + 1)
 
 
-def annotation_lines(result: Any, *, error: Any = None) -> list[str]:
-    """Return the annotation lines for an attempt: one ``::error`` unless it succeeded."""
+def _attempt(result: Any, error: Any) -> dict[str, Any]:
+    """Return the attempt as a dict, with the error's message and exit code when it ended in one."""
     data = _as_dict(result)
     if error is not None:
         data.setdefault("error", str(error))
         data.setdefault("exit_code", int(getattr(error, "exit_code", 2)))
+    return data
+
+
+def _details(summary: str, lines: Sequence[str]) -> list[str]:
+    """Return a collapsed block of verbatim lines (fenced so that backticks inside cannot close it)."""
+    fence = _fence(lines)
+    return [f"<details><summary>{summary}</summary>", "", f"{fence}text", *lines, fence, "", "</details>", ""]
+
+
+def annotation_lines(result: Any, *, error: Any = None) -> list[str]:
+    """Return the annotation lines for an attempt: one ``::error`` unless it succeeded."""
+    data = _attempt(result, error)
     code = int(data.get("exit_code", 0))
     if code == 0:
         return []
@@ -117,10 +129,7 @@ def annotation_lines(result: Any, *, error: Any = None) -> list[str]:
 
 def summary_markdown(result: Any, *, error: Any = None) -> str:
     """Return the step summary of an attempt: outcome, phases and timings, revisions, journal excerpt."""
-    data = _as_dict(result)
-    if error is not None:
-        data.setdefault("error", str(error))
-        data.setdefault("exit_code", int(getattr(error, "exit_code", 2)))
+    data = _attempt(result, error)
     record: Mapping[str, Any] = data.get("record") or {}
     plan: Mapping[str, Any] = data.get("plan") or {}
     code = int(data.get("exit_code", 0))
@@ -159,31 +168,10 @@ def summary_markdown(result: Any, *, error: Any = None) -> str:
 
     journal = [mask_secrets(str(line)) for line in (record.get("journal") or [])][-JOURNAL_LINES:]
     if journal:
-        fence = _fence(journal)
-        out += [
-            f"<details><summary>journal of {_cell(data.get('unit', 'the unit'))} (last {len(journal)} lines)</summary>",
-            "",
-            f"{fence}text",
-            *journal,
-            fence,
-            "",
-            "</details>",
-            "",
-        ]
+        out += _details(f"journal of {_cell(data.get('unit', 'the unit'))} (last {len(journal)} lines)", journal)
     output = mask_secrets(str(record.get("output") or "")).strip()
     if output and code != 0:
-        lines = output.splitlines()[-JOURNAL_LINES:]
-        fence = _fence(lines)
-        out += [
-            "<details><summary>output of the failed check</summary>",
-            "",
-            f"{fence}text",
-            *lines,
-            fence,
-            "",
-            "</details>",
-            "",
-        ]
+        out += _details("output of the failed check", output.splitlines()[-JOURNAL_LINES:])
     return "\n".join(out) + "\n"
 
 

@@ -125,6 +125,20 @@ def test_a_rolled_back_deploy_gives_one_error_annotation_and_a_summary(tmp_path:
     assert "DATABASE_PASSWORD=****" in text and "postgresql://app:****@db.internal/app" in text
 
 
+def test_the_output_of_a_failed_check_is_shown_fenced_masked_and_only_on_failure() -> None:
+    output = (
+        "Traceback (most recent call last):\n```` inside\napp: connecting with DATABASE_PASSWORD=hunter2secret\n"
+        "ImportError: no app"
+    )
+    failed = {"unit": "demoapp.service", "exit_code": 3, "error": "does not import", "record": {"output": output}}
+    text = github.summary_markdown(failed)
+    block = text[text.index("<details><summary>output of the failed check</summary>") :]
+    assert "`````text\nTraceback (most recent call last):\n```` inside\n" in block
+    assert "DATABASE_PASSWORD=****" in block and "hunter2secret" not in block
+    assert block.endswith("ImportError: no app\n`````\n\n</details>\n\n")
+    assert "output of the failed check" not in github.summary_markdown({**failed, "exit_code": 0})
+
+
 def test_a_dict_result_works_like_the_object(tmp_path: Path) -> None:
     result = _rolled_back()
     assert github.summary_markdown(result.to_json()) == github.summary_markdown(result)
