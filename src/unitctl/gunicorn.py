@@ -29,7 +29,7 @@ from unitctl.errors import NotGunicornError, RefusedError, UsageError
 
 if TYPE_CHECKING:
     from unitctl.execline import Command, Word
-    from unitctl.unitfile import Entry, UnitFile
+    from unitctl.unitfile import Entry, MergedUnit, UnitFile
 
 __all__ = [
     "GUNICORN_VERSION",
@@ -873,7 +873,7 @@ def environment_words(value: str) -> list[EnvWord]:
     return [EnvWord(w.value, w.start, w.end) for w in words]
 
 
-def unit_environment(unit: UnitFile) -> tuple[dict[str, tuple[str, Entry, int]], list[str]]:
+def unit_environment(unit: UnitFile | MergedUnit) -> tuple[dict[str, tuple[str, Entry, int]], list[str]]:
     """Return the unit's Environment= variables (name → (value, entry, word index)) and its EnvironmentFile= paths."""
     env: dict[str, tuple[str, Entry, int]] = {}
     for entry in unit.entries("Service", "Environment"):

@@ -12,7 +12,6 @@ sees what the service will see. Two forms:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,8 +88,9 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     )
     # A preload setting computed by a config file is unknown: assume preload (a restart is always right).
     preload = settings.preload.value is None or bool(settings.preload.value)
-    env = _parse_environment(values("Environment"), unit)
-    env_files = tuple((v[1:], True) if v.startswith("-") else (v, False) for v in values("EnvironmentFile"))
+    variables, files = gunicorn.unit_environment(view)
+    env = {name: value for name, (value, _, _) in variables.items()}
+    env_files = tuple((f[1:], True) if f.startswith("-") else (f, False) for f in files)
     return ServiceView(
         exec_argv=tuple(argv),
         gunicorn_argv=tuple(check_config_argv(inv)),
@@ -128,17 +128,6 @@ def _python_of(inv: Invocation) -> str:
     if inv.launcher.startswith("python"):
         return words[0]
     return service_python(words[inv.exe_index])
-
-
-def _parse_environment(values: Sequence[str], unit: str) -> dict[str, str]:
-    """Parse Environment= values (quoted KEY=VALUE words, C escapes) as systemd does, later keys winning."""
-    from unitctl.gunicorn import environment_assignments
-
-    env: dict[str, str] = {}
-    for value in values:
-        for key, val, _ in environment_assignments(value):
-            env[key] = val
-    return env
 
 
 def service_python(exe: str) -> str:

@@ -154,6 +154,16 @@ def test_dropins_of_the_installed_unit_apply(tmp_path: Path) -> None:
     assert dict(spec.env) == {"A": "1 2", "B": "A", "C": "3"} and spec.user is None
 
 
+def test_an_empty_assignment_in_a_dropin_resets_the_environment(tmp_path: Path) -> None:
+    spec = spec_for(
+        "/venv/bin/gunicorn app:app",
+        tmp_path,
+        dropin='[Service]\nEnvironment=\nEnvironment="C=3 4" A=5\nEnvironmentFile=\nEnvironmentFile=-/etc/other.env\n',
+    )
+    assert dict(spec.env) == {"C": "3 4", "A": "5"}
+    assert list(spec.env_files) == [("/etc/other.env", True)]
+
+
 def test_a_unit_that_does_not_run_gunicorn_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotGunicornError, match="uWSGI|Uvicorn"):
         spec_for("/venv/bin/uvicorn app:app", tmp_path)
