@@ -1,7 +1,7 @@
 """Render a systemd unit (and a matching ``.socket``) for a Gunicorn app from a Jinja2 template.
 
-Pure apart from reading template files: every value is validated here and quoted for the
-directive it lands in (``execline.quote`` for ``ExecStart=``, systemd's word rules for
+Pure apart from the file-reading edge marked at the end (template files, ``unitctl.toml``): every value is
+validated here and quoted for the directive it lands in (``execline.quote`` for ``ExecStart=``, systemd's word rules for
 ``Environment=``, ``%`` doubled everywhere since systemd expands specifiers on load), so a
 template only places ready-made strings. The defaults follow Gunicorn's own systemd guide
 (docs/deploy.rst): ``Type=notify``, ``ExecReload=`` sends HUP, ``KillMode=mixed``,
@@ -421,6 +421,9 @@ def quote_env(key: str, value: str) -> str:
             out.append(ch)
     out.append('"')
     return "".join(out)
+
+
+# -- the file-reading edge: templates and unitctl.toml (render() above takes their text) -------------------------
 
 
 def load_template(name: str) -> str:
