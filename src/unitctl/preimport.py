@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unitctl.errors import NotGunicornError, UsageError
+from unitctl.errors import InputError, NotGunicornError, UsageError
 from unitctl.systemd.base import TransientSpec
 
 if TYPE_CHECKING:
     from unitctl.gunicorn import Invocation
+    from unitctl.unitfile import UnitFile
 
 PRE_IMPORT_TIMEOUT = 120.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -52,13 +53,23 @@ class ServiceView:
     python: str = "python3"  # the interpreter the service's Gunicorn runs on
 
 
-def _dropins(unit: str, unit_dir: Path) -> list[str]:
+def _dropins(unit: str, unit_dir: Path) -> list[UnitFile]:
+    """Read the installed unit's drop-ins, each parsed under its own path so that errors name the file."""
+    from unitctl.unitfile import UnitFile
+
     d = unit_dir / f"{unit}.d"
     try:
         paths = sorted(p for p in d.iterdir() if p.name.endswith(".conf") and p.is_file())
     except OSError:
         return []
-    return [p.read_text(encoding="utf-8", errors="replace") for p in paths]
+    out: list[UnitFile] = []
+    for p in paths:
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"cannot read drop-in {p}: {exc.strerror}", hint="check its permissions") from exc
+        out.append(UnitFile.parse(text, path=str(p)))
+    return out
 
 
 def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
@@ -67,7 +78,7 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     from unitctl.unitfile import UnitFile, merged
 
     main = UnitFile.parse(text, path=unit)
-    view = merged(main, [UnitFile.parse(t) for t in _dropins(unit, unit_dir)])
+    view = merged(main, _dropins(unit, unit_dir))
 
     def last(key: str) -> str | None:
         # An empty assignment resets a single-value key to its default.

@@ -9,7 +9,7 @@ import pytest
 
 from unitctl import preimport
 from unitctl.apply import choose_action, make_plan
-from unitctl.errors import NotGunicornError, UsageError
+from unitctl.errors import InputError, NotGunicornError, UnitSyntaxError, UsageError
 from unitctl.gitrepo import RollbackTarget
 from unitctl.systemd.fake import failed_state, running_state
 
@@ -162,6 +162,20 @@ def test_an_empty_assignment_in_a_dropin_resets_the_environment(tmp_path: Path) 
     )
     assert dict(spec.env) == {"C": "3 4", "A": "5"}
     assert list(spec.env_files) == [("/etc/other.env", True)]
+
+
+def test_a_broken_dropin_is_named_in_the_error(tmp_path: Path) -> None:
+    with pytest.raises(UnitSyntaxError) as info:
+        spec_for("/venv/bin/gunicorn app:app", tmp_path, dropin="[Service]\nUser=app\n[Service\n")
+    assert str(info.value).startswith(f"{tmp_path}/app.service.d/10-override.conf:3: invalid section header")
+
+
+def test_an_unreadable_dropin_is_an_input_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "app.service.d").mkdir()
+    # /proc/self/mem is a regular file whose read fails (EIO) even for root, unlike a chmod 000 file.
+    (tmp_path / "app.service.d" / "20-mem.conf").symlink_to("/proc/self/mem")
+    with pytest.raises(InputError, match="cannot read drop-in .*20-mem.conf: Input/output error"):
+        spec_for("/venv/bin/gunicorn app:app", tmp_path)
 
 
 def test_a_unit_that_does_not_run_gunicorn_is_refused(tmp_path: Path) -> None:
