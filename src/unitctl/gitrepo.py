@@ -128,12 +128,6 @@ class GitRepo:
         purge_bytecode(self.path, changed)
         return changed
 
-    def short(self, rev: str) -> str:
-        return self._git("rev-parse", "--short", rev).stdout.strip()
-
-    def subject(self, rev: str) -> str:
-        return self._git("log", "-1", "--format=%s", rev).stdout.strip()
-
 
 def _git_env() -> dict[str, str]:
     import os
