@@ -265,12 +265,4 @@ def _gunicorn_in(unit: Any) -> Any:
         return None
 
 
-def format_report(report: VerifyReport) -> list[str]:
-    """Return the report as plain lines for the terminal."""
-    lines = [f"error: {e}" for e in report.errors] + [f"warning: {w}" for w in report.warnings]
-    if not lines:
-        lines.append(f"{report.path}: ok")
-    return lines
-
-
-__all__: Sequence[str] = ("VerifyReport", "check", "format_report", "verify_unit")
+__all__: Sequence[str] = ("VerifyReport", "check", "verify_unit")
