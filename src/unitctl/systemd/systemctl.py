@@ -217,16 +217,10 @@ class SystemctlBackend:
 
     def _discard(self, name: str) -> None:
         # Best effort: the unit may already be gone (collected), which is what we want anyway.
-        subprocess.run(
-            [self._systemctl, "stop", name], capture_output=True, timeout=60, check=False, env={**os.environ, **_ENV}
-        )
-        subprocess.run(
-            [self._systemctl, "reset-failed", name],
-            capture_output=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, **_ENV},
-        )
+        for verb in ("stop", "reset-failed"):
+            subprocess.run(
+                [self._systemctl, verb, name], capture_output=True, timeout=60, check=False, env={**os.environ, **_ENV}
+            )
 
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         return journal_lines(unit, invocation_id=invocation_id, lines=lines)
