@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 
 from unitctl.errors import SystemdError, UsageError
 from unitctl.systemd import get_backend
 from unitctl.systemd.base import SystemdBackend, TransientResult, TransientSpec
+from unitctl.systemd.dbus import DbusBackend
 from unitctl.systemd.fake import FakeSystemd, failed_state
+from unitctl.systemd.systemctl import SystemctlBackend
 
 
 def test_fake_satisfies_the_protocol() -> None:
     backend: SystemdBackend = FakeSystemd()
     assert backend.name == "fake"
+
+
+@pytest.mark.parametrize("backend", [FakeSystemd, SystemctlBackend, DbusBackend])
+def test_every_backend_has_the_protocols_methods_with_the_same_signatures(backend: type) -> None:
+    # mypy checks only src/, where nothing assigns a FakeSystemd to a SystemdBackend: compare at run time.
+    methods = [n for n, v in vars(SystemdBackend).items() if callable(v) and not n.startswith("_")]
+    assert "run_transient" in methods and "journal" in methods
+    for method in methods:
+        expected = inspect.signature(getattr(SystemdBackend, method))
+        assert inspect.signature(getattr(backend, method)) == expected, method
+    assert isinstance(backend.name, str) and backend.name
 
 
 def test_calls_are_recorded_in_order() -> None:
