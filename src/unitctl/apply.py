@@ -33,6 +33,7 @@ from typing import IO, Any, Literal, Protocol, cast
 
 from unitctl import fsutil, history
 from unitctl.config import Kind
+from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
     ExitCode,
     GitStateError,
@@ -87,7 +88,8 @@ class ApplyRequest:
 
     unit: str  # validated unit name, e.g. app.service
     unit_file: Path | None = None  # None: keep the installed unit
-    unit_bytes: bytes | None = None  # the unit to deploy given as bytes (rollback from history)
+    unit_bytes: bytes | None = None  # the unit to deploy given as bytes (rollback from history, --render)
+    rewrite: RewriteSpec | None = None  # deploy the installed unit rewritten (--workers/--max-workers/--no-preload)
     guarded: bool = True
     repo: Path | None = None
     rev: str | None = None
@@ -580,7 +582,7 @@ def _capture(tx: _Tx) -> bytes:
         unit_path = req.unit_dir / req.unit
         tx.snapshot = fsutil.snapshot(unit_path)
         tx.state_before = tx.edges.backend.state(req.unit)
-        candidate = _candidate(tx)
+        candidate = _candidate(tx, detail)
         records = history.read(req.history_dir, req.unit)
         last = history.last_good(records)
         deployed_rev = last.to_rev if last else None
@@ -640,7 +642,7 @@ def _capture(tx: _Tx) -> bytes:
     return candidate
 
 
-def _candidate(tx: _Tx) -> bytes:
+def _candidate(tx: _Tx, detail: _Detail) -> bytes:
     req = tx.req
     if req.unit_bytes is not None:
         return req.unit_bytes
@@ -653,18 +655,33 @@ def _candidate(tx: _Tx) -> bytes:
             raise InputError(f"{req.unit_file}: is a directory", hint="pass the unit file") from None
         except OSError as exc:
             raise InputError(f"{req.unit_file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    data, path = _installed_unit(tx)
+    if req.rewrite is None:
+        return data
+    from unitctl.desired import rewrite_text
+
+    # The same rewrite 'unitctl diff NAME --workers/--no-preload' shows.
+    text, warnings = rewrite_text(data.decode("utf-8", "surrogateescape"), req.rewrite, path=path)
+    detail.extend(f"warning: {w}" for w in warnings)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _installed_unit(tx: _Tx) -> tuple[bytes, str]:
+    """Return the installed unit's bytes and path (the unit kept, or the one a rewrite starts from)."""
+    req = tx.req
     assert tx.snapshot is not None
     if tx.snapshot.data is not None:
-        return tx.snapshot.data
+        return tx.snapshot.data, str(tx.snapshot.path)
     fragment = tx.state_before.fragment_path if tx.state_before else ""
     if fragment:
         try:
-            return Path(fragment).read_bytes()
+            return Path(fragment).read_bytes(), fragment
         except OSError as exc:
             raise InputError(f"{fragment}: cannot read the installed unit: {exc.strerror}") from exc
+    what = "rewrite" if req.rewrite is not None else "keep"
     raise InputError(
-        f"{req.unit} is not installed in {req.unit_dir} and no --unit-file was given",
-        hint="pass --unit-file FILE for a first deploy",
+        f"{req.unit} is not installed in {req.unit_dir} and no --unit-file was given: there is no unit to {what}",
+        hint="pass --unit-file FILE or --render for a first deploy",
     )
 
 
@@ -1192,14 +1209,29 @@ def unit_name(value: str | None) -> str:
     return validate_unit_name(value)
 
 
-def request_from_settings(s: dict[str, Any], *, command: str, dry_run: bool = False) -> ApplyRequest:
-    """Build an ApplyRequest from merged flag/config settings."""
+def request_from_settings(
+    s: dict[str, Any], *, command: str, dry_run: bool = False, desired: DesiredOptions | None = None
+) -> ApplyRequest:
+    """Build an ApplyRequest from merged flag/config settings and the desired-state options (as ``diff`` takes)."""
+    from unitctl.desired import resolve
+
     strategy = s.get("strategy") or "restart"
     if strategy not in STRATEGIES:
         raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    unit = unit_name(s.get("name"))
+    # unit_file may come from unitctl.toml: it takes part in the "one way to say what the unit becomes" check.
+    opts = replace(desired or DesiredOptions(), unit_file=s.get("unit_file") or None)
+    want = resolve(s.get("name"), opts, cpu_count=os.cpu_count())
+    if want.rendered_socket is not None:
+        raise UsageError(
+            f"--render makes {want.rendered_socket} too (socket activation); apply installs only {unit}",
+            hint="install the socket with 'unitctl render -o' first, or set socket = false in [render]",
+        )
     return ApplyRequest(
-        unit=unit_name(s.get("name")),
-        unit_file=Path(s["unit_file"]) if s.get("unit_file") else None,
+        unit=unit,
+        unit_file=Path(want.unit_file) if want.unit_file else None,
+        unit_bytes=want.rendered.encode("utf-8", "surrogateescape") if want.rendered is not None else None,
+        rewrite=want.rewrite,
         guarded=bool(s.get("guarded")) if command == "apply" else True,
         repo=Path(s["repo"]).absolute() if s.get("repo") else None,
         rev=s.get("rev"),

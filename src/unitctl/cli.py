@@ -302,37 +302,19 @@ def diff(
     import os
 
     from unitctl import diff as diff_mod
-    from unitctl.errors import UsageError
+    from unitctl.desired import DesiredOptions, resolve
     from unitctl.output import colour_enabled
 
     try:
-        render_only = [app_, bind, working_dir, venv, user, group, env_file, env, template]
-        if not render_ and any(v for v in render_only):
-            raise UsageError("--app, --bind, --user ... describe a rendered unit", hint="add --render")
-        rendered = None
-        spec = None
-        if render_:
-            from unitctl.render import render_from_flags
-
-            if no_preload:
-                raise UsageError("--no-preload is for a rewrite; a rendered unit never preloads", hint="drop it")
-            flags = {
-                "name": name, "app": app_, "workers": workers, "max_workers": max_workers, "bind": bind,
-                "working_dir": working_dir, "venv": venv, "user": user, "group": group, "env_file": env_file,
-                "template": template,
-            }  # fmt: skip
-            result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
-            rendered = result.service
-        elif workers is not None or max_workers is not None or no_preload:
-            from unitctl.render import parse_workers
-
-            spec = diff_mod.RewriteSpec(
-                workers=parse_workers(workers) if workers is not None else None,
-                max_workers=max_workers,
-                no_preload=no_preload,
-                cpu_count=os.cpu_count(),
-            )
-        outcome = diff_mod.diff_installed(name=name, root=root, unit_file=unit_file, rendered=rendered, rewrite=spec)
+        opts = DesiredOptions(
+            unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
+            app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+        )  # fmt: skip
+        want = resolve(name, opts, cpu_count=os.cpu_count())
+        outcome = diff_mod.diff_installed(
+            name=name, root=root, unit_file=want.unit_file, rendered=want.rendered, rewrite=want.rewrite
+        )
     except UnitctlError as err:
         fail(err)
     colour = colour_enabled(sys.stdout)
@@ -381,6 +363,26 @@ def apply(
     unit_file: Annotated[
         str | None, typer.Option("--unit-file", help="The unit to install [default: keep the installed unit].")
     ] = None,
+    render_: Annotated[
+        bool, typer.Option("--render", help="Install the unit 'unitctl render' makes from [render] and the options.")
+    ] = False,
+    workers: Annotated[
+        str | None,
+        typer.Option("--workers", help="Workers (N or auto); without --render: rewrite the installed unit."),
+    ] = None,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    no_preload: Annotated[
+        bool, typer.Option("--no-preload", help="Install the installed unit rewritten without --preload.")
+    ] = False,
+    app_: Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")] = None,
+    bind: Annotated[list[str] | None, typer.Option("--bind", help="With --render: listen address; repeatable.")] = None,
+    working_dir: Annotated[str | None, typer.Option("--working-dir", help="With --render.")] = None,
+    venv: Annotated[str | None, typer.Option("--venv", help="With --render.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="With --render.")] = None,
+    group: Annotated[str | None, typer.Option("--group", help="With --render.")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="With --render; repeatable.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", help="With --render: KEY=VALUE; repeatable.")] = None,
+    template: Annotated[str | None, typer.Option("--template", help="With --render: your own template.")] = None,
     guarded: Annotated[
         bool | None,
         typer.Option(
@@ -424,11 +426,14 @@ def apply(
 ) -> None:
     """Install a unit and restart its service; with --guarded, roll back unless it becomes ready.
 
+    The unit to install is given as for 'unitctl diff': --unit-file FILE, --render (with render options), or
+    --workers/--max-workers/--no-preload (the installed unit rewritten); none of them keeps the installed unit.
     Exit 0 deployed (or nothing to do), 1 dry run with changes, 3 refused (nothing changed), 4 failed and
     rolled back to a ready previous release, 5 the rollback failed too. Options also come from [apply]
     of ./unitctl.toml; flags win.
     """
     from unitctl.apply import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.desired import DesiredOptions
 
     flags = {
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
@@ -438,7 +443,12 @@ def apply(
     }  # fmt: skip
     try:
         s = settings("apply", APPLY_SCHEMA, flags)
-        request = request_from_settings(s, command="apply", dry_run=dry_run)
+        desired = DesiredOptions(
+            render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
+            bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+        )  # fmt: skip
+        request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
         code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
     except UnitctlError as err:
         fail(err)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from unitctl.desired import RewriteSpec
 from unitctl.output import style
 
 MASK = "***"
@@ -337,16 +338,6 @@ def _show(value: object) -> str:
     return "(unknown)" if value is None else str(value)
 
 
-@dataclass(frozen=True)
-class RewriteSpec:
-    """The rewrite of the installed unit that ``unitctl diff --workers/--no-preload`` compares against."""
-
-    workers: int | str | None = None
-    max_workers: int | None = None
-    no_preload: bool = False
-    cpu_count: int | None = None
-
-
 def diff_installed(
     *,
     name: str,
@@ -403,15 +394,7 @@ def diff_installed(
 
 
 def _rewritten(text: str, spec: RewriteSpec) -> str:
-    """Apply the workers / no-preload rewrite to the installed unit's text."""
-    from unitctl.gunicorn import default_read_file
-    from unitctl.rewrite import rewrite_unit
+    """Apply the workers / no-preload rewrite to the installed unit's text (as ``apply`` does)."""
+    from unitctl.desired import rewrite_text
 
-    return rewrite_unit(
-        text,
-        workers=spec.workers,
-        no_preload=spec.no_preload,
-        max_workers=spec.max_workers,
-        cpu_count=spec.cpu_count,
-        read_file=default_read_file,
-    ).text
+    return rewrite_text(text, spec)[0]

@@ -25,9 +25,10 @@ _ports = itertools.count(18300)
 class Deploy:
     """One app under test: its repo, unit name, port, history dir, and how to run unitctl on it."""
 
-    def __init__(self, box: Sandbox, venv_bin: Path) -> None:
+    def __init__(self, box: Sandbox, venv_bin: Path, backend: str | None = None) -> None:
         self.box = box
         self.venv_bin = venv_bin
+        self.backend = backend  # --backend for every apply (None: auto)
         self.name = f"shop-{uuid.uuid4().hex[:8]}"
         self.unit = f"{self.name}.service"
         self.port = next(_ports)
@@ -41,7 +42,8 @@ class Deploy:
         return [
             "env", "-C", "/srv", str(self.venv_bin / "unitctl"), "apply", self.name, "--guarded",
             "--repo", self.repo.path, "--ready-url", ready_url or f"{self.url}/health/ready",
-            "--ready-timeout", str(timeout), "--ready-interval", "0.2", "--history-dir", self.hist, *args,
+            "--ready-timeout", str(timeout), "--ready-interval", "0.2", "--history-dir", self.hist,
+            *(["--backend", self.backend] if self.backend else []), *args,
         ]  # fmt: skip
 
     def apply(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> Result:
@@ -68,6 +70,13 @@ class Deploy:
 
     def main_pid(self) -> int:
         return int(self.box.unit_properties(self.unit, "MainPID")["MainPID"])
+
+    def worker_count(self) -> int:
+        """Count the Gunicorn workers: the child processes of the unit's main process."""
+        pid = self.main_pid()
+        assert pid > 0, f"{self.unit} has no main process"
+        out = self.box.run(["ps", "--ppid", str(pid), "-o", "pid="], check=True).stdout
+        return len(out.split())
 
     def first_release(self) -> str:
         """Commit v1 and deploy it (a first deploy); return its hash."""
@@ -330,3 +339,31 @@ def test_auto_strategy_reloads_code_only_changes_gracefully(box: Sandbox, venv_b
     assert "reload" in res.stderr
     assert d.main_pid() == pid  # HUP: same master, new workers with the new code
     assert d.served() == "release v2"
+
+
+def test_apply_workers_rewrites_the_installed_unit_and_gunicorn_runs_that_many(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()  # the unit runs --workers 2
+    assert _eventually(d.worker_count, 2)
+    before = box.read_file(d.unit_path).decode()
+    res = d.apply("--workers", "3")
+    assert res.returncode == 0, res.stderr
+    after = box.read_file(d.unit_path).decode()
+    assert after == before.replace("--workers 2", "--workers 3") and after != before
+    assert _eventually(d.worker_count, 3)
+    assert d.served() == "release v1" and d.ready()
+    # diff builds the desired unit the same way: nothing left to change.
+    same = d.unitctl("diff", d.name, "--workers", "3")
+    assert same.returncode == 0 and same.stdout == "no changes\n", same.stdout + same.stderr
+
+
+def _eventually(get: Any, want: Any, timeout: float = 15.0) -> bool:
+    """Poll ``get()`` until it returns ``want`` (Gunicorn forks its workers after it reports ready)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = get()
+        if got == want:
+            return True
+        if time.monotonic() > deadline:
+            raise AssertionError(f"wanted {want!r}, still {got!r} after {timeout:g}s")
+        time.sleep(0.2)

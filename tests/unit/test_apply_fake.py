@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from unitctl import apply, fsutil, history
+from unitctl import apply, desired, fsutil, history
 from unitctl.apply import ApplyRequest, Edges, Reporter
+from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
     ExitCode,
     GitStateError,
@@ -762,3 +764,101 @@ def test_ready_url_check_is_skipped_for_a_stopped_service(world: World) -> None:
     phase = next(p for p in world.records()[-1].phases if p.name == "ready-url")
     assert phase.ok and phase.detail == "skipped: app.service is inactive/dead, nothing runs to answer yet"
     assert "restart" in world.fake.ops()
+
+
+# -- the desired unit, built as 'unitctl diff' builds it ------------------------------------------------
+
+
+def _settings(world: World, **kw: Any) -> dict[str, Any]:
+    return {"name": "app", "guarded": True, "repo": str(world.repo), "ready_url": URL, "history_dir": str(world.hist),
+            **kw}  # fmt: skip
+
+
+def test_apply_workers_and_no_preload_writes_exactly_the_rewritten_unit(world: World) -> None:
+    before = unit_text().replace(b"-w 2 -b", b"--preload -w 9 -b")
+    installed(world, before)
+    req = apply.request_from_settings(
+        _settings(world), command="apply", desired=DesiredOptions(workers="3", no_preload=True)
+    )
+    assert req.rewrite == RewriteSpec(workers=3, max_workers=None, no_preload=True, cpu_count=os.cpu_count())
+    req = dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0)
+    result = apply.run(req, world.edges())
+    assert result.exit_code == 0, result.message
+    expected = before.replace(f"{GUNICORN} --preload -w 9 -b".encode(), f"{GUNICORN} -w 3 -b".encode())
+    assert expected != before and world.unit_path.read_bytes() == expected
+    # The same bytes 'unitctl diff app --workers 3 --no-preload' compares against.
+    assert desired.rewrite_text(before.decode(), req.rewrite or RewriteSpec())[0].encode() == expected
+    assert world.fake.ops(UNIT).count("restart") == 1 and "daemon_reload" in world.fake.ops()
+    assert world.records()[-1].candidate_sha256 == fsutil.sha256(expected)
+
+
+def test_apply_rewrite_of_a_unit_that_is_not_installed_is_refused(world: World) -> None:
+    absent = dataclasses.replace(failed_state(UNIT), load_state="not-found", active_state="inactive", fragment_path="")
+    world.fake.add_unit(UNIT, absent)
+    with pytest.raises(RefusedError, match="no unit to rewrite; pass --unit-file FILE or --render"):
+        world.run(rewrite=RewriteSpec(workers=3))
+    assert not world.unit_path.exists() and "restart" not in world.fake.ops()
+
+
+def test_apply_render_builds_the_unit_from_unitctl_toml(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "unitctl.toml").write_text(
+        '[render]\napp = "shop.wsgi:application"\nworking_dir = "/srv/shop"\nuser = "shop"\nworkers = 7\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    req = apply.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True,
+                                      workers="4", bind=("127.0.0.1:8000",)))  # fmt: skip
+    assert req.unit_bytes is not None and req.unit_file is None and req.rewrite is None
+    text = req.unit_bytes.decode()
+    # The flag wins over the table; the rest comes from the table.
+    assert "--workers 4 --bind 127.0.0.1:8000 shop.wsgi:application" in text
+    assert "User=shop\n" in text and "WorkingDirectory=/srv/shop\n" in text and "--workers 7" not in text
+    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    result = apply.run(dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0), world.edges())
+    assert result.exit_code == 0, result.message
+    assert world.unit_path.read_bytes() == req.unit_bytes
+
+
+@pytest.mark.parametrize(
+    ("settings", "opts", "message"),
+    [
+        ({"unit_file": "/x.service"}, DesiredOptions(workers="3"), "--unit-file is the whole desired unit"),
+        ({"unit_file": "/x.service"}, DesiredOptions(render=True), "--unit-file is the whole desired unit"),
+        ({}, DesiredOptions(render=True, no_preload=True), "a rendered unit never preloads"),
+        ({}, DesiredOptions(app="a:b"), "describe a rendered unit; add --render"),
+        ({}, DesiredOptions(workers="zero"), "--workers must be a positive integer"),
+    ],
+)
+def test_apply_desired_options_that_exclude_each_other(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any],
+    opts: DesiredOptions, message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=re.escape(message)) as err:
+        apply.request_from_settings(_settings(world, **settings), command="apply", desired=opts)
+    assert err.value.exit_code == ExitCode.USAGE and "\n" not in str(err.value)
+
+
+def test_apply_cli_refuses_unit_file_with_workers_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from unitctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["apply", "shop", "--unit-file", "shop.service", "--workers", "3", "--history-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unitctl: error: --unit-file is the whole desired unit")
+    assert not (tmp_path / "locks").exists()  # refused before the lock: no attempt
+
+
+def test_apply_render_with_socket_activation_is_refused(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "unitctl.toml").write_text('[render]\napp = "shop:app"\nsocket = true\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match=r"--render makes app\.socket too"):
+        apply.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True))

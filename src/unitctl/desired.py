@@ -1,0 +1,117 @@
+"""The desired unit: what ``diff`` compares the installed unit with and what ``apply`` installs.
+
+Both commands take the same options and turn them into the desired unit here, one way only:
+
+    --unit-file FILE                    the file's bytes replace the installed unit
+    --render [--app ... --workers ...]  the unit ``unitctl render`` makes (flags over [render] of unitctl.toml)
+    --workers/--max-workers/--no-preload   the installed unit, rewritten with minimal byte edits
+    nothing                             (apply only) keep the installed unit
+
+Light at import time: render and rewrite are imported when used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unitctl.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RewriteSpec:
+    """The workers / no-preload rewrite of the installed unit."""
+
+    workers: int | str | None = None
+    max_workers: int | None = None
+    no_preload: bool = False
+    cpu_count: int | None = None
+
+
+@dataclass(frozen=True)
+class DesiredOptions:
+    """The desired-state options as given on the command line (None / False: not given)."""
+
+    unit_file: str | None = None
+    render: bool = False
+    workers: str | None = None
+    max_workers: int | None = None
+    no_preload: bool = False
+    # Only with --render:
+    app: str | None = None
+    bind: tuple[str, ...] = ()
+    working_dir: str | None = None
+    venv: str | None = None
+    user: str | None = None
+    group: str | None = None
+    env_file: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Where the desired unit comes from: at most one of the three is set (none: keep the installed unit)."""
+
+    unit_file: str | None = None
+    rendered: str | None = None  # the rendered service unit's text
+    rendered_socket: str | None = None  # the .socket unit rendered with it (socket activation), by name
+    rewrite: RewriteSpec | None = None
+
+    @property
+    def keep_installed(self) -> bool:
+        return self.unit_file is None and self.rendered is None and self.rewrite is None
+
+
+def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) -> Desired:
+    """Check the options exclude each other properly; render the unit if asked; return the desired source."""
+    render_only = [opts.app, opts.bind, opts.working_dir, opts.venv, opts.user, opts.group, opts.env_file, opts.env,
+                   opts.template]  # fmt: skip
+    if not opts.render and any(v for v in render_only):
+        raise UsageError("--app, --bind, --user ... describe a rendered unit", hint="add --render")
+    rewrite_given = opts.workers is not None or opts.max_workers is not None or opts.no_preload
+    if opts.unit_file is not None and (opts.render or rewrite_given):
+        raise UsageError(
+            "--unit-file is the whole desired unit: it excludes --render and --workers/--max-workers/--no-preload",
+            hint="pass one way to say what the unit becomes (unit_file may come from unitctl.toml)",
+        )
+    if opts.render:
+        from unitctl.render import render_from_flags
+
+        if opts.no_preload:
+            raise UsageError("--no-preload is for a rewrite; a rendered unit never preloads", hint="drop it")
+        flags = {
+            "name": name, "app": opts.app, "workers": opts.workers, "max_workers": opts.max_workers,
+            "bind": list(opts.bind) or None, "working_dir": opts.working_dir, "venv": opts.venv, "user": opts.user,
+            "group": opts.group, "env_file": list(opts.env_file) or None, "template": opts.template,
+        }  # fmt: skip
+        result = render_from_flags(flags=flags, env_flags=list(opts.env), cpu_count=cpu_count)
+        return Desired(rendered=result.service, rendered_socket=result.socket_name if result.socket else None)
+    if rewrite_given:
+        from unitctl.render import parse_workers
+
+        return Desired(
+            rewrite=RewriteSpec(
+                workers=parse_workers(opts.workers) if opts.workers is not None else None,
+                max_workers=opts.max_workers,
+                no_preload=opts.no_preload,
+                cpu_count=cpu_count,
+            )
+        )
+    return Desired(unit_file=opts.unit_file)
+
+
+def rewrite_text(text: str, spec: RewriteSpec, *, path: str | None = None) -> tuple[str, list[str]]:
+    """Apply the workers / no-preload rewrite to a unit's text; return the new text and the warnings."""
+    from unitctl.gunicorn import default_read_file
+    from unitctl.rewrite import rewrite_unit
+
+    result = rewrite_unit(
+        text,
+        workers=spec.workers,
+        no_preload=spec.no_preload,
+        max_workers=spec.max_workers,
+        cpu_count=spec.cpu_count,
+        read_file=default_read_file,
+        path=path,
+    )
+    return result.text, list(result.warnings)
