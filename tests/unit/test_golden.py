@@ -39,21 +39,26 @@ def _write(path: Path, text: str) -> None:
     path.write_bytes(text.encode("utf-8"))
 
 
+def _options(case: str) -> tuple[dict[str, Any], bool]:
+    """Return a case's rewrite keyword arguments from its options.json, and whether it is a drop-in case."""
+    opts: dict[str, Any] = json.loads(_read(GOLDEN / case / "options.json"))
+    files: dict[str, str] | None = opts.get("files")
+    kwargs = {
+        "workers": opts.get("workers"),
+        "no_preload": bool(opts.get("no_preload", False)),
+        "max_workers": opts.get("max_workers"),
+        "cpu_count": opts.get("cpu_count"),
+        "read_file": None if files is None else files.get,
+    }
+    return kwargs, opts.get("mode") == "dropin"
+
+
 def run_case(case: str) -> tuple[str | None, str]:
     """Run one case; return (new unit text or None, report or error text)."""
-    d = GOLDEN / case
-    opts: dict[str, Any] = json.loads(_read(d / "options.json"))
-    files: dict[str, str] | None = opts.get("files")
-    func = dropin_for if opts.get("mode") == "dropin" else rewrite_unit
+    kwargs, dropin = _options(case)
+    func = dropin_for if dropin else rewrite_unit
     try:
-        result = func(
-            _read(d / "input.service"),
-            workers=opts.get("workers"),
-            no_preload=bool(opts.get("no_preload", False)),
-            max_workers=opts.get("max_workers"),
-            cpu_count=opts.get("cpu_count"),
-            read_file=None if files is None else files.get,
-        )
+        result = func(_read(GOLDEN / case / "input.service"), **kwargs)
     except UnitctlError as exc:
         return None, f"{type(exc).__name__} (exit {int(exc.exit_code)}): {exc}\n"
     report = "".join(f"change: {c}\n" for c in result.changes) + "".join(f"warning: {w}\n" for w in result.warnings)
@@ -90,16 +95,7 @@ def test_golden(case: str) -> None:
 @pytest.mark.parametrize("case", REWRITE_CASES)
 def test_golden_is_idempotent(case: str) -> None:
     """Rewriting the expected output again with the same options changes nothing."""
-    d = GOLDEN / case
-    opts: dict[str, Any] = json.loads(_read(d / "options.json"))
-    files: dict[str, str] | None = opts.get("files")
-    again = rewrite_unit(
-        _read(d / "expected.service"),
-        workers=opts.get("workers"),
-        no_preload=bool(opts.get("no_preload", False)),
-        max_workers=opts.get("max_workers"),
-        cpu_count=opts.get("cpu_count"),
-        read_file=None if files is None else files.get,
-    )
-    assert again.text == _read(d / "expected.service")
+    expected = _read(GOLDEN / case / "expected.service")
+    again = rewrite_unit(expected, **_options(case)[0])
+    assert again.text == expected
     assert again.changes == []
