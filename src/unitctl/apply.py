@@ -637,7 +637,7 @@ def _capture(tx: _Tx) -> bytes:
         )
         detail.append(
             f"unit {'absent' if tx.snapshot.data is None else 'installed'}, "
-            f"{tx.state_before.active_state}/{tx.state_before.sub_state}"
+            f"{tx.state_before.active_state}/{tx.state_before.sub_state} (backend {tx.edges.backend.name})"
         )
     return candidate
 

@@ -93,8 +93,12 @@ class Deploy:
         return v2
 
 
-def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path) -> None:
-    d = Deploy(box, venv_bin)
+BACKENDS = pytest.mark.parametrize("backend", ["dbus", "systemctl"])
+
+
+@BACKENDS
+def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path, backend: str) -> None:
+    d = Deploy(box, venv_bin, backend)
     v1 = d.first_release()
     assert d.served() == "release v1" and d.ready()
     assert box.read_file(d.unit_path) == box.read_file(f"{d.repo.root}/units/v1/{d.unit}")
@@ -109,6 +113,8 @@ def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path) -> None:
     assert records[1]["rollback_source"] == "history"
     phases = [p["name"] for p in records[1]["phases"]]
     assert phases == ["capture", "ready-url", "verify", "pre-import", "switch", "guard"]
+    # The backend asked for is the one that drove the deploy (an explicit one never falls back).
+    assert all(r["phases"][0]["detail"].endswith(f"active/running (backend {backend})") for r in records[1:])
     # Phase lines with timings on stderr, one result line on stdout.
     assert "guard" in res.stderr and "ok" in res.stderr
     status = d.unitctl("status", d.name, "--history-dir", d.hist, "--json")
@@ -159,8 +165,9 @@ def test_wrong_ready_url_port_is_refused_before_anything_changes(box: Sandbox, v
     assert d.apply().returncode == 0 and d.served() == "release v3"
 
 
-def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path) -> None:
-    d = Deploy(box, venv_bin)
+@BACKENDS
+def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path, backend: str) -> None:
+    d = Deploy(box, venv_bin, backend)
     d.first_release()
     v2 = d.second_release()
     unit_before = box.read_file(d.unit_path)
@@ -175,6 +182,7 @@ def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path) -> Non
     assert "items_v4" in last["reason"]
     names = [p["name"] for p in last["phases"]]
     assert names[-3:] == ["guard", "rollback", "rollback-guard"]
+    assert last["phases"][0]["detail"].endswith(f"(backend {backend})")
 
 
 def test_bad_unit_change_is_rolled_back_byte_identical(box: Sandbox, venv_bin: Path) -> None:
