@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from unitctl import preimport
-from unitctl.apply import choose_action, make_plan
+from unitctl.apply import Plan, choose_action, make_plan
 from unitctl.errors import InputError, NotGunicornError, UnitSyntaxError, UsageError
 from unitctl.gitrepo import RollbackTarget
 from unitctl.systemd.fake import failed_state, running_state
@@ -48,17 +48,29 @@ def test_explicit_reload_with_preload_is_a_usage_error() -> None:
         choose_action("reload", unit_changed=False, code_changed=True, preload=True, was_active=True)
 
 
+def plan_of(**given: Any) -> Plan:
+    """Return make_plan's plan for app.service with everything not given set to an already-deployed release."""
+    args: dict[str, Any] = {
+        "unit": "app.service",
+        "unit_path": Path("/etc/systemd/system/app.service"),
+        "installed": b"[Service]\n",
+        "candidate": b"[Service]\n",
+        "state": running_state("app.service"),
+        "deployed_rev": "b" * 40,
+        "rollback": RollbackTarget("b" * 40, "history"),
+        "to_rev": "b" * 40,
+        "preload": False,
+        "strategy": "auto",
+    }
+    return make_plan(**{**args, **given})
+
+
 def test_plan_of_a_first_deploy() -> None:
-    plan = make_plan(
-        unit="app.service",
-        unit_path=Path("/etc/systemd/system/app.service"),
+    plan = plan_of(
         installed=None,
-        candidate=b"[Service]\n",
         state=failed_state("app.service"),
         deployed_rev=None,
         rollback=RollbackTarget("a" * 40, "HEAD~1"),
-        to_rev="b" * 40,
-        preload=False,
         strategy="restart",
     )
     assert plan.first_deploy and plan.unit_changed and plan.code_changed and plan.changes
@@ -67,35 +79,13 @@ def test_plan_of_a_first_deploy() -> None:
 
 
 def test_plan_when_everything_is_deployed() -> None:
-    plan = make_plan(
-        unit="app.service",
-        unit_path=Path("/etc/systemd/system/app.service"),
-        installed=b"[Service]\n",
-        candidate=b"[Service]\n",
-        state=running_state("app.service"),
-        deployed_rev="b" * 40,
-        rollback=RollbackTarget("b" * 40, "history"),
-        to_rev="b" * 40,
-        preload=False,
-        strategy="auto",
-    )
+    plan = plan_of()
     assert not plan.changes and not plan.unit_changed and not plan.code_changed
     assert plan.installed_sha256 == plan.candidate_sha256
 
 
 def test_unknown_running_code_counts_as_changed() -> None:
-    plan = make_plan(
-        unit="app.service",
-        unit_path=Path("/x/app.service"),
-        installed=b"u",
-        candidate=b"u",
-        state=running_state("app.service"),
-        deployed_rev=None,
-        rollback=RollbackTarget("a" * 40, "ORIG_HEAD"),
-        to_rev="b" * 40,
-        preload=True,
-        strategy="auto",
-    )
+    plan = plan_of(deployed_rev=None, rollback=RollbackTarget("a" * 40, "ORIG_HEAD"), preload=True)
     assert plan.code_changed and plan.action == "restart"
 
 
