@@ -756,6 +756,10 @@ def _check_ready_url(tx: _Tx, probe: Callable[[], ProbeResult], detail: _Detail)
         answer = probe()
     if answer.status_code is None:
         reason = (answer.error or "no answer").replace(f" at {where}", "")
+        if req.command == "rollback":
+            # A release that runs but does not answer is what 'unitctl rollback' is for: not a reason to refuse it.
+            detail.append(f"warning: {where} does not answer ({reason}): rolling back from a release that does not")
+            return
         raise ReadyUrlError(
             f"{where} does not answer while {req.unit} is active ({reason})",
             hint="check --ready-url: host, port, path or socket (nothing was changed)",

@@ -480,6 +480,24 @@ def test_rollback_command_targets_the_previous_good_deploy(world: World) -> None
     assert world.records()[-1].command == "rollback"
 
 
+def test_rollback_command_goes_ahead_when_the_running_release_does_not_answer(world: World) -> None:
+    data_v1 = installed(world)
+    world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    restarts_before = world.fake.ops(UNIT).count("restart")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        # The running release is broken (nothing listens) until the rollback restarts the previous one.
+        if world.fake.ops(UNIT).count("restart") == restarts_before:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return httpx.Response(200, text="ok")
+
+    world.handler = handler
+    result = apply.run(apply.rollback_request(world.request()), world.edges())
+    assert result.exit_code == 0 and world.unit_path.read_bytes() == data_v1
+    phase = next(p for p in world.records()[-1].phases if p.name == "ready-url")
+    assert phase.ok and phase.detail.startswith(f"warning: {URL} does not answer (connection refused)")
+
+
 def test_status_reports_the_deployed_revision_and_probes(world: World) -> None:
     installed(world)
     st = apply.status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None,
