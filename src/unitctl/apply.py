@@ -658,10 +658,14 @@ def _candidate(tx: _Tx, detail: _Detail) -> bytes:
     data, path = _installed_unit(tx)
     if req.rewrite is None:
         return data
-    from unitctl.desired import rewrite_text
+    from unitctl.desired import check_rewrite_target, rewrite_text
+    from unitctl.preimport import _dropins
 
-    # The same rewrite 'unitctl diff NAME --workers/--no-preload' shows.
-    text, warnings = rewrite_text(data.decode("utf-8", "surrogateescape"), req.rewrite, path=path)
+    # The same rewrite 'unitctl diff NAME --workers/--no-preload' shows; a drop-in that replaced ExecStart=
+    # would make a rewrite of the unit file a no-op that still restarts the service.
+    installed_text = data.decode("utf-8", "surrogateescape")
+    check_rewrite_target(installed_text, path=path, dropins=_dropins(req.unit, req.unit_dir), unit=req.unit)
+    text, warnings = rewrite_text(installed_text, req.rewrite, path=path)
     detail.extend(f"warning: {w}" for w in warnings)
     return text.encode("utf-8", "surrogateescape")
 

@@ -12,9 +12,14 @@ Light at import time: render and rewrite are imported when used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from unitctl.errors import UsageError
+from unitctl.errors import RefusedError, UsageError
+
+if TYPE_CHECKING:
+    from unitctl.unitfile import UnitFile
 
 
 @dataclass(frozen=True)
@@ -115,3 +120,19 @@ def rewrite_text(text: str, spec: RewriteSpec, *, path: str | None = None) -> tu
         path=path,
     )
     return result.text, list(result.warnings)
+
+
+def check_rewrite_target(text: str, *, path: str, dropins: Sequence[UnitFile], unit: str) -> None:
+    """Refuse to rewrite the unit file at ``path`` when a drop-in holds the ExecStart= that systemd runs."""
+    from unitctl.gunicorn import find_gunicorn
+    from unitctl.unitfile import UnitFile, merged
+
+    if not dropins:
+        return
+    view = merged(UnitFile.parse(text, path=path), dropins)
+    holder = find_gunicorn(view).entry.path  # type: ignore[arg-type]  # MergedUnit reads like a UnitFile
+    if holder != path:
+        raise RefusedError(
+            f"{unit}: the Gunicorn ExecStart= systemd runs comes from the drop-in {holder}; apply rewrites only {path}",
+            hint=f"rewrite the drop-in with 'unitctl rewrite --in-place {holder}', or pass --unit-file",
+        )

@@ -818,6 +818,22 @@ def test_apply_rewrite_of_a_unit_that_is_not_installed_is_refused(world: World) 
     assert not world.unit_path.exists() and "restart" not in world.fake.ops()
 
 
+def test_apply_rewrite_refuses_when_a_drop_in_holds_the_gunicorn_command(world: World) -> None:
+    data = installed(world)
+    dropin = world.units / f"{UNIT}.d" / "override.conf"
+    dropin.parent.mkdir()
+    dropin.write_text(f"[Service]\nExecStart=\nExecStart={GUNICORN} -w 4 -b 127.0.0.1:8000 app:app\n")
+    with pytest.raises(RefusedError, match=f"comes from the drop-in {dropin}; apply rewrites only") as err:
+        world.run(rewrite=RewriteSpec(workers=3))
+    assert f"unitctl rewrite --in-place {dropin}" in str(err.value)
+    assert world.unit_path.read_bytes() == data and "restart" not in world.fake.ops()
+    assert world.records()[-1].outcome == "refused"
+    # A drop-in that leaves ExecStart= alone does not stand in the way.
+    dropin.write_text("[Service]\nTimeoutStopSec=20\n")
+    assert world.run(rewrite=RewriteSpec(workers=3)).exit_code == 0
+    assert b" -w 3 -b " in world.unit_path.read_bytes()
+
+
 def test_apply_render_builds_the_unit_from_unitctl_toml(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
