@@ -42,7 +42,6 @@ def parse_target(spec: str) -> tuple[str, str]:
 class ServiceView:
     """What the service will run with, as systemd reads the candidate unit (plus installed drop-ins)."""
 
-    exec_argv: tuple[str, ...]
     gunicorn_argv: tuple[str, ...]  # the Gunicorn command with --check-config added
     user: str | None = None
     group: str | None = None
@@ -87,23 +86,21 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     def values(key: str) -> list[str]:
         return view.values("Service", key)
 
-    exec_entries = [e for e in view.entries("Service", "ExecStart") if e.value.strip()]
-    if not values("ExecStart") or not exec_entries:
+    if not values("ExecStart"):
         raise NotGunicornError(f"{unit} has no ExecStart=", hint="the service must run Gunicorn")
-    argv = _exec_argv(values("ExecStart")[-1], unit)
+    # The list is not empty, so the last assignment is not a reset: it is the command that runs.
+    entry = view.entries("Service", "ExecStart")[-1]
+    argv = _exec_argv(entry.value, unit)
     inv = gunicorn.find_invocation(argv)
     if inv is None:
         raise gunicorn.describe_refusal_for(argv)
-    settings = gunicorn.effective_settings(
-        main, read_file=gunicorn.default_read_file, invocation=(exec_entries[-1], inv)
-    )
+    settings = gunicorn.effective_settings(main, read_file=gunicorn.default_read_file, invocation=(entry, inv))
     # A preload setting computed by a config file is unknown: assume preload (a restart is always right).
     preload = settings.preload.value is None or bool(settings.preload.value)
     variables, files = gunicorn.unit_environment(view)
     env = {name: value for name, (value, _, _) in variables.items()}
     env_files = tuple((f[1:], True) if f.startswith("-") else (f, False) for f in files)
     return ServiceView(
-        exec_argv=tuple(argv),
         gunicorn_argv=tuple(check_config_argv(inv)),
         user=last("User"),
         group=last("Group"),

@@ -168,6 +168,11 @@ def test_an_unreadable_dropin_is_an_input_error_not_a_traceback(tmp_path: Path) 
         spec_for("/venv/bin/gunicorn app:app", tmp_path)
 
 
+def test_a_dropin_that_only_resets_execstart_leaves_nothing_to_check(tmp_path: Path) -> None:
+    with pytest.raises(NotGunicornError, match="app.service has no ExecStart="):
+        spec_for("/venv/bin/gunicorn app:app", tmp_path, dropin="[Service]\nExecStart=\n")
+
+
 def test_a_unit_that_does_not_run_gunicorn_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotGunicornError, match="uWSGI|Uvicorn"):
         spec_for("/venv/bin/uvicorn app:app", tmp_path)
