@@ -130,7 +130,7 @@ def check_rewrite_target(text: str, *, path: str, dropins: Sequence[UnitFile], u
     if not dropins:
         return
     view = merged(UnitFile.parse(text, path=path), dropins)
-    holder = find_gunicorn(view).entry.path  # type: ignore[arg-type]  # MergedUnit reads like a UnitFile
+    holder = find_gunicorn(view).entry.path
     if holder != path:
         raise RefusedError(
             f"{unit}: the Gunicorn ExecStart= systemd runs comes from the drop-in {holder}; apply rewrites only {path}",

@@ -381,7 +381,7 @@ def diff_installed(
         from unitctl.gunicorn import find_gunicorn
 
         # Rewrite the file whose ExecStart= systemd runs: the main file, or the drop-in that replaced it.
-        holder = find_gunicorn(installed).entry.path  # type: ignore[arg-type]  # MergedUnit reads like a UnitFile
+        holder = find_gunicorn(installed).entry.path
         new_files = [(path, _rewritten(text, rewrite) if path == holder else text) for path, text in files]
     desired = merged(
         UnitFile.parse(new_files[0][1], path=main.path),

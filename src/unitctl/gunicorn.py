@@ -918,7 +918,7 @@ ReadFile = Callable[[str], "str | None"]
 
 
 def effective_settings(
-    unit: UnitFile | str,
+    unit: UnitFile | MergedUnit | str,
     *,
     read_file: ReadFile | None = None,
     invocation: tuple[Entry, Invocation] | None = None,
@@ -1043,7 +1043,7 @@ class Found:
     invocation: Invocation
 
 
-def find_gunicorn(unit: UnitFile) -> Found:
+def find_gunicorn(unit: UnitFile | MergedUnit) -> Found:
     """Find the single effective ExecStart= command running Gunicorn; refuse none, several, or hidden options."""
     from unitctl import execline
 

@@ -88,13 +88,11 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
 
     if not values("ExecStart"):
         raise NotGunicornError(f"{unit} has no ExecStart=", hint="the service must run Gunicorn")
-    # The list is not empty, so the last assignment is not a reset: it is the command that runs.
-    entry = view.entries("Service", "ExecStart")[-1]
-    argv = _exec_argv(entry.value, unit)
-    inv = gunicorn.find_invocation(argv)
-    if inv is None:
-        raise gunicorn.describe_refusal_for(argv)
-    settings = gunicorn.effective_settings(main, read_file=gunicorn.default_read_file, invocation=(entry, inv))
+    # The same reading as the rewriter: resets applied, the '@' argv0 prefix, one Gunicorn command.
+    found = gunicorn.find_gunicorn(view)
+    inv = found.invocation
+    # Settings from the merged view: a drop-in may set GUNICORN_CMD_ARGS or WorkingDirectory= (gunicorn.conf.py).
+    settings = gunicorn.effective_settings(view, read_file=gunicorn.default_read_file, invocation=(found.entry, inv))
     # A preload setting computed by a config file is unknown: assume preload (a restart is always right).
     preload = settings.preload.value is None or bool(settings.preload.value)
     variables, files = gunicorn.unit_environment(view)
@@ -110,15 +108,6 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
         preload=preload,
         python=_python_of(inv),
     )
-
-
-def _exec_argv(value: str, unit: str) -> list[str]:
-    from unitctl import execline
-
-    commands = execline.split(value)
-    if len(commands) != 1:
-        raise NotGunicornError(f"{unit}: ExecStart= must hold one command, found {len(commands)}")
-    return list(commands[0].argv)
 
 
 def check_config_argv(inv: Invocation) -> list[str]:

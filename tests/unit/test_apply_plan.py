@@ -185,6 +185,21 @@ def test_preload_is_read_from_the_command_line(tmp_path: Path) -> None:
     assert not preimport.service_view(text, unit="app.service", unit_dir=tmp_path).preload
 
 
+def test_an_argv0_prefix_checks_the_units_own_gunicorn(tmp_path: Path) -> None:
+    """With '@', the executable is the first word and the second is argv[0]: check the venv's gunicorn, not PATH's."""
+    spec = spec_for("@/venv/bin/gunicorn web -w 2 app:app", tmp_path)
+    assert list(spec.argv) == ["/venv/bin/gunicorn", "--check-config", "-w", "2", "app:app"]
+
+
+def test_preload_from_a_dropin_counts(tmp_path: Path) -> None:
+    """A drop-in's GUNICORN_CMD_ARGS=--preload makes a HUP keep the old code: apply must know to restart."""
+    d = tmp_path / "app.service.d"
+    d.mkdir()
+    (d / "10-preload.conf").write_text('[Service]\nEnvironment="GUNICORN_CMD_ARGS=--preload"\n')
+    text = SERVICE.format(exec="/venv/bin/gunicorn app:app")
+    assert preimport.service_view(text, unit="app.service", unit_dir=tmp_path).preload
+
+
 @pytest.mark.parametrize("bad", ["app", "app:", ":app", "app:a.b", "a b:c", "-x:y"])
 def test_pre_import_target_must_be_module_var(bad: str) -> None:
     with pytest.raises(UsageError, match="MODULE:VAR"):
