@@ -14,33 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from unitctl.desired import RewriteSpec
+from unitctl.masking import is_secret_name
 from unitctl.output import style
 
 MASK = "***"
-# Case-insensitive parts of a variable name that mark its value as secret.
-SECRET_PARTS = (
-    "PASSWORD",
-    "PASSWD",
-    "PASS",
-    "SECRET",
-    "TOKEN",
-    "KEY",
-    "CREDENTIAL",
-    "PRIVATE",
-    "AUTH",
-    "DSN",
-    "SALT",
-    "COOKIE",
-    "SESSION",
-)
-_SECRET_NAME = re.compile("|".join(SECRET_PARTS), re.IGNORECASE)
 # scheme://user:password@host — a password inside any URL-valued variable.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s\"']*:)[^@/\s\"']+@")
-
-
-def is_secret_name(name: str) -> bool:
-    """Return True when an environment variable's name says its value is a secret."""
-    return bool(_SECRET_NAME.search(name))
 
 
 def mask_secrets(text: str) -> str:

@@ -17,14 +17,15 @@ from typing import Any, Literal
 
 from unitctl import fsutil
 from unitctl.errors import InputError
+from unitctl.masking import is_secret_name
 
 DEFAULT_DIR = Path("/var/lib/unitctl")
 HISTORY_NAME = "history.jsonl"
 Outcome = Literal["ok", "nothing-to-do", "refused", "rolled-back", "rollback-failed", "interrupted", "would-change"]
 GOOD_OUTCOMES = ("ok",)
 
-# Names whose values are secrets wherever they appear (Environment=, journal lines, messages).
-SECRET_NAME = re.compile(r"(?i)(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential|auth|dsn|cookie)")
+# In free text (journal lines, messages) only assignments to clearly secret names are masked: a broader rule
+# would hide tracebacks ("KeyError: ..."). Values of the unit's own secret variables are masked by name.
 _INLINE_SECRET = re.compile(
     r"(?i)\b([A-Z0-9_]*(?:password|passwd|secret|token|api[_-]?key|credential)[A-Z0-9_]*\s*[=:]\s*)(\S+)"
 )
@@ -80,7 +81,7 @@ def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
     """Mask values of secret-looking variables (and the literal values of secret ``env`` entries) in ``text``."""
     if env:
         for key, value in env.items():
-            if value and len(value) >= 4 and SECRET_NAME.search(key):
+            if value and len(value) >= 4 and is_secret_name(key):
                 text = text.replace(value, MASK)
     text = _INLINE_SECRET.sub(lambda m: m.group(1) + MASK, text)
     return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
@@ -88,7 +89,7 @@ def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
 
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
     """Return ``env`` with the values of secret-looking names masked."""
-    return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in env.items()}
+    return {k: (MASK if is_secret_name(k) else v) for k, v in env.items()}
 
 
 def _ensure_dir(directory: Path) -> None:

@@ -171,7 +171,8 @@ def _own_checks(text: str, found: _Findings) -> None:
             "use NotifyAccess=main"
         )
     _host_checks(unit, found)
-    from unitctl.diff import env_words, is_secret_name
+    from unitctl.diff import env_words
+    from unitctl.masking import is_secret_name
 
     for value in unit.values("Service", "Environment"):
         for word in env_words(value):

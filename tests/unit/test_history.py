@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from unitctl import history
 from unitctl.history import Phase, Record
 
@@ -63,3 +65,19 @@ def test_secrets_are_masked() -> None:
     assert "hunter22" not in masked and "abc123" not in masked and ":pw@" not in masked
     assert "prod" in masked
     assert history.mask_env(env) == {"DATABASE_PASSWORD": "****", "APP_MODE": "prod"}
+
+
+@pytest.mark.parametrize("name", ["STRIPE_KEY", "SESSION_SALT", "SENTRY_DSN", "DB_PASS"])
+def test_history_masks_every_name_diff_masks(name: str) -> None:
+    """One rule for secret names: a value masked in 'unitctl diff' never reaches the history or the CI log."""
+    from unitctl import diff
+
+    assert diff.is_secret_name(name)
+    text = history.mask_secrets("worker failed with value s3cr3t-value-123 in it", {name: "s3cr3t-value-123"})
+    assert "s3cr3t-value-123" not in text
+    assert history.mask_env({name: "s3cr3t-value-123"}) == {name: history.MASK}
+
+
+def test_tracebacks_stay_readable() -> None:
+    line = "KeyError: 'DATABASE_URL'"
+    assert history.mask_secrets(line) == line
