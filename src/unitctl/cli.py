@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from unitctl import __version__
-from unitctl.errors import ExitCode, NotImplementedYet, UnitctlError
+from unitctl.errors import ExitCode, UnitctlError
 
 app = typer.Typer(
     name="unitctl",
@@ -48,10 +48,6 @@ def fail(err: UnitctlError) -> NoReturn:
     """Print one line for ``err`` on stderr and exit with its code."""
     typer.echo(f"unitctl: error: {err}", err=True)
     raise typer.Exit(int(err.exit_code))
-
-
-def _not_yet(command: str) -> NoReturn:
-    fail(NotImplementedYet(f"'unitctl {command}' is not implemented in this version yet"))
 
 
 @app.command()

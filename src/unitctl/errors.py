@@ -2,7 +2,6 @@
 
     UnitctlError                    (exit 2 unless a subclass says otherwise)
     ├── UsageError                  2  the command line or unitctl.toml is wrong
-    ├── NotImplementedYet           2  a command that is planned but not built
     ├── RefusedError                3  refused before anything changed in systemd
     │   ├── InputError                 a file is missing or unreadable
     │   ├── UnitSyntaxError            a unit file systemd would not load as written
@@ -55,10 +54,6 @@ class UnitctlError(Exception):
 
 
 class UsageError(UnitctlError):
-    exit_code = ExitCode.USAGE
-
-
-class NotImplementedYet(UnitctlError):
     exit_code = ExitCode.USAGE
 
 

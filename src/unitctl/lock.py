@@ -57,7 +57,12 @@ def unit_lock(directory: Path, unit: str, *, command: Sequence[str] | None = Non
             f"cannot create the lock directory {directory}: {exc.strerror}", hint="run as root or pick --history-dir"
         ) from exc
     path = lock_path(directory, unit)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise InputError(
+            f"cannot open the lock file {path}: {exc.strerror}", hint="run as root or pick --history-dir"
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from unitctl import lock
-from unitctl.errors import ExitCode, LockHeldError
+from unitctl.errors import ExitCode, InputError, LockHeldError
 
 
 def test_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:
@@ -47,3 +47,11 @@ def test_lock_held_by_another_process_and_released_when_it_dies(tmp_path: Path) 
         proc.wait()
     with lock.unit_lock(tmp_path, "app.service"):
         pass
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
+    # A directory where the lock file should be: open() fails (EISDIR) even for root.
+    lock.lock_path(tmp_path, "app.service").mkdir(parents=True)
+    with pytest.raises(InputError, match="cannot open the lock file .*app.service.*--history-dir"):
+        with lock.unit_lock(tmp_path, "app.service"):
+            pass
