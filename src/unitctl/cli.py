@@ -28,6 +28,25 @@ app = typer.Typer(
 )
 
 
+# Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
+_MaxWorkers = Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")]
+_RenderApp = Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")]
+_RenderBind = Annotated[
+    list[str] | None, typer.Option("--bind", metavar="ADDR", help="With --render: listen address; repeatable.")
+]
+_RenderWorkingDir = Annotated[str | None, typer.Option("--working-dir", help="With --render.")]
+_RenderVenv = Annotated[str | None, typer.Option("--venv", help="With --render.")]
+_RenderUser = Annotated[str | None, typer.Option("--user", help="With --render.")]
+_RenderGroup = Annotated[str | None, typer.Option("--group", help="With --render.")]
+_RenderEnvFile = Annotated[
+    list[str] | None, typer.Option("--env-file", metavar="FILE", help="With --render; repeatable.")
+]
+_RenderEnv = Annotated[
+    list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="With --render: KEY=VALUE; repeatable.")
+]
+_RenderTemplate = Annotated[str | None, typer.Option("--template", help="With --render: your own template.")]
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"unitctl {__version__}")
@@ -60,11 +79,12 @@ def render(
         str | None,
         typer.Option("--workers", help="Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: auto]."),
     ] = None,
-    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    max_workers: _MaxWorkers = None,
     bind: Annotated[
         list[str] | None,
         typer.Option(
             "--bind",
+            metavar="ADDR",
             help="HOST:PORT, [IPv6]:PORT, unix:/abs/path or fd://N; repeatable [default: 127.0.0.1:8000].",
         ),
     ] = None,
@@ -78,9 +98,13 @@ def render(
     group: Annotated[str | None, typer.Option("--group", help="Group= the service runs as.")] = None,
     env_file: Annotated[
         list[str] | None,
-        typer.Option("--env-file", help="EnvironmentFile= (absolute; a leading '-' = optional); repeatable."),
+        typer.Option(
+            "--env-file", metavar="FILE", help="EnvironmentFile= (absolute; a leading '-' = optional); repeatable."
+        ),
     ] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", help="Environment variable KEY=VALUE; repeatable.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="Environment variable KEY=VALUE; repeatable.")
+    ] = None,
     template: Annotated[
         str | None, typer.Option("--template", help="Your own Jinja2 service template instead of the built-in one.")
     ] = None,
@@ -160,7 +184,7 @@ def rewrite(
     workers: Annotated[
         str | None, typer.Option("--workers", help="Set the worker count: N, or auto = (2 x CPUs of this host) + 1.")
     ] = None,
-    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    max_workers: _MaxWorkers = None,
     no_preload: Annotated[
         bool, typer.Option("--no-preload", help="Remove --preload (also from GUNICORN_CMD_ARGS).")
     ] = False,
@@ -273,19 +297,19 @@ def diff(
         str | None,
         typer.Option("--workers", help="Desired workers (N or auto); without --render: rewrite the installed unit."),
     ] = None,
-    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    max_workers: _MaxWorkers = None,
     no_preload: Annotated[
         bool, typer.Option("--no-preload", help="Desired state: the installed unit without --preload.")
     ] = False,
-    app_: Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")] = None,
-    bind: Annotated[list[str] | None, typer.Option("--bind", help="With --render: listen address; repeatable.")] = None,
-    working_dir: Annotated[str | None, typer.Option("--working-dir", help="With --render.")] = None,
-    venv: Annotated[str | None, typer.Option("--venv", help="With --render.")] = None,
-    user: Annotated[str | None, typer.Option("--user", help="With --render.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="With --render.")] = None,
-    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="With --render; repeatable.")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", help="With --render: KEY=VALUE; repeatable.")] = None,
-    template: Annotated[str | None, typer.Option("--template", help="With --render: your own template.")] = None,
+    app_: _RenderApp = None,
+    bind: _RenderBind = None,
+    working_dir: _RenderWorkingDir = None,
+    venv: _RenderVenv = None,
+    user: _RenderUser = None,
+    group: _RenderGroup = None,
+    env_file: _RenderEnvFile = None,
+    env: _RenderEnv = None,
+    template: _RenderTemplate = None,
     root: Annotated[
         str, typer.Option("--root", help="Read the installed unit from the load path under this directory.")
     ] = "/",
@@ -366,19 +390,19 @@ def apply(
         str | None,
         typer.Option("--workers", help="Workers (N or auto); without --render: rewrite the installed unit."),
     ] = None,
-    max_workers: Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")] = None,
+    max_workers: _MaxWorkers = None,
     no_preload: Annotated[
         bool, typer.Option("--no-preload", help="Install the installed unit rewritten without --preload.")
     ] = False,
-    app_: Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")] = None,
-    bind: Annotated[list[str] | None, typer.Option("--bind", help="With --render: listen address; repeatable.")] = None,
-    working_dir: Annotated[str | None, typer.Option("--working-dir", help="With --render.")] = None,
-    venv: Annotated[str | None, typer.Option("--venv", help="With --render.")] = None,
-    user: Annotated[str | None, typer.Option("--user", help="With --render.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="With --render.")] = None,
-    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="With --render; repeatable.")] = None,
-    env: Annotated[list[str] | None, typer.Option("--env", help="With --render: KEY=VALUE; repeatable.")] = None,
-    template: Annotated[str | None, typer.Option("--template", help="With --render: your own template.")] = None,
+    app_: _RenderApp = None,
+    bind: _RenderBind = None,
+    working_dir: _RenderWorkingDir = None,
+    venv: _RenderVenv = None,
+    user: _RenderUser = None,
+    group: _RenderGroup = None,
+    env_file: _RenderEnvFile = None,
+    env: _RenderEnv = None,
+    template: _RenderTemplate = None,
     guarded: Annotated[
         bool | None,
         typer.Option(
