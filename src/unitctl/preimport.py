@@ -52,22 +52,25 @@ class ServiceView:
     python: str = "python3"  # the interpreter the service's Gunicorn runs on
 
 
-def _dropins(unit: str, unit_dir: Path) -> list[UnitFile]:
-    """Read the installed unit's drop-ins, each parsed under its own path so that errors name the file."""
-    from unitctl.unitfile import UnitFile
+def _dropins(unit: str, unit_dir: Path, *, root: Path = Path("/")) -> list[UnitFile]:
+    """Read the drop-ins systemd applies to the installed unit, in its order; each parsed under its own path.
 
-    d = unit_dir / f"{unit}.d"
-    try:
-        paths = sorted(p for p in d.iterdir() if p.name.endswith(".conf") and p.is_file())
-    except OSError:
-        return []
+    The search is systemd's (``NAME.service.d``, ``prefix-.service.d``, ``service.d`` across the load path);
+    a ``unit_dir`` outside the load path comes first.
+    """
+    from unitctl.unitfile import SYSTEM_UNIT_PATH, UnitFile, dropin_paths
+
+    search = list(SYSTEM_UNIT_PATH)
+    if str(unit_dir) not in search:
+        search.insert(0, str(unit_dir))
     out: list[UnitFile] = []
-    for p in paths:
+    for path in dropin_paths(unit, search, root=root):
+        real = root / path.lstrip("/")
         try:
-            text = p.read_text(encoding="utf-8", errors="replace")
+            text = real.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            raise InputError(f"cannot read drop-in {p}: {exc.strerror}", hint="check its permissions") from exc
-        out.append(UnitFile.parse(text, path=str(p)))
+            raise InputError(f"cannot read drop-in {path}: {exc.strerror}", hint="check its permissions") from exc
+        out.append(UnitFile.parse(text, path=path))
     return out
 
 

@@ -185,6 +185,25 @@ def test_preload_is_read_from_the_command_line(tmp_path: Path) -> None:
     assert not preimport.service_view(text, unit="app.service", unit_dir=tmp_path).preload
 
 
+def test_dropins_are_found_where_systemd_finds_them(tmp_path: Path) -> None:
+    """Across the load path and in prefix dirs, in file-name order; a same-named file in /etc masks /run's."""
+    files = {
+        "run/systemd/system/my-app.service.d/20-run.conf": "[Service]\nEnvironment=A=run\n",
+        "etc/systemd/system/my-app.service.d/30-etc.conf": "[Service]\nEnvironment=B=etc\n",
+        "usr/lib/systemd/system/my-.service.d/10-prefix.conf": "[Service]\nEnvironment=C=prefix\n",
+        "run/systemd/system/my-app.service.d/30-etc.conf": "[Service]\nEnvironment=B=masked\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    found = preimport._dropins("my-app.service", Path("/etc/systemd/system"), root=tmp_path)
+    assert [d.path for d in found] == [
+        "/usr/lib/systemd/system/my-.service.d/10-prefix.conf",
+        "/run/systemd/system/my-app.service.d/20-run.conf",
+        "/etc/systemd/system/my-app.service.d/30-etc.conf",
+    ]
+
+
 def test_an_argv0_prefix_checks_the_units_own_gunicorn(tmp_path: Path) -> None:
     """With '@', the executable is the first word and the second is argv[0]: check the venv's gunicorn, not PATH's."""
     spec = spec_for("@/venv/bin/gunicorn web -w 2 app:app", tmp_path)
