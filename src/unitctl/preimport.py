@@ -50,6 +50,7 @@ class ServiceView:
     env_files: tuple[tuple[str, bool], ...] = ()
     preload: bool = False
     python: str = "python3"  # the interpreter the service's Gunicorn runs on
+    expand_variables: bool = True  # systemd expands $VAR in the command (False with the ':' prefix)
 
 
 def _dropins(unit: str, unit_dir: Path, *, root: Path = Path("/")) -> list[UnitFile]:
@@ -110,6 +111,7 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
         env_files=env_files,
         preload=preload,
         python=_python_of(inv),
+        expand_variables=not found.command.no_env_expand,
     )
 
 
@@ -152,8 +154,11 @@ def check_spec(text: str, *, unit: str, unit_dir: Path, pre_import: str | None) 
         module, var = parse_target(pre_import)
         code = f"import importlib; getattr(importlib.import_module({module!r}), {var!r})"
         argv: list[str] = [view.python, "-c", code]
+        expand = False  # our own code, passed literally
     else:
+        # The unit's own words: ${APP_MODULE} or --bind 127.0.0.1:${PORT} mean what they mean for the service.
         argv = list(view.gunicorn_argv)
+        expand = view.expand_variables
     return TransientSpec(
         argv=argv,
         user=view.user,
@@ -162,4 +167,5 @@ def check_spec(text: str, *, unit: str, unit_dir: Path, pre_import: str | None) 
         env=view.env,
         env_files=view.env_files,
         timeout=PRE_IMPORT_TIMEOUT,
+        expand_variables=expand,
     )

@@ -123,6 +123,24 @@ def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path, backend:
     assert st["deployed_rev"] == v2 and st["ready"] is True and st["state"]["active_state"] == "active"
 
 
+def test_variables_in_execstart_are_checked_as_systemd_expands_them(box: Sandbox, venv_bin: Path) -> None:
+    """${APP_MODULE} in ExecStart= names the app for the service; the pre-import check must import that app."""
+    d = Deploy(box, venv_bin)
+    d.repo.release("v1")
+    text = d.repo.unit(venv_bin, port=d.port, env={"APP_MODULE": "app:app"})
+    assert text.count("app:app\n") == 1
+    text = text.replace("app:app\n", "${APP_MODULE}\n")
+    res = d.apply("--unit-file", d.repo.write_unit_file(text, "v1-var"))
+    assert res.returncode == 0, res.stderr
+    assert d.served() == "release v1"
+    # A variable that names no importable app is refused before anything runs, like any import failure.
+    bad = text.replace('"APP_MODULE=app:app"', '"APP_MODULE=nosuchmodule:app"')
+    res = d.apply("--unit-file", d.repo.write_unit_file(bad, "v1-badvar"))
+    assert res.returncode == 3, res.stderr
+    assert "does not import" in res.stderr and "nosuchmodule" in res.stderr
+    assert d.served() == "release v1"
+
+
 def test_import_broken_release_is_refused_before_the_restart(box: Sandbox, venv_bin: Path) -> None:
     d = Deploy(box, venv_bin)
     d.first_release()

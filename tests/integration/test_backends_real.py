@@ -257,6 +257,15 @@ def test_run_transient_failure_returns_status_and_output(remote: Remote) -> None
     assert no_user["returncode"] == 217 and "USER" in no_user["output"]
 
 
+def test_run_transient_expands_variables_only_when_asked(remote: Remote) -> None:
+    """A unit's own ExecStart words expand ${VAR} from the environment; anything else reaches the command as is."""
+    base = {"argv": ["/bin/echo", "${GREETING}", "$$LITERAL"], "env": {"GREETING": "hello"}}
+    expanded = remote("run_transient", {**base, "expand_variables": True})
+    assert expanded["returncode"] == 0 and expanded["output"].strip() == "hello $LITERAL", expanded
+    literal = remote("run_transient", base)
+    assert literal["returncode"] == 0 and literal["output"].strip() == "${GREETING} $$LITERAL", literal
+
+
 def test_run_transient_refuses_what_cannot_run(remote: Remote, box: Sandbox) -> None:
     err = remote.error("run_transient", {"argv": ["/no/such/binary"]})
     assert err["error"] == "SystemdError" and "no such executable" in err["message"]

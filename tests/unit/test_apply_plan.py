@@ -204,6 +204,15 @@ def test_dropins_are_found_where_systemd_finds_them(tmp_path: Path) -> None:
     ]
 
 
+def test_the_check_expands_variables_as_systemd_does_for_the_service(tmp_path: Path) -> None:
+    """${APP_MODULE} in ExecStart= is expanded from the service's environment; ':' turns that off, as in systemd."""
+    spec = spec_for("/venv/bin/gunicorn --bind 127.0.0.1:${PORT} ${APP_MODULE}", tmp_path)
+    assert spec.expand_variables
+    assert list(spec.argv)[-3:] == ["--bind", "127.0.0.1:${PORT}", "${APP_MODULE}"]
+    assert not spec_for(":/venv/bin/gunicorn ${APP_MODULE}", tmp_path).expand_variables
+    assert not spec_for("/venv/bin/gunicorn app:app", tmp_path, pre_import="app:app").expand_variables
+
+
 def test_an_argv0_prefix_checks_the_units_own_gunicorn(tmp_path: Path) -> None:
     """With '@', the executable is the first word and the second is argv[0]: check the venv's gunicorn, not PATH's."""
     spec = spec_for("@/venv/bin/gunicorn web -w 2 app:app", tmp_path)

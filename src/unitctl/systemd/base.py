@@ -75,6 +75,11 @@ def failure_detail(state: UnitState | None) -> str:
     return f"Result={state.result}, ExecMainStatus={state.exec_main_status}"
 
 
+def transient_args(spec: TransientSpec) -> list[str]:
+    """Return the arguments after the executable, escaped unless the spec asks systemd to expand variables."""
+    return list(spec.argv[1:]) if spec.expand_variables else escape_exec_argv(spec.argv)[1:]
+
+
 def escape_exec_argv(argv: Sequence[str]) -> list[str]:
     """Return ``argv`` with '$' doubled in its arguments: systemd expands $VAR in a transient ExecStart= too."""
     # argv[0] is also the executable's path, which systemd never expands.
@@ -149,6 +154,9 @@ class TransientSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     env_files: Sequence[tuple[str, bool]] = ()  # (path, ignore_if_missing) as EnvironmentFile=-path says
     timeout: float = 120.0
+    # False: every argument reaches the command literally ('$' doubled). True: the arguments are words of a unit's
+    # ExecStart= and systemd expands $VAR/${VAR} in them from this environment, as it does for the service.
+    expand_variables: bool = False
 
 
 class SystemdBackend(Protocol):

@@ -20,8 +20,8 @@ from unitctl.systemd.base import (
     TransientResult,
     TransientSpec,
     UnitState,
-    escape_exec_argv,
     failure_detail,
+    transient_args,
     transient_outcome,
     validate_unit_name,
 )
@@ -225,7 +225,7 @@ class DbusBackend:
         for key, value in spec.env.items():
             if not key or "=" in key or "\n" in value:
                 raise SystemdError(f"environment variable {key!r} cannot be passed to a transient unit")
-        argv = [exe.encode(), *(a.encode() for a in escape_exec_argv(spec.argv)[1:])]
+        argv = [exe.encode(), *(a.encode() for a in transient_args(spec))]
         with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as devnull:
             props: dict[bytes, Any] = {
                 b"Description": f"unitctl check: {' '.join(spec.argv)[:200]}".encode(),

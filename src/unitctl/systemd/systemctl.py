@@ -14,8 +14,8 @@ from unitctl.systemd.base import (
     TransientResult,
     TransientSpec,
     UnitState,
-    escape_exec_argv,
     failure_detail,
+    transient_args,
     transient_outcome,
     validate_unit_name,
 )
@@ -265,7 +265,7 @@ def transient_argv(spec: TransientSpec, systemd_run: str = "systemd-run", *, uni
         if not key or "=" in key or "\n" in value:
             raise SystemdError(f"environment variable {key!r} cannot be passed to systemd-run")
         argv.append(f"--setenv={key}={value}")
-    return [*argv, "--", exe, *escape_exec_argv(spec.argv)[1:]]
+    return [*argv, "--", exe, *transient_args(spec)]
 
 
 def journal_lines(unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
