@@ -647,14 +647,7 @@ def _candidate(tx: _Tx, detail: _Detail) -> bytes:
     if req.unit_bytes is not None:
         return req.unit_bytes
     if req.unit_file is not None:
-        try:
-            return req.unit_file.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{req.unit_file}: no such unit file", hint="check --unit-file") from None
-        except IsADirectoryError:
-            raise InputError(f"{req.unit_file}: is a directory", hint="pass the unit file") from None
-        except OSError as exc:
-            raise InputError(f"{req.unit_file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+        return fsutil.read_unit_bytes(req.unit_file, hint="check --unit-file")
     data, path = _installed_unit(tx)
     if req.rewrite is None:
         return data

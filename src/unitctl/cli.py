@@ -213,18 +213,12 @@ def rewrite(
             raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
         if max_workers is not None and workers is None:
             raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
+        from unitctl.fsutil import read_unit_bytes
         from unitctl.render import parse_workers
 
         wanted = parse_workers(workers) if workers is not None else None
         path = Path(file)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{file}: no such file", hint="check the path") from None
-        except IsADirectoryError:
-            raise InputError(f"{file}: is a directory, not a unit file", hint="pass the unit file") from None
-        except OSError as exc:
-            raise InputError(f"{file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+        data = read_unit_bytes(path)
         text = data.decode("utf-8", "surrogateescape")
         if wanted is None and not no_preload:
             if in_place or drop_in:

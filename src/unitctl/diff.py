@@ -346,12 +346,10 @@ def diff_installed(
     main = installed.main
     files = [(f.path, f.serialize()) for f in installed.files]
     if unit_file is not None:
-        try:
-            new_main = Path(unit_file).read_bytes().decode("utf-8", "surrogateescape")
-        except FileNotFoundError:
-            raise InputError(f"{unit_file}: no such file", hint="check the --unit-file path") from None
-        except OSError as exc:
-            raise InputError(f"{unit_file}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+        from unitctl.fsutil import read_unit_bytes
+
+        data = read_unit_bytes(Path(unit_file), hint="check the --unit-file path")
+        new_main = data.decode("utf-8", "surrogateescape")
         new_files = [(main.path, new_main), *files[1:]]
     elif rendered is not None:
         new_files = [(main.path, rendered), *files[1:]]

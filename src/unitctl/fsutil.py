@@ -39,6 +39,18 @@ class FileSnapshot:
         return sha256(self.data) if self.data is not None else None
 
 
+def read_unit_bytes(path: Path, *, hint: str = "check the path") -> bytes:
+    """Read a unit file the user named; every way it cannot be read is one InputError line."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file", hint=hint) from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a unit file", hint="pass the unit file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+
+
 def sha256(data: bytes) -> str:
     """Return the hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()

@@ -74,16 +74,12 @@ def check(path: Path, *, name: str | None = None) -> VerifyReport:
 
 
 def _read(path: Path) -> str:
+    from unitctl.fsutil import read_unit_bytes
+
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", hint="check the path") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a unit file", hint="pass the unit file") from None
+        return read_unit_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text", hint="a unit file must be UTF-8") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
 
 
 def _analyze_binary() -> str:

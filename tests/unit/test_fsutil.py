@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from unitctl import fsutil
+from unitctl.errors import InputError
 
 
 def test_atomic_write_replaces_bytes_and_keeps_mode_and_owner(tmp_path: Path) -> None:
@@ -67,3 +68,16 @@ def test_restore_of_an_absent_file_removes_it(tmp_path: Path) -> None:
     fsutil.restore(snap)
     assert not target.exists()
     fsutil.restore(snap)  # idempotent
+
+
+def test_read_unit_bytes_turns_every_read_failure_into_one_input_error(tmp_path: Path) -> None:
+    unit = tmp_path / "app.service"
+    unit.write_bytes(b"[Service]\n")
+    assert fsutil.read_unit_bytes(unit) == b"[Service]\n"
+    with pytest.raises(InputError, match=r"missing.service: no such file; check --unit-file$"):
+        fsutil.read_unit_bytes(tmp_path / "missing.service", hint="check --unit-file")
+    with pytest.raises(InputError, match="is a directory, not a unit file"):
+        fsutil.read_unit_bytes(tmp_path)
+    (tmp_path / "mem.service").symlink_to("/proc/self/mem")  # a read that fails (EIO) even for root
+    with pytest.raises(InputError, match="mem.service: cannot read: Input/output error"):
+        fsutil.read_unit_bytes(tmp_path / "mem.service")
