@@ -27,6 +27,9 @@ def _in_ci() -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "systemd_analyze: runs the real systemd-analyze (a failure in CI without it)")
+    config.addinivalue_line(
+        "markers", "faults: the deploy engine's fault-injection matrix (whole in CI, a quick subset elsewhere)"
+    )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
