@@ -6,17 +6,18 @@ changes and warnings) or ``expected_error.txt`` (the error class and its one-lin
 options.json keys: workers (N or "auto"), no_preload, max_workers, cpu_count, mode ("rewrite" | "dropin"),
 files ({path: text} that read_file can see; absent: files are not read).
 
-UNITCTL_REGEN_GOLDEN=1 rewrites the expected files from the current code; review them by eye before committing.
+UNITCTL_REGEN_GOLDEN=1 rewrites the expected files from the current code (refused under CI, and a case that turns a
+rewrite into a refusal or back needs UNITCTL_REGEN_GOLDEN=kind): see goldens.py; review them by eye before committing.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from goldens import regen_mode, regenerate
 
 from unitctl.errors import UnitctlError
 from unitctl.rewrite import dropin_for, rewrite_unit
@@ -28,15 +29,10 @@ REWRITE_CASES = [
     for c in CASES
     if (GOLDEN / c / "expected.service").exists() and '"dropin"' not in (GOLDEN / c / "options.json").read_text()
 ]
-REGEN = os.environ.get("UNITCTL_REGEN_GOLDEN") == "1"
 
 
 def _read(path: Path) -> str:
     return path.read_bytes().decode("utf-8")
-
-
-def _write(path: Path, text: str) -> None:
-    path.write_bytes(text.encode("utf-8"))
 
 
 def _options(case: str) -> tuple[dict[str, Any], bool]:
@@ -74,14 +70,15 @@ def test_there_are_many_cases() -> None:
 def test_golden(case: str) -> None:
     d = GOLDEN / case
     text, report = run_case(case)
-    if REGEN:
-        for name in ("expected.service", "expected_report.txt", "expected_error.txt"):
-            (d / name).unlink(missing_ok=True)
-        if text is None:
-            _write(d / "expected_error.txt", report)
-        else:
-            _write(d / "expected.service", text)
-            _write(d / "expected_report.txt", report)
+    if regen_mode():
+        refusal = {"expected.service": None, "expected_report.txt": None, "expected_error.txt": report}
+        rewrite = {"expected.service": text, "expected_report.txt": report, "expected_error.txt": None}
+        regenerate(
+            d,
+            refusal if text is None else rewrite,
+            kind_before="refusal" if (d / "expected_error.txt").exists() else "rewrite",
+            kind_after="refusal" if text is None else "rewrite",
+        )
         return
     if (d / "expected_error.txt").exists():
         assert text is None, f"{case}: expected a refusal, got a rewrite"

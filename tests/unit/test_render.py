@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from goldens import regen_mode, regenerate
 
 from unitctl import render as r
 from unitctl.errors import ExitCode, InputError, UsageError
@@ -37,6 +38,15 @@ def test_golden(case: str) -> None:
     raw = json.loads((GOLDEN / case / "options.json").read_text())
     cpu_count = raw.pop("cpu_count", 2)
     result = render(r.RenderOptions(**raw), cpu_count=cpu_count)
+    if regen_mode():
+        had_socket = (GOLDEN / case / "expected.socket").exists()
+        regenerate(
+            GOLDEN / case,
+            {"expected.service": result.service, "expected.socket": result.socket},
+            kind_before="service with a socket" if had_socket else "service alone",
+            kind_after="service with a socket" if result.socket is not None else "service alone",
+        )
+        return
     assert result.service == (GOLDEN / case / "expected.service").read_text()
     socket_file = GOLDEN / case / "expected.socket"
     if socket_file.exists():
