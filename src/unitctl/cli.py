@@ -264,7 +264,8 @@ def rewrite(
                 typer.echo(f"{file}: no changes; nothing written", err=True)
                 return
             # Show the diff before anything is written.
-            old = target.read_text(encoding="utf-8", errors="surrogateescape") if target.is_file() else ""
+            # Bytes, not read_text: universal newlines would turn CRLF into LF and mark every line as changed.
+            old = target.read_bytes().decode("utf-8", "surrogateescape") if target.is_file() else ""
             lines = unified(old, result.text, old_name=str(target), new_name=str(target))
             for line in colourize(lines, colour_enabled(sys.stderr)):
                 typer.echo(line, nl=False, err=True)

@@ -356,7 +356,10 @@ def diff_installed(
     else:
         assert rewrite is not None
         from unitctl.gunicorn import find_gunicorn
+        from unitctl.placeholders import check_not_template
 
+        for path, text in files:
+            check_not_template(text, path=path)
         # Rewrite the file whose ExecStart= systemd runs: the main file, or the drop-in that replaced it.
         holder = find_gunicorn(installed).entry.path
         new_files = [(path, _rewritten(text, rewrite) if path == holder else text) for path, text in files]

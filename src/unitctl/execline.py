@@ -278,6 +278,24 @@ def _error(value: str, what: str, todo: str, subject: str = "command line") -> E
     return ExecSyntaxError(f"{subject} {value!r}: {what}; {todo}")
 
 
+# Specifiers that systemd resolves to an absolute directory (systemd.unit(5), "Specifiers"): the home, state,
+# cache, log, configuration, runtime and temporary directories, the credentials directory, the fragment's path
+# and its directory. Every other specifier resolves to a name.
+_PATH_SPECIFIERS = frozenset("hSCLEtTVdyY")
+
+
+def _with_specifiers_resolved(path: str) -> str:
+    """Return ``path`` with each specifier replaced by a stand-in of its kind, for the validity checks only."""
+
+    def stand_in(m: re.Match[str]) -> str:
+        spec = m.group(1)
+        if spec == "%":
+            return "%"
+        return "/specifier" if spec in _PATH_SPECIFIERS else "specifier"
+
+    return _SPEC_RE.sub(stand_in, path)
+
+
 def _string_is_safe(p: str) -> bool:
     return not any(ord(ch) < 32 or ord(ch) == 127 or ch in "\\\"'" for ch in p)
 
@@ -387,6 +405,9 @@ def _check_path(value: str, prefixes: str, path: str) -> None:
         raise _error(value, f"empty executable after prefixes {prefixes!r}", "give an absolute path after the prefixes")
     if path.startswith("$"):
         raise _error(value, f"the executable {path!r} is a variable, which systemd never expands", "write the path")
+    # systemd resolves specifiers in the executable before it checks the path (config_parse_exec:
+    # unit_path_printf, then path_is_absolute/filename_is_valid): %h/app/bin/gunicorn is an absolute path.
+    path = _with_specifiers_resolved(path)
     valid = _path_is_valid(path) if path.startswith("/") else _filename_is_valid(path)
     if path[0] in PREFIX_CHARS and not valid:
         raise _error(

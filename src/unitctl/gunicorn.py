@@ -318,7 +318,7 @@ def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicor
     if len(positionals) > 1:
         raise GunicornArgsError(
             f"{where}: Gunicorn takes one APP_MODULE but got {args!r}",
-            hint="keep only the app (a switch like --preload takes no value: --preload true makes 'true' an app)",
+            hint=_extra_app_hint(words, [i - start for i, _ in positionals], uses, start),
         )
     for setting, use in _last_uses(uses).items():
         s = _BY_SETTING[setting]
@@ -335,6 +335,22 @@ def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicor
     return GunicornArgs(
         argv, start, tuple(uses), tuple(positionals), values, None if double_dash is None else start + double_dash
     )
+
+
+def _extra_app_hint(words: Sequence[str], positions: Sequence[int], uses: Sequence[OptionUse], start: int) -> str:
+    """Say why Gunicorn would see several APP_MODULEs (``positions`` index ``words``): a variable, a switch's value."""
+    variables = [words[i] for i in positions if words[i].startswith("$")]
+    if variables:
+        return (
+            f"{variables[0]} is expanded by systemd when the service starts, and unitctl rewrites only what it can"
+            " read: write those options out in ExecStart= (or move them to GUNICORN_CMD_ARGS in Environment=)"
+        )
+    switches = {u.index - start: u.flag for u in uses if u.value is None}
+    for i in positions:
+        if i - 1 in switches:
+            flag = switches[i - 1]
+            return f"{flag} is a switch and takes no value: '{flag} {words[i]}' makes {words[i]!r} an app; drop it"
+    return "keep only the app module (e.g. app:app) among the arguments"
 
 
 def _last_uses(uses: Sequence[OptionUse]) -> dict[str, OptionUse]:
@@ -535,6 +551,8 @@ class Invocation:
 _PYTHON = re.compile(r"^(python|pypy)(\d+(\.\d+)*)?$")
 _SHELLS = {"sh", "bash", "dash", "ash", "ksh", "zsh"}
 _GUNICORN_MODULES = {"gunicorn", "gunicorn.app.wsgiapp"}
+# Debian and Ubuntu's python3-gunicorn package installs the script as /usr/bin/gunicorn3 (older releases).
+_GUNICORN_EXECUTABLES = {"gunicorn", "gunicorn3"}
 # Options of `python` that take a value (the rest of the word, or the next word).
 _PY_VALUE_OPTS = set("WX")
 _PY_LONG_VALUE = {"--check-hash-based-pycs"}
@@ -633,7 +651,7 @@ def _find_direct(argv: tuple[str, ...], where: str, first: int = 0) -> Invocatio
     if first >= len(argv):
         return None
     exe = _base(argv[first])
-    if exe == "gunicorn":
+    if exe in _GUNICORN_EXECUTABLES:
         return Invocation("gunicorn", argv, first, parse_args(argv, first + 1, where=where))
     if _PYTHON.match(exe):
         k = first + 1
@@ -1103,7 +1121,33 @@ def describe_refusal_for(argv: Sequence[str]) -> NotGunicornError:
             f"ExecStart= runs {server} ({argv[0]}), not Gunicorn",
             hint="unitctl only rewrites Gunicorn units; edit this one by hand",
         )
+    script = _shell_script(argv)
+    if script is not None:
+        first = script.split(None, 1)[0] if script.split() else ""
+        if first.startswith("$"):
+            return NotGunicornError(
+                f"ExecStart= runs {argv[0]} -c {script!r}, whose program is the variable {first}: unitctl cannot"
+                " tell that it is Gunicorn",
+                hint="write the gunicorn path in ExecStart= (systemd expands variables in arguments, never in the"
+                " program)",
+            )
+        return NotGunicornError(
+            f"ExecStart= runs the shell script {script!r}, which does not run Gunicorn",
+            hint="point ExecStart= at gunicorn, python -m gunicorn, or poetry/pipenv/uv run gunicorn",
+        )
     return NotGunicornError(
         f"ExecStart= {argv[0]} does not run Gunicorn",
         hint="point ExecStart= at gunicorn, python -m gunicorn, or poetry/pipenv/uv run gunicorn",
     )
+
+
+def _shell_script(argv: Sequence[str]) -> str | None:
+    """Return the script of a ``sh -c SCRIPT`` command, None for any other command."""
+    if not argv or _base(argv[0]) not in _SHELLS:
+        return None
+    for k, word in enumerate(argv[1:-1], 1):
+        if word.startswith("-") and not word.startswith("--") and "c" in word[1:]:
+            return argv[k + 1]
+        if not word.startswith("-"):
+            return None
+    return None

@@ -13,12 +13,11 @@ workers/preload the requested ones, or the rewrite is refused (never a silently 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from unitctl import execline
-from unitctl.errors import RefusedError, TemplateUnitError, UnitctlError
+from unitctl.errors import RefusedError, UnitctlError
 from unitctl.gunicorn import (
     Found,
     GunicornArgs,
@@ -31,9 +30,10 @@ from unitctl.gunicorn import (
     shlex_words,
     unit_environment,
 )
+from unitctl.placeholders import check_not_template
 from unitctl.unitfile import Edit, Entry, UnitFile
 
-__all__ = ["RewriteError", "RewriteResult", "check_not_template", "dropin_for", "rewrite_unit"]
+__all__ = ["RewriteError", "RewriteResult", "dropin_for", "rewrite_unit"]
 
 
 class RewriteError(RefusedError):
@@ -52,33 +52,6 @@ class RewriteResult:
     def changed(self) -> bool:
         """Return True when the rewrite changed anything."""
         return bool(self.changes)
-
-
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
-_AT_PLACEHOLDER = re.compile(r"@[A-Za-z_][A-Za-z0-9_]*@")
-
-
-def check_not_template(text: str, *, path: str | None = None) -> None:
-    """Refuse a unit that is still a template (Jinja ``{{ }}``/``{% %}``, autoconf ``@placeholder@``).
-
-    Comment lines are not looked at: systemd never reads them, so ``# replace @VENV@ ...`` is harmless.
-    """
-    where = path or "the unit"
-    # Blank out comment lines, keeping offsets, so line numbers in the message stay right.
-    readable = "".join(
-        " " * len(line.rstrip("\r\n")) + line[len(line.rstrip("\r\n")) :]
-        if line.lstrip(" \t").startswith(("#", ";"))
-        else line
-        for line in text.splitlines(keepends=True)
-    )
-    for pattern, kind in ((_JINJA, "Jinja"), (_AT_PLACEHOLDER, "@placeholder@")):
-        m = pattern.search(readable)
-        if m:
-            line = text.count("\n", 0, m.start()) + 1
-            raise TemplateUnitError(
-                f"{where} line {line}: {m.group(0)[:40]!r} is a {kind} template placeholder, not a unit",
-                hint="render the template first (or give the installed unit), then rewrite that",
-            )
 
 
 # -- word layers: where each argv word sits in the text that is edited ------------------------------------------

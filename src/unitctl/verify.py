@@ -19,7 +19,6 @@ from typing import Any
 
 from unitctl.errors import InputError, UsageError, VerificationError
 
-_TEMPLATE_LEFTOVER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|@[A-Z][A-Z0-9_]*@")
 # systemd-analyze lines that report a setting it skipped: the unit still loads.
 _IGNORED = re.compile(r"ignoring|Unknown (key|section|lvalue)|is deprecated|Ignoring", re.IGNORECASE)
 
@@ -145,11 +144,14 @@ def _clean(line: str, tmp: str, original: str) -> str:
 def _own_checks(text: str, found: _Findings) -> None:
     """Add unitctl's own findings; README ('unitctl verify') explains each."""
     from unitctl.errors import UnitctlError
+    from unitctl.placeholders import find_placeholder
     from unitctl.unitfile import UnitFile
 
-    leftover = _TEMPLATE_LEFTOVER.search(text)
+    leftover = find_placeholder(text)
     if leftover:
-        found.errors.append(f"the unit still contains a template placeholder {leftover.group(0)!r}: render it first")
+        found.errors.append(
+            f"the unit still contains a template placeholder {leftover.token!r} (line {leftover.line}): render it first"
+        )
     try:
         unit = UnitFile.parse(text)
     except UnitctlError:

@@ -58,8 +58,8 @@ def _install(box: sandbox_mod.Sandbox) -> sandbox_mod.Result:
     (wheel,) = [p.name for p in box.host_path(WHEELHOUSE).glob("unitctl-*.whl")]
     return box.run(
         [
-            "env", "-C", "/", "bash", str(REPO_ROOT / "scripts" / "install-server.sh"), "--wheel", f"{WHEELHOUSE}/{wheel}",
-            "--find-links", WHEELHOUSE, "--offline", "--python", "/usr/bin/python3",
+            "env", "-C", "/", "bash", str(REPO_ROOT / "scripts" / "install-server.sh"),
+            "--wheel", f"{WHEELHOUSE}/{wheel}", "--find-links", WHEELHOUSE, "--offline", "--python", "/usr/bin/python3",
         ],
         env=SERVER_ENV,
         timeout=300,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from goldens import regen_mode, regenerate
+from goldens import NEW, regen_mode, regenerate
 
 from unitctl.errors import UnitctlError
 from unitctl.rewrite import dropin_for, rewrite_unit
@@ -76,7 +76,11 @@ def test_golden(case: str) -> None:
         regenerate(
             d,
             refusal if text is None else rewrite,
-            kind_before="refusal" if (d / "expected_error.txt").exists() else "rewrite",
+            kind_before="refusal"
+            if (d / "expected_error.txt").exists()
+            else "rewrite"
+            if (d / "expected.service").exists()
+            else NEW,
             kind_after="refusal" if text is None else "rewrite",
         )
         return

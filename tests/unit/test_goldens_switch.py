@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from goldens import regen_mode, regenerate
+from goldens import NEW, regen_mode, regenerate
 
 
 def test_unset_means_the_goldens_are_the_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +47,10 @@ def test_same_kind_regenerates_with_1(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("UNITCTL_REGEN_GOLDEN", "1")
     regenerate(tmp_path, {"expected.service": "new\n"}, kind_before="rewrite", kind_after="rewrite")
     assert (tmp_path / "expected.service").read_text() == "new\n"
+
+
+def test_a_new_case_is_written_whatever_its_kind(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("UNITCTL_REGEN_GOLDEN", "1")
+    regenerate(tmp_path, {"expected_error.txt": "RefusedError: no\n"}, kind_before=NEW, kind_after="refusal")
+    assert (tmp_path / "expected_error.txt").read_text() == "RefusedError: no\n"

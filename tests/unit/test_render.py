@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from goldens import regen_mode, regenerate
+from goldens import NEW, regen_mode, regenerate
 
 from unitctl import render as r
 from unitctl.errors import ExitCode, InputError, UsageError
@@ -40,10 +40,11 @@ def test_golden(case: str) -> None:
     result = render(r.RenderOptions(**raw), cpu_count=cpu_count)
     if regen_mode():
         had_socket = (GOLDEN / case / "expected.socket").exists()
+        before = "service with a socket" if had_socket else "service alone"
         regenerate(
             GOLDEN / case,
             {"expected.service": result.service, "expected.socket": result.socket},
-            kind_before="service with a socket" if had_socket else "service alone",
+            kind_before=before if (GOLDEN / case / "expected.service").exists() else NEW,
             kind_after="service with a socket" if result.socket is not None else "service alone",
         )
         return

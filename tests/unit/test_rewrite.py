@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from unitctl import execline
 from unitctl.errors import NotGunicornError, TemplateUnitError, UsageError
 from unitctl.gunicorn import GunicornArgsError
-from unitctl.rewrite import RewriteError, check_not_template, dropin_for, rewrite_unit
+from unitctl.placeholders import check_not_template
+from unitctl.rewrite import RewriteError, dropin_for, rewrite_unit
 from unitctl.unitfile import UnitFile
 
 GU = "/srv/venv/bin/gunicorn"
