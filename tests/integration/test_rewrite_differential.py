@@ -98,7 +98,7 @@ def _gunicorn_args(argv: list[str]) -> list[str]:
     if posixpath.basename(argv[0]) in ("sh", "bash") and "-c" in argv:
         return _gunicorn_args(shlex.split(argv[argv.index("-c") + 1]))
     for i, word in enumerate(argv):
-        if posixpath.basename(word) == "gunicorn" or word in ("-mgunicorn",):
+        if posixpath.basename(word) in ("gunicorn", "gunicorn3") or word in ("-mgunicorn",):
             return argv[i + 1 :]
     raise AssertionError(f"no gunicorn in {argv!r}")
 
