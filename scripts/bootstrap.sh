@@ -12,6 +12,8 @@ command -v pkg-config >/dev/null 2>&1 || need_debs+=(pkg-config)
 command -v git >/dev/null 2>&1 || need_debs+=(git)
 command -v shellcheck >/dev/null 2>&1 || need_debs+=(shellcheck)
 command -v sqlite3 >/dev/null 2>&1 || need_debs+=(sqlite3)
+# sudo: the server's forced deploy command (examples/server/deploy-demoapp) is tested for real in the sandbox.
+command -v sudo >/dev/null 2>&1 || need_debs+=(sudo)
 if [ "${#need_debs[@]}" -gt 0 ]; then
   echo "== installing Debian packages: ${need_debs[*]}"
   if [ "$(id -u)" -ne 0 ]; then

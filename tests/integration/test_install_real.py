@@ -1,6 +1,8 @@
 """The supported server install, for real: build the wheel, install it with scripts/install-server.sh on a clean
 sandboxed "server" (Debian's own Python, no network: every dependency from a local wheelhouse), then deploy the
-example app's releases with the installed update_systemd_unit.sh and unitctl, from /, without the checkout.
+example app's releases with the installed update_systemd_unit.sh and unitctl, from /, without the checkout: the
+first deploy as the admin does it, the next ones as CI does, through the forced command
+(examples/server/deploy-demoapp) run by an unprivileged deploy user with sudo, given only what the workflow sends.
 
 The sandbox is one of its own: the install puts unitctl into /usr/local/bin, which other tests must not see.
 """
@@ -22,6 +24,8 @@ pytestmark = pytest.mark.systemd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAKE_RELEASES = REPO_ROOT / "examples" / "app" / "make_releases.py"
+FORCED = REPO_ROOT / "examples" / "server" / "deploy-demoapp"
+FORCED_AT = "/usr/local/sbin/deploy-inst"
 WHEELHOUSE = "/srv/wheelhouse"
 BASE = "/srv/server"
 NAME = "demoapp-inst"
@@ -74,6 +78,33 @@ def _served(box: sandbox_mod.Sandbox) -> str:
     return r.stdout.strip() if r.ok else "no answer"
 
 
+def _install_forced_command(box: sandbox_mod.Sandbox) -> None:
+    """Install the example forced command for this app, a deploy user and its sudo rule, as the README says."""
+    text = FORCED.read_text()
+    for old, new in [
+        ("SERVICE=demoapp", f"SERVICE={NAME}"),
+        ("APP_DIR=/srv/demoapp/app", f"APP_DIR={BASE}/app"),
+        ("READY_URL=http://127.0.0.1:8000/health/ready", f"READY_URL=http://127.0.0.1:{PORT}/health/ready"),
+        ("READY_TIMEOUT=60", "READY_TIMEOUT=10"),
+        ("SELF=/usr/local/sbin/deploy-demoapp", f"SELF={FORCED_AT}"),
+        ("WORKERS=auto", "WORKERS=2"),
+    ]:
+        assert old in text, f"{FORCED} no longer sets {old}: update this test"
+        text = text.replace(old, new)
+    box.write_file(FORCED_AT, text, mode=0o755)
+    box.run(["useradd", "--create-home", "--shell", "/bin/bash", "deploy"], check=True)
+    box.write_file("/etc/sudoers.d/deploy-inst", f"deploy ALL=(root) NOPASSWD: {FORCED_AT}\n", mode=0o440)
+
+
+def _as_ci(box: sandbox_mod.Sandbox, sent: str) -> sandbox_mod.Result:
+    """Run the forced command as sshd would for the deploy key: as the deploy user, with what the workflow sent."""
+    return box.run(
+        ["runuser", "-u", "deploy", "--", "env", "-C", "/", f"SSH_ORIGINAL_COMMAND={sent}", FORCED_AT],
+        env=SERVER_ENV,
+        timeout=120,
+    )
+
+
 def _deploy(box: sandbox_mod.Sandbox, rev: str, *extra: str) -> sandbox_mod.Result:
     return box.run(
         [
@@ -117,15 +148,31 @@ def test_the_built_wheel_installs_on_a_server_and_deploys_without_the_checkout(s
         check=True,
     )
 
+    # The first deploy is the admin's (it installs the unit); CI deploys the next ones through the forced command.
     r = _deploy(box, revs["v1"], "--unit-file", f"{BASE}/{NAME}.service")
     assert r.returncode == 0, r.stderr
     assert _served(box) == "v1"
-    r = _deploy(box, revs["v2"])
+    _install_forced_command(box)
+    r = _as_ci(box, revs["v2"])
     assert r.returncode == 0, r.stderr
     assert _served(box) == "v2"
-    r = _deploy(box, revs["v3-broken-import"])
+    assert r.stderr.startswith(f"deploy: started {revs['v2']} on "), r.stderr
+    assert r.stdout.startswith(f"### ✅ unitctl apply {NAME}.service: deployed (exit 0)"), r.stdout
+    r = _as_ci(box, revs["v3-broken-import"])
     assert r.returncode == 3, r.stderr
     assert _served(box) == "v2"
+    # What the exit-5 hint tells a human to run with the same key.
+    r = _as_ci(box, "status")
+    assert r.returncode == 0, r.stderr
+    assert f"{NAME}.service: loaded, active/running" in r.stdout
+    # Anything but a commit or "status" is refused before anything runs as root beyond the check itself.
+    pid = box.unit_properties(f"{NAME}.service", "MainPID")["MainPID"]
+    for sent in ["", "main", f"--rev {revs['v2']}", f"{revs['v2']}; touch /srv/pwned", f"{revs['v2']} --build-cmd id"]:
+        r = _as_ci(box, sent)
+        assert r.returncode == 2, (sent, r.stderr)
+        assert r.stderr.count("\n") == 1 and "send a 40-hex commit or 'status'" in r.stderr, r.stderr
+    assert not box.exists("/srv/pwned")
+    assert box.unit_properties(f"{NAME}.service", "MainPID")["MainPID"] == pid
 
     # An upgrade installs a new venv beside the old one and switches the link; unitctl keeps working.
     before = box.run(["readlink", "-f", "/opt/unitctl/current"], check=True).stdout.strip()

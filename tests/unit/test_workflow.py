@@ -18,6 +18,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO_ROOT / "examples" / "github" / "deploy.yml"
 SCRIPT = REPO_ROOT / "update_systemd_unit.sh"
+FORCED = REPO_ROOT / "examples" / "server" / "deploy-demoapp"
 
 
 def _actionlint() -> str:
@@ -120,18 +121,54 @@ def test_the_deploy_runs_the_exact_sha_one_at_a_time_after_the_tests() -> None:
     deploy = text[text.index("\n  deploy:") :]
     assert "needs: test" in deploy
     assert re.search(r"concurrency:\n\s+group: deploy-production\n\s+cancel-in-progress: false", deploy)
-    assert "REV: ${{ github.sha }}" in deploy and '--rev "$REV"' in deploy and "--fetch" in deploy
+    assert "REV: ${{ github.sha }}" in deploy and '"$DEPLOY_USER@$DEPLOY_HOST" "$REV"' in deploy
     assert "StrictHostKeyChecking=yes" in deploy and "secrets.DEPLOY_KNOWN_HOSTS" in deploy
-    assert '>> "$GITHUB_STEP_SUMMARY"' in deploy and "--summary-stdout" in deploy
+    assert "ConnectionAttempts=" in deploy
+    assert '>> "$GITHUB_STEP_SUMMARY"' in deploy
 
 
-def test_the_workflow_only_passes_options_the_script_knows() -> None:
+def test_only_the_default_branch_deploys() -> None:
     text = WORKFLOW.read_text()
-    call = text[
-        text.index("/usr/local/sbin/update_systemd_unit.sh") : text.index("--summary-stdout)") + len("--summary-stdout")
-    ]
+    deploy = text[text.index("\n  deploy:") :]
+    assert "if: github.ref == format('refs/heads/{0}', github.event.repository.default_branch)" in deploy
+    assert "github.event_name == 'workflow_dispatch'" not in deploy, "a dispatched branch must not get through"
+
+
+def test_every_action_is_pinned_by_commit() -> None:
+    uses = re.findall(r"uses: (\S+)", WORKFLOW.read_text())
+    assert uses
+    for use in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", use), f"{use} is not pinned by a full commit hash"
+
+
+def test_the_servers_output_cannot_run_workflow_commands() -> None:
+    text = WORKFLOW.read_text()
+    step = text[text.index("token=$(") : text.index('exit "$rc"')]
+    stop, ssh, resume = step.index('"::stop-commands::$token"'), step.index("ssh -i"), step.index('"::$token::"')
+    assert stop < ssh < resume
+    # One annotation per failure, chosen from the exit code by the workflow, never by the server.
+    for code in ("3)", "4)", "5)", "255)", "*)"):
+        assert code in step[resume:]
+
+
+def test_the_workflow_tells_never_connected_from_lost_mid_deploy() -> None:
+    text = WORKFLOW.read_text()
+    assert "grep -q '^deploy: started '" in text
+    assert 'echo "deploy: started $request on' in FORCED.read_text()
+
+
+def test_the_forced_command_only_passes_options_the_script_knows() -> None:
+    text = FORCED.read_text()
+    call = text[text.index("exec update_systemd_unit.sh") :]
     used = set(re.findall(r"(--[a-z-]+)", call))
     help_text = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
     known = set(re.findall(r"^\s+(--[a-z-]+)", help_text, flags=re.M))
-    assert used, call
+    assert {"--rev", "--fetch", "--repo", "--ready-url", "--summary-stdout"} <= used, call
     assert used <= known, f"unknown to update_systemd_unit.sh: {sorted(used - known)}"
+
+
+def test_the_forced_command_passes_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed: run scripts/bootstrap.sh"
+    proc = subprocess.run([shellcheck, "--severity=style", str(FORCED)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout
