@@ -186,3 +186,16 @@ def test_environment_files_are_read_as_systemd_reads_them() -> None:
         "D=foo\\\nbar  \nexport E=1\nG=\nH=a#b\nno equals sign\n9BAD=x\n"
     )
     assert parse_env_file(text) == {"A": "1", "B": 'x y"z$', "C": "lit \\nrest", "D": "foobar", "G": "", "H": "a#b"}
+
+
+def test_verify_findings_never_quote_a_secret(tmp_path: Path) -> None:
+    from unitctl.verify import _unit_values
+
+    text = (
+        "[Service]\nEnvironment=API_TOKEN=tok-verify-1 UPSTREAM=harmless-but-long\nSetCredential=pw:cred-value-9\n"
+        "ExecStart=/v/bin/gunicorn --workers nine app:app\n"
+    )
+    env = _unit_values(text)
+    assert env["API_TOKEN"] == "tok-verify-1" and env["$CREDENTIALS_DIRECTORY/pw"] == "cred-value-9"
+    line = "line 2: Environment=API_TOKEN=tok-verify-1 UPSTREAM=harmless-but-long, cred-value-9"
+    assert masking.mask(line, env) == f"line 2: Environment=API_TOKEN={MASK} UPSTREAM={MASK}, {MASK}"
