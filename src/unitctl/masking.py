@@ -46,7 +46,7 @@ MIN_SECRET_LEN = 4
 MIN_PLAIN_LEN = 8
 _BOOLEAN = frozenset({"true", "false", "yes", "no", "on", "off"})
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
-_PATH = re.compile(r"^/[^\s:@]*$")
+_PATH = re.compile(r"^/[^\s@]*$")  # one absolute path or a PATH-like list of them
 
 # In free text only assignments to clearly secret names are masked: the broader SECRET_PARTS would hide
 # "KeyError: 'DATABASE_URL'" and every "session: ..." log line.

@@ -42,6 +42,8 @@ def test_tiny_or_boolean_values_are_not_searched_for_even_under_a_secret_name(va
         ("12345678", False),  # a number (port, count, size)
         ("0.5", False),
         ("/srv/shop/data/app.sqlite", False),  # an absolute path is where things are, not a secret
+        ("/srv/app:/srv/lib", False),  # a PATH-like list of them
+        ("/x/postgres://u:p@h", True),  # not a path: it carries a URL password
         ("on", False),
     ],
 )
