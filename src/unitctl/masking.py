@@ -114,7 +114,7 @@ def mask(text: str, env: Mapping[str, str] | None = None) -> str:
     for value in sorted(values, key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
-    text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    text = _mask_urls(text)
     return _INLINE_SECRET.sub(lambda m: m.group(1) + MASK if m.group(2) != MASK else m.group(0), text)
 
 
