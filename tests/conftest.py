@@ -84,3 +84,13 @@ def box(sandbox: sandbox_mod.Sandbox) -> Iterator[sandbox_mod.Sandbox]:
 def venv_bin() -> Path:
     """The bin directory of the virtual environment running the tests (gunicorn, unitctl live here)."""
     return Path(sys.prefix) / "bin"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_masking() -> Iterator[None]:
+    """Start every test with no remembered secret values (one unitctl process is one command; a test run is many)."""
+    from unitctl import masking
+
+    masking.forget()
+    yield
+    masking.forget()

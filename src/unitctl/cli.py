@@ -64,8 +64,10 @@ def _root(
 
 
 def fail(err: UnitctlError) -> NoReturn:
-    """Print one line for ``err`` on stderr and exit with its code."""
-    typer.echo(f"unitctl: error: {err}", err=True)
+    """Print one line for ``err`` (secrets masked) on stderr and exit with its code."""
+    from unitctl.masking import mask
+
+    typer.echo(f"unitctl: error: {mask(str(err))}", err=True)
     raise typer.Exit(int(err.exit_code))
 
 
@@ -312,7 +314,7 @@ def diff(
     """Show the difference between the installed unit and the desired one (exit 1 if they differ).
 
     The installed side is the unit with its drop-ins, as systemd sees it; secret Environment= values
-    are masked as *** on both sides. Colour only on a terminal, never with NO_COLOR.
+    are masked as **** on both sides. Colour only on a terminal, never with NO_COLOR.
     """
     import os
 
@@ -551,7 +553,9 @@ def main() -> None:
     try:
         app()
     except UnitctlError as err:  # pragma: no cover - commands call fail() themselves
-        typer.echo(f"unitctl: error: {err}", err=True)
+        from unitctl.masking import mask
+
+        typer.echo(f"unitctl: error: {mask(str(err))}", err=True)
         sys.exit(int(err.exit_code))
     except KeyboardInterrupt:
         typer.echo("unitctl: interrupted", err=True)

@@ -8,88 +8,21 @@ changed secret still makes ``unitctl diff`` exit 1 ("secret values differ").
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from unitctl import masking
 from unitctl.desired import RewriteSpec
-from unitctl.masking import is_secret_name
 from unitctl.output import style
 
-MASK = "***"
-# scheme://user:password@host — a password inside any URL-valued variable.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s\"']*:)[^@/\s\"']+@")
+MASK = masking.MASK
+is_secret_name = masking.is_secret_name
 
 
 def mask_secrets(text: str) -> str:
-    """Return ``text`` with the values of secret ``Environment=`` assignments replaced by ``***``."""
-    out: list[str] = []
-    in_env = False  # inside a continued Environment= line
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        ending = line[len(body) :]
-        stripped = body.lstrip()
-        if stripped.startswith(("#", ";")):
-            # Comment lines never end a continuation (systemd >= 240) and are not values.
-            out.append(line)
-            continue
-        continued = _continues(body)
-        if in_env:
-            out.append(_mask_words(body) + ending)
-            in_env = continued
-            continue
-        key, sep, _ = stripped.partition("=")
-        if sep and key.strip() == "Environment":
-            start = len(body) - len(stripped) + body[len(body) - len(stripped) :].index("=") + 1
-            out.append(body[:start] + _mask_words(body[start:]) + ending)
-            in_env = continued
-        else:
-            out.append(line)
-    return "".join(out)
-
-
-def _continues(body: str) -> bool:
-    n = len(body) - len(body.rstrip("\\"))
-    return n % 2 == 1
-
-
-def _mask_words(raw: str) -> str:
-    """Mask secret KEY=VALUE words in one physical line of an Environment= value."""
-    result: list[str] = []
-    i = 0
-    n = len(raw)
-    while i < n:
-        if raw[i].isspace():
-            result.append(raw[i])
-            i += 1
-            continue
-        start = i
-        quote: str | None = None
-        while i < n:
-            ch = raw[i]
-            if ch == "\\" and i + 1 < n:
-                i += 2
-                continue
-            if quote:
-                if ch == quote:
-                    quote = None
-            elif ch in "\"'":
-                quote = ch
-            elif ch.isspace():
-                break
-            i += 1
-        result.append(_mask_word(raw[start:i]))
-    return "".join(result)
-
-
-def _mask_word(word: str) -> str:
-    plain = word.replace('"', "").replace("'", "")
-    name, sep, _ = plain.partition("=")
-    if sep and is_secret_name(name):
-        lead = word[0] if word[0] in "\"'" else ""
-        return f"{lead}{name}={MASK}{lead}"
-    return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", word)
+    """Return unit ``text`` with secret values masked by position (``masking.mask_unit_text``)."""
+    return masking.mask_unit_text(text)
 
 
 @dataclass(frozen=True)
@@ -133,7 +66,7 @@ def compare(old: str, new: str, *, old_name: str, new_name: str, summary: str = 
         summary = "unit differs"
     elif not differs:
         summary = "no changes"
-    return UnitDiff(differs=differs, lines=tuple(lines), summary=summary)
+    return UnitDiff(differs=differs, lines=tuple(lines), summary=masking.mask(summary))
 
 
 def colourize(lines: Iterable[str], enabled: bool) -> list[str]:

@@ -18,6 +18,9 @@ from pathlib import Path
 from unitctl.errors import InputError
 
 DEFAULT_MODE = 0o644
+# unitctl's own state (history, unit copies) holds journal excerpts and unit files with secrets: owner only.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 @dataclass(frozen=True)
@@ -131,3 +134,70 @@ def restore(snap: FileSnapshot) -> None:
         remove(snap.path)
         return
     atomic_write(snap.path, snap.data, mode=snap.mode, uid=snap.uid, gid=snap.gid)
+
+
+def private_dir(directory: Path) -> None:
+    """Create ``directory`` (and parents) 0700, or tighten an existing one to 0700 and, as root, root's."""
+    directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # the umask may loosen it: tighten below
+    if os.lstat(directory).st_mode & stat.S_IWOTH:
+        # A shared directory such as /tmp: others can plant files in it, and 0700 would break it for them.
+        raise InputError(
+            f"{directory} is writable by every user: it cannot hold unitctl's private state",
+            hint="give a directory of unitctl's own (e.g. /var/lib/unitctl)",
+        )
+    tighten(directory, PRIVATE_DIR)
+
+
+def tighten(path: Path, mode: int) -> None:
+    """Give ``path`` exactly ``mode`` (never following a symlink) and, when unitctl runs as root, root's ownership."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        _fix(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def open_private(path: Path, flags: int) -> int:
+    """Open ``path`` with ``flags`` as a 0600 file (created so, existing ones tightened); never through a symlink."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        _fix(fd, PRIVATE_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _fix(fd: int, mode: int) -> None:
+    st = os.fstat(fd)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.fchmod(fd, mode)
+    if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (0, 0):
+        os.fchown(fd, 0, 0)
+
+
+def read_capped(path: str | Path, limit: int) -> bytes | None:
+    """Return the first ``limit`` bytes of the regular file ``path``; None when missing or not a regular file.
+
+    Opened non-blocking and checked with fstat, so a FIFO or device named in a unit cannot hang unitctl.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

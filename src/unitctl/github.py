@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from unitctl.history import mask_secrets
+from unitctl.masking import mask as mask_secrets
 
 JOURNAL_LINES = 20
 MESSAGE_LIMIT = 4000  # GitHub shows at most a few KB of an annotation; keep the end with the cause

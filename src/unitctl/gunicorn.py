@@ -909,24 +909,95 @@ def unit_environment(unit: UnitFile | MergedUnit) -> tuple[dict[str, tuple[str, 
     return env, files
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_FILE_LIMIT = 1 << 20  # bytes of an EnvironmentFile= or config file read; systemd's own files are far smaller
+
+
 def parse_env_file(text: str) -> dict[str, str]:
-    """Read KEY=VALUE lines of an EnvironmentFile= (comments, quotes, export-less shell-like syntax)."""
+    r"""Read an EnvironmentFile= as systemd does (env-file.c): KEY=VALUE lines, quotes, escapes, comments.
+
+    Leading blanks and lines starting with '#' or ';' are skipped; a value may be single-quoted (literal),
+    double-quoted (backslash escapes only \\ \" \` \$ and the newline) or bare (a backslash escapes the
+    next character, at the end of a line it continues the value; trailing blanks dropped). A line without
+    '=' or with an invalid name is ignored, as systemd ignores it.
+    """
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or s[0] in "#;":
-            continue
-        name, eq, val = s.partition("=")
-        if not eq:
-            continue
-        name = name.strip()
-        val = val.strip()
-        try:
-            parts = shlex_words(val)
-            val = " ".join(p.value for p in parts) if len(parts) != 1 else parts[0].value
-        except ValueError:
-            pass
-        out[name] = val
+    state = "pre_key"
+    key: list[str] = []
+    value: list[str] = []
+    trailing = 0  # blanks at the end of an unquoted value, dropped when the line ends
+
+    def emit() -> None:
+        name = "".join(key).rstrip()
+        if _ENV_NAME.match(name):
+            out[name] = "".join(value[: len(value) - trailing] if trailing else value)
+
+    for c in text + "\n":
+        if state == "pre_key":
+            if c in "#;":
+                state = "comment"
+            elif c not in " \t\n\r":
+                state, key, value, trailing = "key", [c], [], 0
+        elif state == "key":
+            if c in "\n\r":
+                state = "pre_key"
+            elif c == "=":
+                state = "pre_value"
+            else:
+                key.append(c)
+        elif state == "pre_value":
+            if c in "\n\r":
+                emit()
+                state = "pre_key"
+            elif c == "'":
+                state = "single"
+            elif c == '"':
+                state = "double"
+            elif c == "\\":
+                state = "value_escape"
+            elif c not in " \t":
+                state, trailing = "value", 0
+                value.append(c)
+        elif state == "value":
+            if c in "\n\r":
+                emit()
+                state = "pre_key"
+            elif c == "\\":
+                state, trailing = "value_escape", 0
+            else:
+                value.append(c)
+                trailing = trailing + 1 if c in " \t" else 0
+        elif state == "value_escape":
+            state = "value"
+            if c not in "\n\r":
+                value.append(c)
+        elif state == "single":
+            if c == "'":
+                state = "pre_value"
+            else:
+                value.append(c)
+        elif state == "double":
+            if c == '"':
+                state = "pre_value"
+            elif c == "\\":
+                state = "double_escape"
+            else:
+                value.append(c)
+        elif state == "double_escape":
+            state = "double"
+            if c in '"\\`$':
+                value.append(c)
+            elif c != "\n":
+                value += ["\\", c]
+        elif state == "comment":
+            if c == "\\":
+                state = "comment_escape"
+            elif c in "\n\r":
+                state = "pre_key"
+        else:  # comment_escape
+            state = "comment"
+    if state in ("single", "double", "double_escape"):
+        emit()  # systemd keeps a value whose quote is never closed
     return out
 
 
@@ -1044,10 +1115,14 @@ def effective_settings(
 
 def default_read_file(path: str) -> str | None:
     """Read a text file from disk, None when it does not exist or cannot be read (the edge for effective_settings)."""
+    from unitctl.fsutil import read_capped
+
+    data = read_capped(os.fspath(path), ENV_FILE_LIMIT)
+    if data is None:
+        return None
     try:
-        with open(os.fspath(path), encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError):
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
         return None
 
 

@@ -15,22 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from unitctl import fsutil
+from unitctl import fsutil, masking
 from unitctl.errors import InputError
-from unitctl.masking import is_secret_name
 
 DEFAULT_DIR = Path("/var/lib/unitctl")
 HISTORY_NAME = "history.jsonl"
 Outcome = Literal["ok", "nothing-to-do", "refused", "rolled-back", "rollback-failed", "interrupted", "would-change"]
 GOOD_OUTCOMES = ("ok",)
 
-# In free text (journal lines, messages) only assignments to clearly secret names are masked: a broader rule
-# would hide tracebacks ("KeyError: ..."). Values of the unit's own secret variables are masked by name.
-_INLINE_SECRET = re.compile(
-    r"(?i)\b([A-Z0-9_]*(?:password|passwd|secret|token|api[_-]?key|credential)[A-Z0-9_]*\s*[=:]\s*)(\S+)"
-)
-_URL_PASSWORD = re.compile(r"(\w+://[^/\s:@]+:)([^@\s/]+)(@)")
-MASK = "****"
+MASK = masking.MASK
 
 
 @dataclass(frozen=True)
@@ -67,7 +60,15 @@ class Record:
     pid: int = field(default_factory=os.getpid)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Return the record as unitctl writes it anywhere (history, --json, step summary): free text masked."""
+        data = asdict(self)
+        for key in ("reason", "output", "ready_url"):
+            if data[key]:
+                data[key] = masking.mask(data[key])
+        data["journal"] = masking.mask_all(data["journal"])
+        for phase in data["phases"]:
+            phase["detail"] = masking.mask(phase["detail"])
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
@@ -78,23 +79,18 @@ class Record:
 
 
 def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Mask values of secret-looking variables (and the literal values of secret ``env`` entries) in ``text``."""
-    if env:
-        for key, value in env.items():
-            if value and len(value) >= 4 and is_secret_name(key):
-                text = text.replace(value, MASK)
-    text = _INLINE_SECRET.sub(lambda m: m.group(1) + MASK, text)
-    return _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    """Mask secrets in free ``text``: ``env``'s values and everything ``masking.mask`` hides."""
+    return masking.mask(text, env)
 
 
 def mask_env(env: Mapping[str, str]) -> dict[str, str]:
     """Return ``env`` with the values of secret-looking names masked."""
-    return {k: (MASK if is_secret_name(k) else v) for k, v in env.items()}
+    return masking.mask_env(env)
 
 
 def _ensure_dir(directory: Path) -> None:
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fsutil.private_dir(directory)
     except OSError as exc:
         raise InputError(
             f"cannot create the history directory {directory}: {exc.strerror}",
@@ -103,12 +99,12 @@ def _ensure_dir(directory: Path) -> None:
 
 
 def append(directory: Path, record: Record) -> None:
-    """Append ``record`` as one JSON line and fsync it."""
+    """Append ``record`` as one JSON line and fsync it (the file private to its owner: journal excerpts)."""
     _ensure_dir(directory)
     path = directory / HISTORY_NAME
     created = not path.exists()
     line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = fsutil.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line.encode())
         os.fsync(fd)
@@ -167,7 +163,9 @@ def store_unit(directory: Path, data: bytes) -> str:
     _ensure_dir(units)
     target = units / digest
     if not target.exists():
-        fsutil.atomic_write(target, data, mode=0o600)
+        fsutil.atomic_write(target, data, mode=fsutil.PRIVATE_FILE)
+    else:
+        fsutil.tighten(target, fsutil.PRIVATE_FILE)  # a copy kept by an older unitctl may be 0644
     return digest
 
 

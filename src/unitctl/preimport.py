@@ -12,16 +12,18 @@ sees what the service will see. Two forms:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unitctl import masking
 from unitctl.errors import InputError, NotGunicornError, UsageError
 from unitctl.systemd.base import TransientSpec
 
 if TYPE_CHECKING:
     from unitctl.gunicorn import Invocation
-    from unitctl.unitfile import UnitFile
+    from unitctl.unitfile import MergedUnit, UnitFile
 
 PRE_IMPORT_TIMEOUT = 120.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -46,7 +48,10 @@ class ServiceView:
     user: str | None = None
     group: str | None = None
     cwd: str | None = None
+    # Every value the unit hands the service, by name: Environment=, the EnvironmentFile= contents (read as
+    # systemd does), Gunicorn's -e NAME=VALUE, and credentials as "$CREDENTIALS_DIRECTORY/ID". What masking hides.
     env: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # Environment= only: systemd reads the files itself
     env_files: tuple[tuple[str, bool], ...] = ()
     preload: bool = False
     python: str = "python3"  # the interpreter the service's Gunicorn runs on
@@ -81,7 +86,9 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     from unitctl.unitfile import UnitFile, merged
 
     main = UnitFile.parse(text, path=unit)
-    view = merged(main, _dropins(unit, unit_dir))
+    dropins = _dropins(unit, unit_dir)
+    view = merged(main, dropins)
+    _remember_installed(text, unit=unit, unit_dir=unit_dir, dropins=dropins)
 
     def last(key: str) -> str | None:
         # An empty assignment resets a single-value key to its default.
@@ -100,19 +107,85 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
     # A preload setting computed by a config file is unknown: assume preload (a restart is always right).
     preload = settings.preload.value is None or bool(settings.preload.value)
     variables, files = gunicorn.unit_environment(view)
-    env = {name: value for name, (value, _, _) in variables.items()}
+    environment = {name: value for name, (value, _, _) in variables.items()}
     env_files = tuple((f[1:], True) if f.startswith("-") else (f, False) for f in files)
+    env = _service_env(view, settings.environment, inv)
+    masking.remember(env)
     return ServiceView(
         gunicorn_argv=tuple(check_config_argv(inv)),
         user=last("User"),
         group=last("Group"),
         cwd=last("WorkingDirectory"),
         env=env,
+        environment=environment,
         env_files=env_files,
         preload=preload,
         python=_python_of(inv),
         expand_variables=not found.command.no_env_expand,
     )
+
+
+def _service_env(view: MergedUnit, environment: Mapping[str, str], inv: Invocation) -> dict[str, str]:
+    """Return every value the unit hands the service (see ServiceView.env)."""
+    return {**environment, **_gunicorn_env(inv), **_credentials(view)}
+
+
+def _remember_installed(text: str, *, unit: str, unit_dir: Path, dropins: list[UnitFile]) -> None:
+    """Learn the installed unit's values too: its release's journal is shown when a deploy rolls back to it."""
+    from unitctl import gunicorn
+    from unitctl.errors import UnitctlError
+    from unitctl.unitfile import UnitFile, merged
+
+    try:
+        installed = (unit_dir / unit).read_text(encoding="utf-8", errors="replace")
+    except (OSError, ValueError):
+        return
+    if installed == text:
+        return
+    try:
+        view = merged(UnitFile.parse(installed, path=unit), dropins)
+        found = gunicorn.find_gunicorn(view)
+        settings = gunicorn.effective_settings(
+            view, read_file=gunicorn.default_read_file, invocation=(found.entry, found.invocation)
+        )
+    except UnitctlError:
+        return  # not (or no longer) a Gunicorn unit: nothing of it runs during this deploy's rollback guard
+    masking.remember(_service_env(view, settings.environment, found.invocation))
+
+
+def _gunicorn_env(inv: Invocation) -> dict[str, str]:
+    """Return the variables Gunicorn's ``-e NAME=VALUE`` / ``--env`` arguments give the workers."""
+    out: dict[str, str] = {}
+    raw = inv.args.values.get("raw_env") or []
+    for item in raw if isinstance(raw, list | tuple) else [raw]:
+        name, sep, value = str(item).partition("=")
+        if sep:
+            out[name] = value
+    return out
+
+
+CREDENTIAL_LIMIT = 64 << 10  # bytes of a LoadCredential= file read to learn its value
+
+
+def _credentials(view: MergedUnit) -> dict[str, str]:
+    """Return the unit's credentials by ``$CREDENTIALS_DIRECTORY/ID``: SetCredential= values, LoadCredential= files.
+
+    Only absolute paths to regular files are read (capped); a directory, socket or search-path ID is left alone.
+    """
+    from unitctl.fsutil import read_capped
+
+    out: dict[str, str] = {}
+    for value in view.values("Service", "SetCredential"):
+        ident, sep, data = value.partition(":")
+        if sep:
+            out[f"$CREDENTIALS_DIRECTORY/{ident}"] = data
+    for value in view.values("Service", "LoadCredential"):
+        ident, sep, path = value.partition(":")
+        if sep and path.startswith("/"):
+            content = read_capped(path, CREDENTIAL_LIMIT)
+            if content is not None:
+                out[f"$CREDENTIALS_DIRECTORY/{ident}"] = content.decode("utf-8", "replace").strip()
+    return out
 
 
 def check_config_argv(inv: Invocation) -> list[str]:
@@ -164,7 +237,7 @@ def check_spec(text: str, *, unit: str, unit_dir: Path, pre_import: str | None) 
         user=view.user,
         group=view.group,
         cwd=view.cwd,
-        env=view.env,
+        env=view.environment,
         env_files=view.env_files,
         timeout=PRE_IMPORT_TIMEOUT,
         expand_variables=expand,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from unitctl import masking
 from unitctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 
 EXCERPT_CHARS = 200
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-# Header-like secrets that an error page might echo back; masked in excerpts.
-_SECRETS = re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key|authorization)\s*[=:]\s*)(\S+)")
 
 
 @dataclass(frozen=True)
@@ -93,10 +92,10 @@ def parse_target(spec: str) -> Target:
 def sanitize_excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
     """Return a short single-line excerpt of ``body`` with control characters and secret values masked."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = _CONTROL.sub(" ", text[: limit * 2]).replace("\n", " ").replace("\t", " ")
-    text = " ".join(text.split())
-    text = _SECRETS.sub(lambda m: m.group(1) + "****", text)
-    return text[:limit]
+    # Masked before it is cut: a secret cut in half would no longer be recognised.
+    text = masking.mask(text[: limit * 8])
+    text = _CONTROL.sub(" ", text).replace("\n", " ").replace("\t", " ")
+    return " ".join(text.split())[:limit]
 
 
 class Probe:

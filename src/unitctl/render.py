@@ -83,20 +83,21 @@ def render(
     cpu_count: int | None,
     service_template: str,
     socket_template: str,
+    service_template_path: Path | None = None,
 ) -> Rendered:
-    """Validate ``options`` and render the service (and socket) unit texts."""
-    import jinja2
+    """Validate ``options`` and render the service (and socket) unit texts in Jinja2's sandbox.
 
+    ``service_template_path``: where a user's template came from; it names the template in errors and its
+    folder is the only place ``{% include %}`` reads from. Built-in templates include nothing.
+    """
     context, warnings = build_context(options, cpu_count=cpu_count)
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # the output is a unit file, not HTML
-    )
-    service = _render_one(env, service_template, context, "service")
-    socket = _render_one(env, socket_template, context, "socket") if options.socket else None
+    service = _render_one(
+        service_template, context, label=str(service_template_path or f"built-in {SERVICE_TEMPLATE}"),
+        folder=service_template_path.parent if service_template_path else None,
+    )  # fmt: skip
+    socket = None
+    if options.socket:
+        socket = _render_one(socket_template, context, label=f"built-in {SOCKET_TEMPLATE}", folder=None)
     return Rendered(
         service_name=context["service_unit"],
         service=service,
@@ -106,22 +107,106 @@ def render(
     )
 
 
-def _render_one(env: Any, source: str, context: Mapping[str, Any], what: str) -> str:
-    import jinja2
+# A template is code someone else wrote, run by root: Jinja2's sandbox refuses attribute tricks
+# (cycler.__init__.__globals__.os), the immutable variant refuses changing the context, and these caps
+# refuse arithmetic that would eat the machine's memory ('x' * 10**12, 10**10**10).
+MAX_REPEAT = 1 << 20
+MAX_EXPONENT = 1024
+_TEMPLATE_HINT = "fix the template; it gets only the values listed in 'unitctl render --help'"
 
+
+def _sandbox(folder: Path | None) -> Any:
+    """Return the sandboxed Jinja2 environment templates run in; includes come from ``folder`` only."""
+    import jinja2
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and abs(right) > MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is above the limit of {MAX_EXPONENT}")
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:
+                        raise SecurityError(f"repeating a sequence to {len(seq) * n} items is above {MAX_REPEAT}")
+            return super().call_binop(context, operator, left, right)
+
+    class FolderLoader(jinja2.BaseLoader):
+        """Load ``{% include %}`` targets from the template's own folder, never outside it (symlinks resolved)."""
+
+        def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+            if folder is None:
+                raise jinja2.TemplateNotFound(template, f"{template!r}: built-in templates include nothing")
+            base = folder.resolve()
+            path = (base / template).resolve()
+            if not path.is_relative_to(base):
+                raise jinja2.TemplateNotFound(template, f"{template!r} is outside the template's folder {base}")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise jinja2.TemplateNotFound(template, f"{template!r} in {base}: {why}") from None
+            return text, str(path), lambda: False
+
+    return Sandbox(
+        loader=FolderLoader(),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # the output is a unit file, not HTML
+    )
+
+
+def _render_one(source: str, context: Mapping[str, Any], *, label: str, folder: Path | None) -> str:
+    """Render one template; any error, the sandbox's included, is one InputError naming the template FILE:LINE."""
+    import jinja2
+    from jinja2.exceptions import SecurityError
+
+    env = _sandbox(folder)
     try:
         text: str = env.from_string(source).render(**context)
     except jinja2.TemplateSyntaxError as exc:
+        where = _where(label, exc.filename, exc.lineno)
+        raise InputError(f"{where}: template syntax error: {exc.message}", hint="fix the template") from None
+    except SecurityError as exc:
+        refused = str(exc).rstrip(".")
         raise InputError(
-            f"the {what} template has a syntax error at line {exc.lineno}: {exc.message}",
-            hint="fix the template",
-        ) from exc
+            f"{_where_tb(label, exc)}: the template tried something the sandbox refuses: {refused}", hint=_TEMPLATE_HINT
+        ) from None
     except jinja2.UndefinedError as exc:
+        raise InputError(f"{_where_tb(label, exc)}: unknown variable: {exc.message}", hint=_TEMPLATE_HINT) from None
+    except jinja2.TemplateNotFound as exc:
         raise InputError(
-            f"the {what} template uses an unknown variable: {exc.message}",
-            hint="see 'unitctl render --help' for the variables a template gets",
-        ) from exc
+            f"{_where_tb(label, exc)}: cannot include: {exc.message}",
+            hint="include only files in the template's own folder, by a relative name",
+        ) from None
+    except Exception as exc:  # the template's own code failed (1/0, a bad filter argument, ...)
+        raise InputError(
+            f"{_where_tb(label, exc)}: template error: {type(exc).__name__}: {exc}", hint="fix the template"
+        ) from None
     return text if text.endswith("\n") else text + "\n"
+
+
+def _where(label: str, filename: str | None, lineno: int | None) -> str:
+    """Return FILE:LINE for an error in the main template (no filename) or an included one."""
+    name = filename if filename and filename != "<template>" else label
+    return f"{name}:{lineno}" if lineno else name
+
+
+def _where_tb(label: str, exc: BaseException) -> str:
+    """Return FILE:LINE of the innermost template frame in ``exc``'s traceback (Jinja2 maps frames to lines)."""
+    import traceback
+
+    found: tuple[str, int | None] | None = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if not frame.filename.endswith(".py"):  # "<template>" or an included template's path
+            found = (frame.filename, frame.lineno)
+    if found is None:
+        return label
+    return _where(label, found[0], found[1])
 
 
 def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dict[str, Any], list[str]]:
@@ -505,4 +590,5 @@ def render_from_flags(
         cpu_count=cpu_count,
         service_template=service_template,
         socket_template=load_template(SOCKET_TEMPLATE),
+        service_template_path=Path(template) if template else None,
     )

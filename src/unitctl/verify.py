@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unitctl import masking
 from unitctl.errors import InputError, UsageError, VerificationError
 
 # systemd-analyze lines that report a setting it skipped: the unit still loads.
@@ -60,7 +61,32 @@ def verify_unit(path: Path, *, name: str | None = None) -> VerifyReport:
     found = _Findings()
     _run_analyze(path, unit_name, found)
     _own_checks(text, found)
-    return VerifyReport(path=path, errors=tuple(found.errors), warnings=tuple(found.warnings))
+    # systemd-analyze and Gunicorn's parser quote the lines they reject: secrets of the unit included.
+    env = _unit_values(text)
+    return VerifyReport(
+        path=path,
+        errors=tuple(masking.mask(e, env) for e in found.errors),
+        warnings=tuple(masking.mask(w, env) for w in found.warnings),
+    )
+
+
+def _unit_values(text: str) -> dict[str, str]:
+    """Return the values the unit file itself gives its service: Environment= and SetCredential= (by name)."""
+    from unitctl.errors import UnitctlError
+    from unitctl.gunicorn import unit_environment
+    from unitctl.unitfile import UnitFile
+
+    try:
+        unit = UnitFile.parse(text)
+        variables, _ = unit_environment(unit)
+    except UnitctlError:
+        return {}
+    values = {name: value for name, (value, _, _) in variables.items()}
+    for item in unit.values("Service", "SetCredential"):
+        ident, sep, data = item.partition(":")
+        if sep:
+            values[f"$CREDENTIALS_DIRECTORY/{ident}"] = data
+    return values
 
 
 def check(path: Path, *, name: str | None = None) -> VerifyReport:

@@ -255,3 +255,38 @@ def test_execstart_quoting_reaches_gunicorn_literally(box: sandbox_mod.Sandbox, 
     box.systemctl("daemon-reload", check=True)
     _start(box, f"{name}.service")
     assert _fetch(box, "http://127.0.0.1:8214/") == {"args": args}
+
+
+def test_a_template_cannot_run_code_as_root(box: sandbox_mod.Sandbox, venv_bin: Path) -> None:
+    """The issue's template, rendered by root in the sandbox: refused in one line, exit 3, nothing ran."""
+    folder = "/srv/evil-template"
+    marker = f"{folder}/pwned"
+    box.run(["mkdir", "-p", folder], check=True)
+    box.run(["rm", "-f", marker], check=True)
+    attack = f"{{{{ cycler.__init__.__globals__.os.popen('id > {marker}').read() }}}}"
+    box.write_file(f"{folder}/unit.j2", f"[Service]\nExecStart={{{{ exec_start }}}}\n# {attack}\n")
+    res = box.run(
+        ["env", "-C", "/srv", str(venv_bin / "unitctl"), "render", "--name", "evil", "--app", "app:app",
+         "--template", f"{folder}/unit.j2"]
+    )  # fmt: skip
+    assert box.run(["id", "-u"], check=True).stdout.strip() == "0"  # it ran as root
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"unitctl: error: {folder}/unit.j2:3: "), res.stderr
+    assert "sandbox refuses" in lines[0] and "Traceback" not in res.stderr
+    assert not box.run(["test", "-e", marker]).ok
+    # An include next to the template works; one outside its folder is refused in one line.
+    box.write_file(f"{folder}/part.j2", "User={{ user }}\n")
+    box.write_file(f"{folder}/ok.j2", "[Service]\n{% include 'part.j2' %}ExecStart={{ exec_start }}\n")
+    ok = box.run(
+        [str(venv_bin / "unitctl"), "render", "--name", "fine", "--app", "app:app", "--user", "web",
+         "--workers", "2", "--template", f"{folder}/ok.j2"]
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("[Service]\nUser=web\nExecStart=gunicorn --workers 2 ")
+    box.write_file(f"{folder}/out.j2", "{% include '../../etc/shadow' %}\n")
+    unitctl = str(venv_bin / "unitctl")
+    out = box.run([unitctl, "render", "--name", "x", "--app", "a:b", "--template", f"{folder}/out.j2"])
+    assert out.returncode == 3 and out.stdout == ""
+    assert out.stderr.startswith(f"unitctl: error: {folder}/out.j2:1: cannot include: ") and "root:" not in out.stderr

@@ -231,7 +231,7 @@ def test_diff_differs_exit_1_with_masked_secrets(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "-User=shop\n+User=web\n" in result.stdout
     assert "s3cr3t" not in result.output and "rotated" not in result.output
-    assert " Environment=API_TOKEN=***\n" in result.stdout
+    assert " Environment=API_TOKEN=****\n" in result.stdout
     assert result.stdout.endswith("User shop → web, Environment API_TOKEN changed\n")
     assert "\x1b[" not in result.stdout  # not a terminal: no colour
 

@@ -27,11 +27,11 @@ def test_mask_replaces_secret_values_only() -> None:
     masked = diff.mask_secrets(UNIT)
     for secret in ("hunter2", "abc123", "zzz", "ghp_x", "s3cret"):
         assert secret not in masked.replace("kept-in-comment-lines", "")
-    assert 'Environment="DB_PASSWORD=***" PLAIN=visible' in masked
-    assert "Environment=API_KEY=***" in masked
-    assert "Environment='aws_secret_access_key=***' \\\n" in masked
-    assert "  GITHUB_TOKEN=*** OTHER=fine" in masked
-    assert "postgres://app:***@db/app" in masked
+    assert 'Environment="DB_PASSWORD=****" PLAIN=visible' in masked
+    assert "Environment=API_KEY=****" in masked
+    assert "Environment='aws_secret_access_key=****' \\\n" in masked
+    assert "  GITHUB_TOKEN=**** OTHER=fine" in masked
+    assert "postgres://app:****@db/app" in masked
     assert masked.endswith("ExecStart=/usr/bin/gunicorn --workers 3 app:app\n")
 
 
@@ -141,7 +141,7 @@ def test_changed_user_shows_lines_drop_ins_and_summary(tmp_path: Path) -> None:
         "--- /etc/systemd/system/shop.service (installed)\n+++ /etc/systemd/system/shop.service (desired)\n"
     )
     assert "-User=shop\n+User=web\n" in text
-    assert "hunter2" not in text and "DB_PASSWORD=***" in text
+    assert "hunter2" not in text and "DB_PASSWORD=****" in text
     assert result.summary == "User shop → web"
 
 

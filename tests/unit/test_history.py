@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from unitctl import history
+from unitctl.errors import InputError
 from unitctl.history import Phase, Record
 
 
@@ -81,3 +83,53 @@ def test_history_masks_every_name_diff_masks(name: str) -> None:
 def test_tracebacks_stay_readable() -> None:
     line = "KeyError: 'DATABASE_URL'"
     assert history.mask_secrets(line) == line
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_history_and_unit_copies_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    hist = tmp_path / "hist"
+    old = os.umask(0)
+    try:
+        history.append(hist, rec("ok", "a"))
+        digest = history.store_unit(hist, b"[Unit]\n")
+    finally:
+        os.umask(old)
+    assert _mode(hist) == 0o700 and _mode(hist / "history.jsonl") == 0o600
+    assert _mode(hist / "units") == 0o700 and _mode(hist / "units" / digest) == 0o600
+
+
+def test_existing_loose_history_is_tightened_on_the_next_write(tmp_path: Path) -> None:
+    hist = tmp_path / "hist"
+    (hist / "units").mkdir(parents=True)
+    (hist / "history.jsonl").write_text("")
+    digest = history.store_unit(hist, b"[Unit]\n")
+    for path, mode in ((hist, 0o755), (hist / "units", 0o755), (hist / "history.jsonl", 0o644)):
+        path.chmod(mode)
+    (hist / "units" / digest).chmod(0o644)
+    history.append(hist, rec("ok", "a"))
+    history.store_unit(hist, b"[Unit]\n")
+    assert _mode(hist) == 0o700 and _mode(hist / "history.jsonl") == 0o600
+    assert _mode(hist / "units") == 0o700 and _mode(hist / "units" / digest) == 0o600
+
+
+def test_a_symlinked_history_file_is_never_written_through(tmp_path: Path) -> None:
+    hist = tmp_path / "hist"
+    hist.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (hist / "history.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        history.append(hist, rec("ok", "a"))
+    assert victim.read_text() == "untouched\n"
+
+
+def test_a_world_writable_history_dir_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(InputError, match="writable by every user"):
+        history.append(shared, rec("ok", "a"))
+    assert _mode(shared) == 0o777 and not (shared / "history.jsonl").exists()

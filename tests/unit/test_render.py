@@ -182,7 +182,7 @@ def test_user_template_gets_the_context(tmp_path: Path) -> None:
 def test_user_template_errors_are_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown variable"):
         r.render(options(), cpu_count=2, service_template="{{ nope }}", socket_template="")
-    with pytest.raises(InputError, match="syntax error at line 2"):
+    with pytest.raises(InputError, match=r"^built-in gunicorn.service.j2:2: template syntax error"):
         r.render(options(), cpu_count=2, service_template="ok\n{% if %}", socket_template="")
     with pytest.raises(InputError, match="no such template"):
         r.read_user_template(tmp_path / "missing.j2")
@@ -231,3 +231,70 @@ def test_every_golden_case_passes_systemd_analyze_verify(case: str, tmp_path: Pa
     # advice render itself gives (no --working-dir in the minimal case) may appear.
     allowed = ("does not exist on this host", "no WorkingDirectory=")
     assert all(any(a in w for a in allowed) for w in report.warnings), report.warnings
+
+
+def _render_file(tpl: Path, text: str) -> str:
+    tpl.write_text(text)
+    return r.render(
+        options(), cpu_count=2, service_template=text, socket_template="", service_template_path=tpl
+    ).service
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ joiner.__init__.__globals__['os'].system('touch /tmp/pwned') }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ app.__class__ }}",
+        "{{ '{0.__class__}'.format(app) }}",
+        "{{ binds.append('0.0.0.0:80') }}",
+        "{{ 'x' * 10**9 }}",
+    ],
+)
+def test_templates_run_in_the_sandbox(tmp_path: Path, attack: str) -> None:
+    tpl = tmp_path / "evil.j2"
+    with pytest.raises(InputError) as info:
+        _render_file(tpl, f"[Service]\n# line 2\n{attack}\n")
+    assert info.value.exit_code == 3
+    line = str(info.value)
+    assert line.startswith(f"{tpl}:3: the template tried something the sandbox refuses: "), line
+    assert "\n" not in line
+
+
+def test_a_template_error_names_the_file_and_line(tmp_path: Path) -> None:
+    tpl = tmp_path / "mine.j2"
+    with pytest.raises(InputError, match=rf"^{tpl}:2: template error: ZeroDivisionError"):
+        _render_file(tpl, "ok\n{{ workers / 0 }}\n")
+    with pytest.raises(InputError, match=rf"^{tpl}:3: unknown variable: 'nope' is undefined"):
+        _render_file(tpl, "a\nb\n{{ nope }}\n")
+
+
+def test_include_works_relative_to_the_templates_folder(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "exec.j2").write_text("ExecStart={{ exec_start }}\n")
+    text = _render_file(tmp_path / "mine.j2", "[Service]\n{% include 'parts/exec.j2' %}User={{ user }}\n")
+    assert text == "[Service]\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 app:app\nUser=app\n"
+
+
+def test_an_included_templates_error_names_that_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.j2").write_text("fine\n{{ 1 / 0 }}\n")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'bad.j2'}:2: template error: ZeroDivisionError"):
+        _render_file(tmp_path / "mine.j2", "{% include 'bad.j2' %}")
+
+
+@pytest.mark.parametrize("target", ["../secret.txt", "/etc/passwd", "link.j2", "missing.j2"])
+def test_include_outside_the_folder_is_refused_in_one_line(tmp_path: Path, target: str) -> None:
+    folder = tmp_path / "tpl"
+    folder.mkdir()
+    (tmp_path / "secret.txt").write_text("TOP-SECRET")
+    (folder / "link.j2").symlink_to(tmp_path / "secret.txt")
+    tpl = folder / "mine.j2"
+    with pytest.raises(InputError, match=rf"^{tpl}:2: cannot include: '{target}'") as info:
+        _render_file(tpl, f"x\n{{% include '{target}' %}}\n")
+    assert "TOP-SECRET" not in str(info.value) and info.value.exit_code == 3
+
+
+def test_built_in_templates_include_nothing() -> None:
+    with pytest.raises(InputError, match="built-in templates include nothing"):
+        r.render(options(), cpu_count=2, service_template="{% include 'x' %}", socket_template="")
