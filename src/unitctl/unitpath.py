@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from unitctl import fsutil
 from unitctl.errors import UnitPathError
 from unitctl.systemd.base import UnitState, validate_unit_name
 
@@ -327,6 +328,15 @@ def look_under(root: Path = Path("/")) -> Look:
         return PathInfo(path, "link", real=real, real_kind=real_kind, links=tuple(links))
 
     return look
+
+
+def loaded_bytes(target: WriteTarget, *, root: Path = Path("/")) -> bytes | None:
+    """Return the unit file systemd runs now (None for a new unit): what a candidate is compared with."""
+    # A vendor copy does not exist yet: the vendor file it will shadow is what runs.
+    source = str(target.path) if target.exists else target.loaded_from
+    if not source:
+        return None
+    return fsutil.read_unit_bytes(root / source.lstrip("/"), hint="check its permissions")
 
 
 def resolve(

@@ -23,7 +23,7 @@ from unitctl import fsutil
 from unitctl.errors import ExitCode
 from unitctl.sandbox import Sandbox
 from unitctl.systemd.base import UnitState
-from unitctl.unitpath import UndoPlan, WriteTarget, undo_plan
+from unitctl.unitpath import UndoPlan, WriteTarget, loaded_bytes, undo_plan
 
 pytestmark = pytest.mark.systemd
 
@@ -196,6 +196,8 @@ def test_vendor_unit_gets_an_etc_copy_and_the_undo_brings_the_vendor_unit_back_r
     )
     assert target["loaded_from"] == before["FragmentPath"]
     assert target["dropin_paths"] == before["DropInPaths"].split()
+    # What the candidate is compared with: the vendor file systemd runs, not the absent copy.
+    assert loaded_bytes(deploy_target(out), root=box.root) == vendor_text.encode()
     plan = undo_plan(deploy_target(out), state_of(out))
     assert plan == UndoPlan(stop_first=False, undo="remove", then="restart")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unitctl.errors import ExitCode, UnitPathError
+from unitctl.errors import ExitCode, InputError, UnitPathError
 from unitctl.systemd.base import UnitState
 from unitctl.unitpath import (
     PathInfo,
@@ -17,6 +17,7 @@ from unitctl.unitpath import (
     decide,
     first_deploy,
     follow,
+    loaded_bytes,
     look_under,
     resolve,
     undo_plan,
@@ -558,3 +559,19 @@ def test_look_under_reports_files_links_and_others(tmp_path: Path) -> None:
     assert look(f"{ETC}/app.service") == PathInfo(
         f"{ETC}/app.service", "link", "/etc/systemd/units/app.service", "file", (f"{ETC}/app.service",)
     )
+
+
+def test_loaded_bytes_are_what_systemd_runs_now(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "usr/lib/systemd/system").mkdir(parents=True)
+    (root / "usr/lib/systemd/system/vend.service").write_bytes(b"[Service]\nExecStart=/bin/vendor\n")
+    os.symlink("/etc/systemd/units/app.service", root / "etc/systemd/system/app.service")
+    vendor = resolve("vend.service", st("vend.service", fragment="/usr/lib/systemd/system/vend.service"), root=root)
+    assert loaded_bytes(vendor, root=root) == b"[Service]\nExecStart=/bin/vendor\n"
+    linked = resolve("app.service", st("app.service", fragment=f"{ETC}/app.service"), root=root)
+    assert loaded_bytes(linked, root=root) == b"[Service]\n"
+    new = resolve("new.service", st("new.service", **NOT_FOUND), root=root)
+    assert loaded_bytes(new, root=root) is None
+    (root / "usr/lib/systemd/system/vend.service").unlink()
+    with pytest.raises(InputError, match="vend.service: no such file"):
+        loaded_bytes(vendor, root=root)
