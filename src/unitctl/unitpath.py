@@ -184,7 +184,7 @@ def decide(
         )
 
     if info.kind == "link":
-        real = _through_link(name, info, roots)
+        real = _through_link(info, roots)
         if fragment not in (own, info.real):
             raise UnitPathError(
                 f"{own} is a symlink to {info.real}, but systemd reads {name} from {fragment}",
@@ -229,8 +229,9 @@ def _new_unit(name: str, state: UnitState, unit_dir: str, look: Look) -> WriteTa
     own = posixpath.join(unit_dir, name)
     info = look(own)
     if info.kind == "link":
+        why = f" ({_link_end(info)})" if info.real_kind != "file" else ""
         raise UnitPathError(
-            f"{own} is a symlink to {info.real or 'nowhere'} that systemd does not load ({_link_end(info)})",
+            f"{own} is a symlink to {info.real or 'nowhere'} that systemd does not load{why}",
             hint="replace it with the unit file itself, then deploy again",
         )
     if info.kind == "other":
@@ -248,12 +249,10 @@ def _new_unit(name: str, state: UnitState, unit_dir: str, look: Look) -> WriteTa
 
 
 def _link_end(info: PathInfo) -> str:
-    return {"absent": "it leads nowhere", "loop": "a symlink loop", "other": "not a regular file"}.get(
-        info.real_kind, "systemd ignores links into unit subdirectories"
-    )
+    return {"absent": "it leads nowhere", "loop": "a symlink loop"}.get(info.real_kind, "not a regular file")
 
 
-def _through_link(name: str, info: PathInfo, roots: Sequence[str]) -> str:
+def _through_link(info: PathInfo, roots: Sequence[str]) -> str:
     """Return the file at the end of the link ``info``, or refuse a link unitctl must not write through."""
     if info.real_kind != "file":
         raise UnitPathError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import posixpath
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -348,3 +349,22 @@ def test_a_running_unit_whose_file_is_gone_is_refused(deploy: Deploy, box: Sandb
         assert f"{unit} is active/running but has no unit file" in out["error"]
     finally:
         box.systemctl("stop", unit, timeout=60)
+
+
+@pytest.mark.parametrize("where", [f"{ETC}/sub-{{stem}}/{{unit}}", "/srv/{stem}/missing/{unit}"])
+def test_a_link_systemd_does_not_load_is_refused(deploy: Deploy, box: Sandbox, placed: Placed, where: str) -> None:
+    """systemd ignores a link into a subdirectory of the unit directory, and a dangling one: neither is a unit."""
+    stem = name("deadlink")
+    unit = f"{stem}.service"
+    real = where.format(stem=stem, unit=unit)
+    if "missing" not in real:
+        placed.file(real, sleeper(1008))
+        placed.paths.insert(0, posixpath.dirname(real))  # removed after the file
+    box.host_path(f"{ETC}/{unit}").symlink_to(real)
+    box.systemctl("daemon-reload", check=True)
+
+    out = deploy.resolve(unit)
+    assert (out["state"]["load_state"], out["state"]["fragment_path"]) == ("not-found", ""), out
+    assert out["exit_code"] == ExitCode.REFUSED
+    assert out["error"].startswith(f"{ETC}/{unit} is a symlink to {real} that systemd does not load")
+    assert os.readlink(box.host_path(f"{ETC}/{unit}")) == real

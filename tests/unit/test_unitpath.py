@@ -238,7 +238,7 @@ REFUSALS = [
         "app.service",
         st("app.service", **NOT_FOUND),
         {f"{ETC}/app.service": link(f"{ETC}/app.service", f"{ETC}/real/app.service")},
-        r"symlink to /etc/systemd/system/real/app\.service that systemd does not load",
+        r"symlink to /etc/systemd/system/real/app\.service that systemd does not load; replace it",
     ),
     (
         "a link loop",
