@@ -12,6 +12,7 @@
     │   ├── LockHeldError              another apply of the same unit is running
     │   ├── GitStateError              dirty or shallow tree, unknown revision
     │   ├── ReadyUrlError              the readiness URL does not answer (or redirects) while the service runs
+    │   ├── UnitPathError              the unit's file cannot be written where systemd reads it (template, link, ...)
     │   └── SandboxError               the systemd sandbox cannot start here
     ├── SystemdError                3  systemd refused an operation (after the switch, apply rolls back)
     ├── RolledBackError             4  the release failed after the switch; rollback verified healthy
@@ -96,6 +97,10 @@ class GitStateError(RefusedError):
 
 
 class ReadyUrlError(RefusedError):
+    pass
+
+
+class UnitPathError(RefusedError):
     pass
 
 

@@ -139,6 +139,7 @@ def test_state_restart_reload_of_a_gunicorn_unit(remote: Remote, box: Sandbox, v
     assert (st["load_state"], st["active_state"], st["sub_state"]) == ("loaded", "active", "running")
     assert st["main_pid"] > 1 and len(st["invocation_id"]) == 32
     assert st["fragment_path"] == f"/etc/systemd/system/{unit}"
+    assert st["unit_file_state"] == "static"  # no [Install] section
     assert st["main_pid"] == int(box.unit_properties(unit, "MainPID")["MainPID"])
 
     remote("restart", unit)
@@ -207,6 +208,7 @@ def test_restart_of_a_unit_that_fails_at_once_raises_with_the_result(
 def test_missing_unit(remote: Remote) -> None:
     st = remote("state", "no-such-unit-here.service")
     assert st["load_state"] == "not-found" and st["active_state"] == "inactive"
+    assert (st["fragment_path"], st["dropin_paths"], st["unit_file_state"]) == ("", [], "")
     err = remote.error("restart", "no-such-unit-here.service")
     assert "no-such-unit-here.service" in err["message"] and "not found" in err["message"]
 

@@ -161,3 +161,22 @@ def test_dbus_without_pystemd_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> 
         get_backend("dbus")
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/unitctl-test-bus")
     assert get_backend().name == "systemctl"
+
+
+def test_a_restart_keeps_where_systemd_reads_the_unit() -> None:
+    fake = FakeSystemd()
+    vendor = dataclasses.replace(
+        failed_state("app.service"),
+        fragment_path="/usr/lib/systemd/system/app.service",
+        dropin_paths=("/etc/systemd/system/app.service.d/override.conf",),
+        unit_file_state="enabled",
+    )
+    fake.add_unit("app", vendor)
+    fake.restart("app")
+    after = fake.state("app")
+    assert after.is_active
+    assert (after.fragment_path, after.dropin_paths, after.unit_file_state) == (
+        vendor.fragment_path,
+        vendor.dropin_paths,
+        "enabled",
+    )

@@ -115,7 +115,7 @@ def test_parse_show_and_state() -> None:
         "Result=exit-code\nExecMainStatus=3\nInvocationID=0123456789abcdef0123456789abcdef\n"
         "NeedDaemonReload=yes\nFragmentPath=/etc/systemd/system/app.service\n"
         "DropInPaths=/etc/systemd/system/app.service.d/a.conf /run/systemd/system/app.service.d/b.conf\n"
-        "Description=a=b\ngarbage line\n"
+        "UnitFileState=linked\nDescription=a=b\ngarbage line\n"
     )
     props = parse_show(out)
     assert props["Description"] == "a=b" and "garbage line" not in props
@@ -126,8 +126,10 @@ def test_parse_show_and_state() -> None:
         "/etc/systemd/system/app.service.d/a.conf",
         "/run/systemd/system/app.service.d/b.conf",
     )
+    assert state.unit_file_state == "linked" and state.fragment_path == "/etc/systemd/system/app.service"
     odd = state_from_properties("x.service", {"MainPID": "[not set]", "LoadState": "not-found"})
     assert odd.main_pid == 0 and odd.load_state == "not-found" and odd.result == "success"
+    assert (odd.fragment_path, odd.dropin_paths, odd.unit_file_state) == ("", (), "")
 
 
 @pytest.mark.parametrize(

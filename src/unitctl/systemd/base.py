@@ -44,8 +44,9 @@ class UnitState:
     exec_main_status: int = 0
     invocation_id: str = ""
     need_daemon_reload: bool = False
-    fragment_path: str = ""
+    fragment_path: str = ""  # the unit file systemd loaded ('' when it has none: not-found)
     dropin_paths: tuple[str, ...] = ()
+    unit_file_state: str = ""  # enabled, static, linked, alias, masked, generated, transient, bad, ... ('' unknown)
 
     @property
     def is_active(self) -> bool:

@@ -212,6 +212,7 @@ class DbusBackend:
             need_daemon_reload=bool(u.get(b"NeedDaemonReload")),
             fragment_path=_s(u.get(b"FragmentPath")),
             dropin_paths=tuple(_s(p) for p in u.get(b"DropInPaths") or ()),
+            unit_file_state=_s(u.get(b"UnitFileState")),
         )
 
     # -- transient commands ----------------------------------------------------------------------

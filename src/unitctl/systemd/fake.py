@@ -34,6 +34,7 @@ def running_state(name: str, *, main_pid: int = 100, n_restarts: int = 0, invoca
         n_restarts=n_restarts,
         invocation_id=invocation_id or uuid.uuid4().hex,
         fragment_path=f"/etc/systemd/system/{name}",
+        unit_file_state="static",
     )
 
 
@@ -199,8 +200,11 @@ class FakeSystemd:
             self.units[unit] = states[0]
             self._scripted[unit] = deque(states[1:])
             return
+        # A restart changes the process, never where systemd reads the unit from.
+        before = self.units[unit]
         self.units[unit] = dataclasses.replace(
             running_state(unit, main_pid=self._pid(), n_restarts=n_restarts, invocation_id=inv),
-            fragment_path=self.units[unit].fragment_path,
-            dropin_paths=self.units[unit].dropin_paths,
+            fragment_path=before.fragment_path,
+            dropin_paths=before.dropin_paths,
+            unit_file_state=before.unit_file_state,
         )

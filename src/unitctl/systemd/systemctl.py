@@ -33,6 +33,7 @@ STATE_PROPERTIES = (
     "NeedDaemonReload",
     "FragmentPath",
     "DropInPaths",
+    "UnitFileState",
 )
 _ENV = {"SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0", "LC_ALL": "C.UTF-8"}
 
@@ -69,6 +70,7 @@ def state_from_properties(unit: str, props: dict[str, str]) -> UnitState:
         need_daemon_reload=props.get("NeedDaemonReload", "no") == "yes",
         fragment_path=props.get("FragmentPath", ""),
         dropin_paths=tuple(props.get("DropInPaths", "").split()),
+        unit_file_state=props.get("UnitFileState", ""),
     )
 
 
