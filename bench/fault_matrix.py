@@ -45,7 +45,8 @@ def main() -> int:
         for i, (release, step, fault) in enumerate(todo, 1):
             res = run_cell(box, venv_bin, release, step, fault)
             results.append(res)
-            print(f"[{i}/{len(todo)}] {release:<4} {step:<22} {fault:<12} {res.cell()}", file=sys.stderr, flush=True)
+            line = f"[{i}/{len(todo)}] {release:<4} {step:<22} {fault:<12} {res.cell():<16} status: {res.status_cell()}"
+            print(line, file=sys.stderr, flush=True)
     print(table(results))
     broken = [r for r in results if r.problems()]
     reached = sum(r.reached for r in results)

@@ -56,6 +56,14 @@ ROLLBACK_STEPS = (
     "rollback-guard",
 )
 FAULTS = ("kill-9", "sighup", "pipes-closed", "sigterm")
+# What `unitctl status` may call the faulted attempt, by the exit code it ended with (None: killed).
+TRUE_OUTCOMES: dict[int | None, tuple[str, ...]] = {
+    0: ("ok",),
+    3: ("refused", "interrupted"),
+    4: ("rolled-back", "interrupted"),
+    5: ("rollback-failed",),
+    None: ("interrupted",),
+}
 RELEASES = ("good", "bad")
 
 # A bad release imports fine and then never becomes ready (its table is missing): only the guard catches it.
@@ -136,6 +144,13 @@ class CellResult:
                        f"expected {self.expected_final!r} ready")  # fmt: skip
         if self.status_exit not in (0, None):
             out.append(f"unitctl status exited {self.status_exit}")
+        if not self.hung:
+            allowed = TRUE_OUTCOMES.get(self.exit_code, ())
+            if self.fault == "kill-9" and self.step in ("lock", "record"):
+                # Killed before it took the lock (no attempt yet), or after its outcome was recorded.
+                allowed = ("", "ok", "rolled-back", "interrupted")
+            if self.status_outcome not in allowed:
+                out.append(f"unitctl status calls the attempt {self.status_outcome!r}, expected one of {allowed}")
         if self.leftovers:
             out.append(f"transient units left behind: {', '.join(self.leftovers)}")
         if self.tracebacks:
@@ -150,6 +165,10 @@ class CellResult:
         served = self.served_final.removeprefix("release ") if self.served_final.startswith("release ") else "DOWN"
         mark = "" if not self.problems() else " !"
         return f"{first}→{self.rerun_exit}→{served}{mark}"
+
+    def status_cell(self) -> str:
+        """Return what ``unitctl status`` said of the faulted attempt, for the progress lines."""
+        return self.status_outcome or "(no attempt)"
 
 
 class FaultApp:
