@@ -6,15 +6,86 @@ function body, so that ``unitctl --help`` never pays for jinja2, httpx or pystem
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Sequence
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from unitctl import __version__
 from unitctl.errors import ExitCode, UnitctlError
 
+# Click's exception classes, found through typer's public BadParameter: typer vendors click from 0.22 on.
+_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+# What to do about an OS error on one of unitctl's own files (lock, history, output), by errno.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space and retry",
+    errno.EDQUOT: "free some space (disk quota) and retry",
+    errno.EROFS: "the file system is read-only; pick a writable place (e.g. --history-dir)",
+    errno.EACCES: "check its permissions (run as root, or pick --history-dir)",
+    errno.EPERM: "check its permissions (run as root, or pick --history-dir)",
+}
+
+
+def error_line(exc: BaseException) -> tuple[str, int] | None:
+    """Return the one ``unitctl: error: WHAT; WHAT TO DO`` line and exit code for an error, None if it is a bug."""
+    if isinstance(exc, UnitctlError):
+        return f"unitctl: error: {exc}", int(exc.exit_code)
+    if isinstance(exc, _ClickException):  # usage errors: unknown option, missing argument, bad value...
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "unitctl"
+        message = exc.format_message().strip().rstrip(".")  # type: ignore[attr-defined]
+        return f"unitctl: error: {message}; see '{command} --help'", int(ExitCode.USAGE)
+    if isinstance(exc, OSError):
+        # Nothing in systemd changed: apply turns OS errors inside its transaction into its own outcome.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        name = errno.errorcode.get(exc.errno or 0, "")
+        what = exc.strerror or str(exc)
+        hint = _OS_HINTS.get(exc.errno or 0, "check the file and retry")
+        return f"unitctl: error: {where}{what}{f' ({name})' if name else ''}; {hint}", int(ExitCode.REFUSED)
+    return None
+
+
+class _OneLineErrors(TyperGroup):
+    """Typer's group, with every error (Click's usage errors too) reported as one line on stderr."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name or "unitctl", complete_var, standalone_mode=False, **extra)
+        except typer.Abort:  # Ctrl-C or end of input at a prompt
+            typer.echo("unitctl: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'unitctl': the help, on stderr, exit 2
+                typer.echo(exc.format_message(), err=True)  # type: ignore[attr-defined]
+                sys.exit(int(ExitCode.USAGE))
+            if isinstance(exc, BrokenPipeError):  # 'unitctl history | head': the reader left; say nothing
+                # Point stdout at /dev/null so the flush at exit does not fail on the closed pipe again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(1)
+            line = error_line(exc)
+            if line is None:
+                raise  # a bug: keep the traceback
+            typer.echo(line[0], err=True)
+            sys.exit(line[1])
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="unitctl",
     help=(
         "Render, rewrite and safely deploy systemd units for Gunicorn-served Python apps.\n\n"
@@ -27,6 +98,21 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+def _seconds(param: typer.CallbackParam, value: float | None) -> float | None:
+    from unitctl.config import positive_number_flag
+
+    return positive_number_flag(max(param.opts, key=len), value)
+
+
+# Options that apply and rollback share: readiness timing, checked by the rule unitctl.toml's values obey.
+_ReadyTimeout = Annotated[
+    float | None,
+    typer.Option("--ready-timeout", callback=_seconds, help="Seconds to wait for readiness [default: 60]."),
+]
+_ReadyInterval = Annotated[
+    float | None, typer.Option("--ready-interval", callback=_seconds, help="Seconds between probes [default: 0.5].")
+]
 
 # Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
 _MaxWorkers = Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")]
@@ -409,12 +495,8 @@ def apply(
     ready_url: Annotated[
         str | None, typer.Option("--ready-url", help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH.")
     ] = None,
-    ready_timeout: Annotated[
-        float | None, typer.Option("--ready-timeout", help="Seconds to wait for readiness [default: 60].")
-    ] = None,
-    ready_interval: Annotated[
-        float | None, typer.Option("--ready-interval", help="Seconds between probes [default: 0.5].")
-    ] = None,
+    ready_timeout: _ReadyTimeout = None,
+    ready_interval: _ReadyInterval = None,
     strategy: Annotated[
         str | None,
         typer.Option("--strategy", help="auto | restart | reload (auto: HUP if only code changed) [default: restart]"),
@@ -474,8 +556,8 @@ def rollback(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
     repo: Annotated[str | None, typer.Option("--repo", help="The checkout [default: the one recorded].")] = None,
     ready_url: Annotated[str | None, typer.Option("--ready-url", help="Readiness URL [default: recorded].")] = None,
-    ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="Seconds [default: 60].")] = None,
-    ready_interval: Annotated[float | None, typer.Option("--ready-interval", help="Seconds [default: 0.5].")] = None,
+    ready_timeout: _ReadyTimeout = None,
+    ready_interval: _ReadyInterval = None,
     build_cmd: Annotated[str | None, typer.Option("--build-cmd", help="Run in the checkout after it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
@@ -532,7 +614,7 @@ def status(
 def history(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the records.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="Show the last N attempts (0: all).")] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the last N attempts (0: all).")] = 20,
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
 ) -> None:
     """List the recorded deploys of a unit (oldest first)."""
@@ -546,13 +628,10 @@ def history(
 
 
 def main() -> None:
-    """Run the CLI; translate any UnitctlError that escapes a command into its exit code."""
+    """Run the CLI (every error becomes one line and its exit code in _OneLineErrors.main)."""
     try:
-        app()
-    except UnitctlError as err:  # pragma: no cover - commands call fail() themselves
-        typer.echo(f"unitctl: error: {err}", err=True)
-        sys.exit(int(err.exit_code))
-    except KeyboardInterrupt:
+        app(prog_name="unitctl")
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
         typer.echo("unitctl: interrupted", err=True)
         sys.exit(130)
 

@@ -39,16 +39,72 @@ class FileSnapshot:
         return sha256(self.data) if self.data is not None else None
 
 
-def read_unit_bytes(path: Path, *, hint: str = "check the path") -> bytes:
-    """Read a unit file the user named; every way it cannot be read is one InputError line."""
+# A unit file, drop-in, template or unitctl.toml is a few KiB; anything past this is a mistake (/dev/zero, a
+# log file given by accident) that would otherwise exhaust memory before any check could refuse it.
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_input(
+    path: Path, *, what: str = "unit file", hint: str = "check the path", limit: int = MAX_INPUT_BYTES
+) -> bytes:
+    """Read a regular file the user named, at most ``limit`` bytes; every way it cannot be read is one InputError."""
+    not_regular = f"pass the {what} itself"
     try:
-        return path.read_bytes()
+        st = path.stat()  # follows links: a symlinked unit is read through its target
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: is {_kind(st.st_mode)}, not a {what}", hint=not_regular)
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; the fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file", hint=hint) from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a unit file", hint="pass the unit file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: is {_kind(st.st_mode)}, not a {what}", hint=not_regular)
+        if st.st_size > limit:
+            raise _too_large(path, st.st_size, what, limit)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # st_size can lie (/proc says 0; a file can grow): count what is read
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise _too_large(path, size, what, limit, at_least=True)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    finally:
+        os.close(fd)
+
+
+def _too_large(path: Path, size: int, what: str, limit: int, *, at_least: bool = False) -> InputError:
+    more = "more than " if at_least else ""
+    return InputError(
+        f"{path}: {more}{size} bytes ({size / 2**20:.1f} MiB) is too large for a {what} (limit {limit // 2**20} MiB)",
+        hint=f"pass the {what} itself",
+    )
+
+
+def read_unit_bytes(path: Path, *, hint: str = "check the path") -> bytes:
+    """Read a unit file the user named (capped, regular files only); every way it cannot be read is one InputError."""
+    return read_input(path, what="unit file", hint=hint)
 
 
 def sha256(data: bytes) -> str:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unitctl._gunicorn_options import GUNICORN_VERSION, OPTIONS
@@ -1026,10 +1026,12 @@ def effective_settings(
 
 def default_read_file(path: str) -> str | None:
     """Read a text file from disk, None when it does not exist or cannot be read (the edge for effective_settings)."""
-    try:
-        with open(os.fspath(path), encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError):
+    from unitctl.errors import InputError
+    from unitctl.fsutil import read_input
+
+    try:  # capped, regular files only: a -c naming a FIFO or /dev/zero must not hang or exhaust memory
+        return read_input(Path(path), what="Gunicorn config file").decode("utf-8")
+    except (InputError, UnicodeDecodeError):
         return None
 
 

@@ -129,7 +129,7 @@ def test_render_user_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         (["--name", "a", "--app", "a:b", "--bind", "nowhere"], 2, "needs a port"),
         (["--name", "a", "--app", "a:b", "--venv", "venv"], 2, "absolute path"),
         (["--name", "a", "--app", "a:b", "--env", "NOVALUE"], 2, "is not KEY=VALUE"),
-        (["--name", "a", "--app", "a:b", "--template", "/nonexistent.j2"], 3, "no such template file"),
+        (["--name", "a", "--app", "a:b", "--template", "/nonexistent.j2"], 3, "no such file; check the --template"),
         (["--name", "a", "--app", "a:b", "-o", "/nonexistent/dir/a.service"], 3, "no such directory"),
     ],
 )
