@@ -530,6 +530,7 @@ def apply(
     """
     from unitctl.apply import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
     from unitctl.desired import DesiredOptions
+    from unitctl.fsutil import naming
 
     flags = {
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
@@ -545,7 +546,9 @@ def apply(
             env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
         )  # fmt: skip
         request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
-        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
+        # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.
+        with naming(request.history_dir):
+            code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
     except UnitctlError as err:
         fail(err)
     raise typer.Exit(code)
@@ -569,6 +572,7 @@ def rollback(
     apply with the same checks, guard and rollback. Exit codes as for apply.
     """
     from unitctl.apply import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.fsutil import naming
 
     flags = {
         "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
@@ -577,7 +581,8 @@ def rollback(
     try:
         s = settings("rollback", ROLLBACK_SCHEMA, flags)
         request = request_from_settings(s, command="rollback")
-        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
+        with naming(request.history_dir):
+            code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
     except UnitctlError as err:
         fail(err)
     raise typer.Exit(code)

@@ -102,6 +102,13 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
                 cpu_count=cpu_count,
             )
         )
+    if opts.unit_file is not None:
+        from pathlib import Path
+
+        from unitctl.fsutil import read_unit_bytes
+
+        # Refuse a missing, huge or non-regular file (a FIFO, /dev/zero) now, before apply takes a lock or asks systemd.
+        read_unit_bytes(Path(opts.unit_file), hint="check --unit-file")
     return Desired(unit_file=opts.unit_file)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised in the block the file name it lacks (writes through a descriptor name none)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def atomic_write(
     path: Path,
     data: bytes,
@@ -154,10 +166,11 @@ def atomic_write(
         uid = st.st_uid if st else -1
     if gid is None:
         gid = st.st_gid if st else -1
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".unitctl-tmp", dir=directory)
+    with naming(directory):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".unitctl-tmp", dir=directory)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with naming(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)

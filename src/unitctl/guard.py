@@ -4,7 +4,9 @@
 loop around it with the clock, the sleep, the backend and the probe injected.
 
 A systemd restart that "succeeded" proves little: Gunicorn sends READY=1 before its workers import
-the app. So the guard waits for ``successes_needed`` consecutive 2xx answers, and decides at once,
+the app. So the guard waits for ``successes_needed`` consecutive 2xx answers, each given while the unit
+is active (an answer while it is still activating may come from another service on the same address,
+so it does not count, and the unit is read once more before "ready" is reported), and decides at once,
 without waiting for the timeout, when systemd shows the release cannot become ready:
 
 - ``unit-failed``   the unit is failed or no longer loaded
@@ -70,7 +72,9 @@ class Progress:
     probes: int = 0
     best_streak: int = 0
     non_ready: int = 0  # answers that were not ready
+    unit_not_active: int = 0  # ready answers while the unit was not active (not counted as ready)
     last_probe: ProbeResult | None = None
+    last_unit: str = ""  # "active_state/sub_state" at the last probe
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,17 @@ def decide(
     if forced is not None:
         return progress, forced
     if probe is not None:
-        streak = progress.streak + 1 if probe.ok else 0
+        active = state.active_state == "active"
+        streak = progress.streak + 1 if probe.ok and active else 0
         progress = replace(
             progress,
             streak=streak,
             probes=progress.probes + 1,
             best_streak=max(progress.best_streak, streak),
             non_ready=progress.non_ready + (0 if probe.ok else 1),
+            unit_not_active=progress.unit_not_active + (1 if probe.ok and not active else 0),
             last_probe=probe,
+            last_unit=f"{state.active_state}/{state.sub_state}",
         )
         if streak >= successes_needed:
             return progress, Verdict(
@@ -160,8 +167,20 @@ def decide(
 
 
 def _timeout_reason(name: str, progress: Progress, timeout: float, needed: int) -> str:
-    last = progress.last_probe.describe() if progress.last_probe else "no probe answered"
-    text = f"{name} was not ready within {timeout:g}s: last answer {last}"
+    last = progress.last_probe
+    if last is not None and last.ok and progress.last_unit and not progress.last_unit.startswith("active/"):
+        # Say which half failed: the URL answered, the unit did not become active.
+        return (
+            f"{name} was not ready within {timeout:g}s: the URL answered ready ({last.describe()}) but {name} "
+            f"is {progress.last_unit}, not active; is another service answering on that URL?"
+        )
+    text = f"{name} was not ready within {timeout:g}s: "
+    text += (
+        f"{name} is active but its URL is not ready, last answer "
+        if progress.last_unit.startswith("active/")
+        else "last answer "
+    )
+    text += last.describe() if last else "none (no probe answered)"
     if progress.best_streak and progress.non_ready:
         text += f"; flapping (best run {progress.best_streak}/{needed} ready answers, {progress.non_ready} not ready)"
     return text
@@ -205,6 +224,18 @@ def watch(
         )
         if on_tick is not None:
             on_tick(elapsed, timeout, progress.last_probe)
+        if verdict is not None and verdict.ready:
+            # The unit must still be active after its last ready answer: it may have failed while that answer
+            # came from something else listening on the URL.
+            state = backend.state(unit)
+            forced = unit_verdict(state, baseline)
+            if forced is not None:
+                verdict = forced
+            elif state.active_state != "active":
+                progress, verdict = (
+                    replace(progress, streak=0, last_unit=f"{state.active_state}/{state.sub_state}"),
+                    None,
+                )
         if verdict is not None:
             return GuardOutcome(
                 ready=verdict.ready,

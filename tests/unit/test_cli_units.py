@@ -14,6 +14,7 @@ from unitctl.cli import app
 runner = CliRunner()
 GUNICORN = Path(sys.prefix) / "bin" / "gunicorn"
 HERE = Path(__file__).resolve().parent  # a WorkingDirectory= that exists on every test host
+THIS_FILE = str(Path(__file__).resolve())  # a regular file on every test host
 needs_analyze = pytest.mark.systemd_analyze  # skipped without the tool, failed in CI (tests/conftest.py)
 
 
@@ -261,8 +262,8 @@ def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["nope", "--unit-file", "/dev/null"], 3, "nope.service"),
-        (["bad name!", "--unit-file", "/dev/null"], 2, "not a valid systemd unit name"),
+        (["nope", "--unit-file", THIS_FILE], 3, "nope.service"),
+        (["bad name!", "--unit-file", THIS_FILE], 2, "not a valid systemd unit name"),
         (["shop"], 2, "exactly one of"),
         (["shop", "--app", "a:b"], 2, "add --render"),
         (["shop", "--unit-file", "/nonexistent.service"], 3, "no such file"),
