@@ -115,7 +115,7 @@ _ReadyInterval = Annotated[
 ]
 
 # Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
-_MaxWorkers = Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")]
+_MaxWorkers = Annotated[int | None, typer.Option("--max-workers", min=1, help="Upper limit for --workers auto.")]
 _RenderApp = Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")]
 _RenderBind = Annotated[
     list[str] | None, typer.Option("--bind", metavar="ADDR", help="With --render: listen address; repeatable.")
@@ -609,6 +609,10 @@ def status(
     flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
     try:
         s = settings("status", STATUS_SCHEMA, flags)
+        if s.get("ready_url"):
+            from unitctl.probe import parse_target
+
+            parse_target(s["ready_url"])  # a malformed URL is a usage error before systemd is asked anything
         code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
     except UnitctlError as err:
         fail(err)

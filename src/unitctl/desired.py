@@ -106,9 +106,11 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
         from pathlib import Path
 
         from unitctl.fsutil import read_unit_bytes
+        from unitctl.unitfile import UnitFile
 
-        # Refuse a missing, huge or non-regular file (a FIFO, /dev/zero) now, before apply takes a lock or asks systemd.
-        read_unit_bytes(Path(opts.unit_file), hint="check --unit-file")
+        # Refuse a missing, huge or non-regular file (a FIFO, /dev/zero) or one systemd would not load now,
+        # before apply takes a lock or asks systemd.
+        UnitFile.from_bytes(read_unit_bytes(Path(opts.unit_file), hint="check --unit-file"), path=opts.unit_file)
     return Desired(unit_file=opts.unit_file)
 
 

@@ -14,7 +14,6 @@ from unitctl.cli import app
 runner = CliRunner()
 GUNICORN = Path(sys.prefix) / "bin" / "gunicorn"
 HERE = Path(__file__).resolve().parent  # a WorkingDirectory= that exists on every test host
-THIS_FILE = str(Path(__file__).resolve())  # a regular file on every test host
 needs_analyze = pytest.mark.systemd_analyze  # skipped without the tool, failed in CI (tests/conftest.py)
 
 
@@ -262,8 +261,8 @@ def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["nope", "--unit-file", THIS_FILE], 3, "nope.service"),
-        (["bad name!", "--unit-file", THIS_FILE], 2, "not a valid systemd unit name"),
+        (["nope", "--unit-file", "{empty}"], 3, "nope.service"),
+        (["bad name!", "--unit-file", "{empty}"], 2, "not a valid systemd unit name"),
         (["shop"], 2, "exactly one of"),
         (["shop", "--app", "a:b"], 2, "add --render"),
         (["shop", "--unit-file", "/nonexistent.service"], 3, "no such file"),
@@ -273,6 +272,8 @@ def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 )
 def test_diff_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     root = installed_root(tmp_path)
+    (tmp_path / "empty.service").write_text("")
+    args = [a.format(empty=tmp_path / "empty.service") for a in args]
     result = runner.invoke(app, ["diff", *args, "--root", str(root)])
     assert result.exit_code == code, result.output
     assert message in one_error_line(result.output)
