@@ -282,7 +282,7 @@ def parse_workers(value: str) -> Workers:
             f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4"
         ) from None
     if n < 1:
-        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}")
+        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4")
     return n
 
 
