@@ -10,7 +10,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -25,7 +25,7 @@ _ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if
 _OS_HINTS = {
     errno.ENOSPC: "free some space and retry",
     errno.EDQUOT: "free some space (disk quota) and retry",
-    errno.EROFS: "the file system is read-only; pick a writable place (e.g. --history-dir)",
+    errno.EROFS: "pick a writable place (e.g. --history-dir)",
     errno.EACCES: "check its permissions (run as root, or pick --history-dir)",
     errno.EPERM: "check its permissions (run as root, or pick --history-dir)",
 }
@@ -149,12 +149,6 @@ def _root(
     """Render, rewrite and safely deploy systemd units for Gunicorn-served Python apps."""
 
 
-def fail(err: UnitctlError) -> NoReturn:
-    """Print one line for ``err`` on stderr and exit with its code."""
-    typer.echo(f"unitctl: error: {err}", err=True)
-    raise typer.Exit(int(err.exit_code))
-
-
 @app.command()
 def render(
     name: Annotated[str | None, typer.Option("--name", help="Unit name, e.g. myapp (→ myapp.service).")] = None,
@@ -243,25 +237,22 @@ def render(
         "control_socket": control_socket,
         "description": description,
     }
-    try:
-        result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
-        for warning in result.warnings:
-            typer.echo(f"unitctl: warning: {warning}", err=True)
-        if output:
-            target = Path(output)
-            atomic_write(target, result.service)
-            typer.echo(f"wrote {target}", err=True)
-            if result.socket is not None and result.socket_name:
-                socket_path = target.parent / result.socket_name
-                atomic_write(socket_path, result.socket)
-                typer.echo(f"wrote {socket_path}", err=True)
-        else:
-            typer.echo(result.service, nl=False)
-            if result.socket is not None:
-                typer.echo(f"\n# ==> {result.socket_name} <==")
-                typer.echo(result.socket, nl=False)
-    except UnitctlError as err:
-        fail(err)
+    result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
+    for warning in result.warnings:
+        typer.echo(f"unitctl: warning: {warning}", err=True)
+    if output:
+        target = Path(output)
+        atomic_write(target, result.service)
+        typer.echo(f"wrote {target}", err=True)
+        if result.socket is not None and result.socket_name:
+            socket_path = target.parent / result.socket_name
+            atomic_write(socket_path, result.socket)
+            typer.echo(f"wrote {socket_path}", err=True)
+    else:
+        typer.echo(result.service, nl=False)
+        if result.socket is not None:
+            typer.echo(f"\n# ==> {result.socket_name} <==")
+            typer.echo(result.socket, nl=False)
 
 
 @app.command()
@@ -294,73 +285,70 @@ def rewrite(
 
     from unitctl.errors import InputError, UsageError
 
-    try:
-        if in_place + bool(drop_in) + check > 1:
-            raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
-        if max_workers is not None and workers is None:
-            raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
-        from unitctl.fsutil import read_unit_bytes
-        from unitctl.render import parse_workers
+    if in_place + bool(drop_in) + check > 1:
+        raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
+    if max_workers is not None and workers is None:
+        raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
+    from unitctl.fsutil import read_unit_bytes
+    from unitctl.render import parse_workers
 
-        wanted = parse_workers(workers) if workers is not None else None
-        path = Path(file)
-        data = read_unit_bytes(path)
-        text = data.decode("utf-8", "surrogateescape")
-        if wanted is None and not no_preload:
-            if in_place or drop_in:
-                raise UsageError("nothing to write without --workers or --no-preload", hint="add an operation")
-            from unitctl.unitfile import UnitFile
-
-            UnitFile.parse(text, path=file)  # refuse (exit 3) what systemd would not load
-            if check:
-                typer.echo("no changes")
-                return
-            typer.echo(data, nl=False)
-            return
-        from unitctl import rewrite as rewrite_mod
-        from unitctl.diff import colourize, unified
-        from unitctl.gunicorn import default_read_file
-        from unitctl.output import atomic_write, colour_enabled
-
-        make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
-        result = make(
-            text,
-            workers=wanted,
-            no_preload=no_preload,
-            max_workers=max_workers,
-            cpu_count=os.cpu_count(),
-            read_file=default_read_file,
-            path=file,
-        )
-        for warning in result.warnings:
-            typer.echo(f"unitctl: warning: {warning}", err=True)
-        summary = ", ".join(result.changes) or "no changes"
-        if check:
-            typer.echo(summary)
-            raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
+    wanted = parse_workers(workers) if workers is not None else None
+    path = Path(file)
+    data = read_unit_bytes(path)
+    text = data.decode("utf-8", "surrogateescape")
+    if wanted is None and not no_preload:
         if in_place or drop_in:
-            target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
-            if drop_in:
-                from unitctl.systemd.base import validate_unit_name
+            raise UsageError("nothing to write without --workers or --no-preload", hint="add an operation")
+        from unitctl.unitfile import UnitFile
 
-                if not Path(drop_in).is_dir():
-                    raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")
-                target = Path(drop_in) / f"{validate_unit_name(path.name)}.d" / "50-unitctl.conf"
-            if not result.changed:
-                typer.echo(f"{file}: no changes; nothing written", err=True)
-                return
-            # Show the diff before anything is written.
-            old = target.read_text(encoding="utf-8", errors="surrogateescape") if target.is_file() else ""
-            lines = unified(old, result.text, old_name=str(target), new_name=str(target))
-            for line in colourize(lines, colour_enabled(sys.stderr)):
-                typer.echo(line, nl=False, err=True)
-            target.parent.mkdir(mode=0o755, exist_ok=True)
-            atomic_write(target, result.text)
-            typer.echo(f"wrote {target}: {summary}", err=True)
+        UnitFile.parse(text, path=file)  # refuse (exit 3) what systemd would not load
+        if check:
+            typer.echo("no changes")
             return
-        typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)
-    except UnitctlError as err:
-        fail(err)
+        typer.echo(data, nl=False)
+        return
+    from unitctl import rewrite as rewrite_mod
+    from unitctl.diff import colourize, unified
+    from unitctl.gunicorn import default_read_file
+    from unitctl.output import atomic_write, colour_enabled
+
+    make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
+    result = make(
+        text,
+        workers=wanted,
+        no_preload=no_preload,
+        max_workers=max_workers,
+        cpu_count=os.cpu_count(),
+        read_file=default_read_file,
+        path=file,
+    )
+    for warning in result.warnings:
+        typer.echo(f"unitctl: warning: {warning}", err=True)
+    summary = ", ".join(result.changes) or "no changes"
+    if check:
+        typer.echo(summary)
+        raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
+    if in_place or drop_in:
+        target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
+        if drop_in:
+            from unitctl.systemd.base import validate_unit_name
+
+            if not Path(drop_in).is_dir():
+                raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")
+            target = Path(drop_in) / f"{validate_unit_name(path.name)}.d" / "50-unitctl.conf"
+        if not result.changed:
+            typer.echo(f"{file}: no changes; nothing written", err=True)
+            return
+        # Show the diff before anything is written.
+        old = target.read_text(encoding="utf-8", errors="surrogateescape") if target.is_file() else ""
+        lines = unified(old, result.text, old_name=str(target), new_name=str(target))
+        for line in colourize(lines, colour_enabled(sys.stderr)):
+            typer.echo(line, nl=False, err=True)
+        target.parent.mkdir(mode=0o755, exist_ok=True)
+        atomic_write(target, result.text)
+        typer.echo(f"wrote {target}: {summary}", err=True)
+        return
+    typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)
 
 
 @app.command()
@@ -405,18 +393,15 @@ def diff(
     from unitctl.desired import DesiredOptions, resolve
     from unitctl.output import colour_enabled
 
-    try:
-        opts = DesiredOptions(
-            unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
-            app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
-        )  # fmt: skip
-        want = resolve(name, opts, cpu_count=os.cpu_count())
-        outcome = diff_mod.diff_installed(
-            name=name, root=root, unit_file=want.unit_file, rendered=want.rendered, rewrite=want.rewrite
-        )
-    except UnitctlError as err:
-        fail(err)
+    opts = DesiredOptions(
+        unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
+        app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+    )  # fmt: skip
+    want = resolve(name, opts, cpu_count=os.cpu_count())
+    outcome = diff_mod.diff_installed(
+        name=name, root=root, unit_file=want.unit_file, rendered=want.rendered, rewrite=want.rewrite
+    )
     colour = colour_enabled(sys.stdout)
     for line in diff_mod.colourize(outcome.lines, colour):
         typer.echo(line, nl=False)
@@ -440,21 +425,18 @@ def verify(
     from unitctl.errors import VerificationError
     from unitctl.verify import verify_unit
 
-    try:
-        report = verify_unit(Path(file), name=name)
-        for error in report.errors:
-            typer.echo(f"error: {error}")
-        for warning in report.warnings:
-            typer.echo(f"warning: {warning}")
-        if report.errors:
-            n = len(report.errors)
-            raise VerificationError(
-                f"{file}: {n} error{'s' if n > 1 else ''} found", hint="fix them and run 'unitctl verify' again"
-            )
-        count = len(report.warnings)
-        typer.echo(f"{file}: ok" + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
-    except UnitctlError as err:
-        fail(err)
+    report = verify_unit(Path(file), name=name)
+    for error in report.errors:
+        typer.echo(f"error: {error}")
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}")
+    if report.errors:
+        n = len(report.errors)
+        raise VerificationError(
+            f"{file}: {n} error{'s' if n > 1 else ''} found", hint="fix them and run 'unitctl verify' again"
+        )
+    count = len(report.warnings)
+    typer.echo(f"{file}: ok" + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
 
 
 @app.command()
@@ -538,19 +520,16 @@ def apply(
         "pre_import": pre_import, "no_pre_import": no_pre_import, "build_cmd": build_cmd,
         "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
-    try:
-        s = settings("apply", APPLY_SCHEMA, flags)
-        desired = DesiredOptions(
-            render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
-            bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
-        )  # fmt: skip
-        request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
-        # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.
-        with naming(request.history_dir):
-            code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
-    except UnitctlError as err:
-        fail(err)
+    s = settings("apply", APPLY_SCHEMA, flags)
+    desired = DesiredOptions(
+        render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
+        bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+    )  # fmt: skip
+    request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
+    # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.
+    with naming(request.history_dir):
+        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
     raise typer.Exit(code)
 
 
@@ -578,13 +557,10 @@ def rollback(
         "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
         "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
-    try:
-        s = settings("rollback", ROLLBACK_SCHEMA, flags)
-        request = request_from_settings(s, command="rollback")
-        with naming(request.history_dir):
-            code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
-    except UnitctlError as err:
-        fail(err)
+    s = settings("rollback", ROLLBACK_SCHEMA, flags)
+    request = request_from_settings(s, command="rollback")
+    with naming(request.history_dir):
+        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
     raise typer.Exit(code)
 
 
@@ -607,15 +583,12 @@ def status(
     from unitctl.apply import STATUS_SCHEMA, cli_status, settings
 
     flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
-    try:
-        s = settings("status", STATUS_SCHEMA, flags)
-        if s.get("ready_url"):
-            from unitctl.probe import parse_target
+    s = settings("status", STATUS_SCHEMA, flags)
+    if s.get("ready_url"):
+        from unitctl.probe import parse_target
 
-            parse_target(s["ready_url"])  # a malformed URL is a usage error before systemd is asked anything
-        code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
-    except UnitctlError as err:
-        fail(err)
+        parse_target(s["ready_url"])  # a malformed URL is a usage error before systemd is asked anything
+    code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
     raise typer.Exit(code)
 
 
@@ -629,11 +602,8 @@ def history(
     """List the recorded deploys of a unit (oldest first)."""
     from unitctl.apply import STATUS_SCHEMA, cli_history, settings
 
-    try:
-        s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
-        cli_history(s, as_json=as_json, limit=limit)
-    except UnitctlError as err:
-        fail(err)
+    s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
+    cli_history(s, as_json=as_json, limit=limit)
 
 
 def main() -> None:
@@ -645,4 +615,4 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["ExitCode", "app", "fail", "main"]
+__all__ = ["ExitCode", "app", "error_line", "main"]
