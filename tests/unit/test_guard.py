@@ -422,3 +422,35 @@ def test_decide_does_not_count_a_ready_answer_while_the_unit_is_not_active() -> 
     assert verdict is None and after.streak == 0 and after.unit_not_active == 1
     _, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10)
     assert verdict is not None and verdict.ready
+
+
+def test_ready_answers_while_the_unit_listens_on_no_socket_do_not_count() -> None:
+    # A Type=simple Gunicorn retrying a bind another service holds is active, and that service answers the URL.
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    pids: list[int] = []
+
+    def deaf(pid: int) -> bool:
+        pids.append(pid)
+        return False
+
+    outcome = run(fake, clock, probe, timeout=3, listening=deaf)
+    assert not outcome.ready and outcome.kind == "timeout", outcome
+    assert "the URL answered ready (HTTP 200)" in outcome.reason
+    assert "active/running but listens on no socket; is another service answering on that URL?" in outcome.reason
+    assert pids and set(pids) == {fake.state(UNIT).main_pid}
+
+
+@pytest.mark.parametrize("answer", [True, None])
+def test_a_unit_that_listens_or_cannot_be_checked_becomes_ready(answer: bool | None) -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, listening=lambda pid: answer)
+    assert outcome.ready and outcome.probes == 3, outcome
+
+
+def test_the_fake_backend_is_never_looked_up_in_proc() -> None:
+    fake, clock = setup()
+    assert fake.local is False  # its made-up pids may exist on the host
+    probe, _ = scripted_probe([200], clock)
+    assert run(fake, clock, probe).ready
