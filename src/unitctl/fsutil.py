@@ -57,6 +57,15 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
+def non_regular_kind(path: Path) -> str | None:
+    """Return what ``path`` is (after following links) when it exists and is not a regular file, else None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
 def read_input(
     path: Path, *, what: str = "unit file", hint: str = "check the path", limit: int = MAX_INPUT_BYTES
 ) -> bytes:
