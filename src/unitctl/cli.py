@@ -6,15 +6,88 @@ function body, so that ``unitctl --help`` never pays for jinja2, httpx or pystem
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from typing import Annotated, NoReturn
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from unitctl import __version__
 from unitctl.errors import ExitCode, UnitctlError
 
+# Click's exception classes, found through typer's public BadParameter: typer vendors click from 0.22 on.
+_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+# What to do about an OS error on one of unitctl's own files (lock, history, output), by errno.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space and retry",
+    errno.EDQUOT: "free some space (disk quota) and retry",
+    errno.EROFS: "pick a writable place (e.g. --history-dir)",
+    errno.EACCES: "check its permissions (run as root, or pick --history-dir)",
+    errno.EPERM: "check its permissions (run as root, or pick --history-dir)",
+}
+
+
+def error_line(exc: BaseException) -> tuple[str, int] | None:
+    """Return the one ``unitctl: error: WHAT; WHAT TO DO`` line and exit code for an error, None if it is a bug."""
+    from unitctl.masking import mask
+
+    if isinstance(exc, UnitctlError):
+        return f"unitctl: error: {mask(str(exc))}", int(exc.exit_code)
+    if isinstance(exc, _ClickException):  # usage errors: unknown option, missing argument, bad value...
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "unitctl"
+        message = exc.format_message().strip().rstrip(".")  # type: ignore[attr-defined]
+        return f"unitctl: error: {message}; see '{command} --help'", int(ExitCode.USAGE)
+    if isinstance(exc, OSError):
+        # Nothing in systemd changed: apply turns OS errors inside its transaction into its own outcome.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        name = errno.errorcode.get(exc.errno or 0, "")
+        what = exc.strerror or str(exc)
+        hint = _OS_HINTS.get(exc.errno or 0, "check the file and retry")
+        return f"unitctl: error: {where}{what}{f' ({name})' if name else ''}; {hint}", int(ExitCode.REFUSED)
+    return None
+
+
+class _OneLineErrors(TyperGroup):
+    """Typer's group, with every error (Click's usage errors too) reported as one line on stderr."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name or "unitctl", complete_var, standalone_mode=False, **extra)
+        except typer.Abort:  # Ctrl-C or end of input at a prompt
+            typer.echo("unitctl: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare 'unitctl': the help, on stderr, exit 2
+                typer.echo(exc.format_message(), err=True)  # type: ignore[attr-defined]
+                sys.exit(int(ExitCode.USAGE))
+            if isinstance(exc, BrokenPipeError):  # 'unitctl history | head': the reader left; say nothing
+                # Point stdout at /dev/null so the flush at exit does not fail on the closed pipe again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                sys.exit(1)
+            line = error_line(exc)
+            if line is None:
+                raise  # a bug: keep the traceback
+            typer.echo(line[0], err=True)
+            sys.exit(line[1])
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="unitctl",
     help=(
         "Render, rewrite and safely deploy systemd units for Gunicorn-served Python apps.\n\n"
@@ -28,8 +101,23 @@ app = typer.Typer(
 )
 
 
+def _seconds(param: typer.CallbackParam, value: float | None) -> float | None:
+    from unitctl.config import positive_number_flag
+
+    return positive_number_flag(max(param.opts, key=len), value)
+
+
+# Options that apply and rollback share: readiness timing, checked by the rule unitctl.toml's values obey.
+_ReadyTimeout = Annotated[
+    float | None,
+    typer.Option("--ready-timeout", callback=_seconds, help="Seconds to wait for readiness [default: 60]."),
+]
+_ReadyInterval = Annotated[
+    float | None, typer.Option("--ready-interval", callback=_seconds, help="Seconds between probes [default: 0.5].")
+]
+
 # Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
-_MaxWorkers = Annotated[int | None, typer.Option("--max-workers", help="Upper limit for --workers auto.")]
+_MaxWorkers = Annotated[int | None, typer.Option("--max-workers", min=1, help="Upper limit for --workers auto.")]
 _RenderApp = Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")]
 _RenderBind = Annotated[
     list[str] | None, typer.Option("--bind", metavar="ADDR", help="With --render: listen address; repeatable.")
@@ -61,14 +149,6 @@ def _root(
     ] = False,
 ) -> None:
     """Render, rewrite and safely deploy systemd units for Gunicorn-served Python apps."""
-
-
-def fail(err: UnitctlError) -> NoReturn:
-    """Print one line for ``err`` (secrets masked) on stderr and exit with its code."""
-    from unitctl.masking import mask
-
-    typer.echo(f"unitctl: error: {mask(str(err))}", err=True)
-    raise typer.Exit(int(err.exit_code))
 
 
 @app.command()
@@ -159,25 +239,22 @@ def render(
         "control_socket": control_socket,
         "description": description,
     }
-    try:
-        result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
-        for warning in result.warnings:
-            typer.echo(f"unitctl: warning: {warning}", err=True)
-        if output:
-            target = Path(output)
-            atomic_write(target, result.service)
-            typer.echo(f"wrote {target}", err=True)
-            if result.socket is not None and result.socket_name:
-                socket_path = target.parent / result.socket_name
-                atomic_write(socket_path, result.socket)
-                typer.echo(f"wrote {socket_path}", err=True)
-        else:
-            typer.echo(result.service, nl=False)
-            if result.socket is not None:
-                typer.echo(f"\n# ==> {result.socket_name} <==")
-                typer.echo(result.socket, nl=False)
-    except UnitctlError as err:
-        fail(err)
+    result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
+    for warning in result.warnings:
+        typer.echo(f"unitctl: warning: {warning}", err=True)
+    if output:
+        target = Path(output)
+        atomic_write(target, result.service)
+        typer.echo(f"wrote {target}", err=True)
+        if result.socket is not None and result.socket_name:
+            socket_path = target.parent / result.socket_name
+            atomic_write(socket_path, result.socket)
+            typer.echo(f"wrote {socket_path}", err=True)
+    else:
+        typer.echo(result.service, nl=False)
+        if result.socket is not None:
+            typer.echo(f"\n# ==> {result.socket_name} <==")
+            typer.echo(result.socket, nl=False)
 
 
 @app.command()
@@ -210,74 +287,71 @@ def rewrite(
 
     from unitctl.errors import InputError, UsageError
 
-    try:
-        if in_place + bool(drop_in) + check > 1:
-            raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
-        if max_workers is not None and workers is None:
-            raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
-        from unitctl.fsutil import read_unit_bytes
-        from unitctl.render import parse_workers
+    if in_place + bool(drop_in) + check > 1:
+        raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
+    if max_workers is not None and workers is None:
+        raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
+    from unitctl.fsutil import read_unit_bytes
+    from unitctl.render import parse_workers
 
-        wanted = parse_workers(workers) if workers is not None else None
-        path = Path(file)
-        data = read_unit_bytes(path)
-        text = data.decode("utf-8", "surrogateescape")
-        if wanted is None and not no_preload:
-            if in_place or drop_in:
-                raise UsageError("nothing to write without --workers or --no-preload", hint="add an operation")
-            from unitctl.unitfile import UnitFile
-
-            UnitFile.parse(text, path=file)  # refuse (exit 3) what systemd would not load
-            if check:
-                typer.echo("no changes")
-                return
-            typer.echo(data, nl=False)
-            return
-        from unitctl import rewrite as rewrite_mod
-        from unitctl.diff import colourize, unified
-        from unitctl.gunicorn import default_read_file
-        from unitctl.output import atomic_write, colour_enabled
-
-        make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
-        result = make(
-            text,
-            workers=wanted,
-            no_preload=no_preload,
-            max_workers=max_workers,
-            cpu_count=os.cpu_count(),
-            read_file=default_read_file,
-            path=file,
-        )
-        for warning in result.warnings:
-            typer.echo(f"unitctl: warning: {warning}", err=True)
-        summary = ", ".join(result.changes) or "no changes"
-        if check:
-            typer.echo(summary)
-            raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
+    wanted = parse_workers(workers) if workers is not None else None
+    path = Path(file)
+    data = read_unit_bytes(path)
+    text = data.decode("utf-8", "surrogateescape")
+    if wanted is None and not no_preload:
         if in_place or drop_in:
-            target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
-            if drop_in:
-                from unitctl.systemd.base import validate_unit_name
+            raise UsageError("nothing to write without --workers or --no-preload", hint="add an operation")
+        from unitctl.unitfile import UnitFile
 
-                if not Path(drop_in).is_dir():
-                    raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")
-                target = Path(drop_in) / f"{validate_unit_name(path.name)}.d" / "50-unitctl.conf"
-            if not result.changed:
-                typer.echo(f"{file}: no changes; nothing written", err=True)
-                return
-            # Show the diff before anything is written.
-            # Bytes, not read_text: universal newlines would turn CRLF into LF and mark every line as changed.
-            old = target.read_bytes().decode("utf-8", "surrogateescape") if target.is_file() else ""
-            lines = unified(old, result.text, old_name=str(target), new_name=str(target))
-            for line in colourize(lines, colour_enabled(sys.stderr)):
-                typer.echo(line, nl=False, err=True)
-            target.parent.mkdir(mode=0o755, exist_ok=True)
-            atomic_write(target, result.text)
-            typer.echo(f"wrote {target}: {summary}", err=True)
+        UnitFile.parse(text, path=file)  # refuse (exit 3) what systemd would not load
+        if check:
+            typer.echo("no changes")
             return
-        typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)
-    except UnitctlError as err:
-        fail(err)
+        typer.echo(data, nl=False)
+        return
+    from unitctl import rewrite as rewrite_mod
+    from unitctl.diff import colourize, unified
+    from unitctl.gunicorn import default_read_file
+    from unitctl.output import atomic_write, colour_enabled
+
+    make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
+    result = make(
+        text,
+        workers=wanted,
+        no_preload=no_preload,
+        max_workers=max_workers,
+        cpu_count=os.cpu_count(),
+        read_file=default_read_file,
+        path=file,
+    )
+    for warning in result.warnings:
+        typer.echo(f"unitctl: warning: {warning}", err=True)
+    summary = ", ".join(result.changes) or "no changes"
+    if check:
+        typer.echo(summary)
+        raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
+    if in_place or drop_in:
+        target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
+        if drop_in:
+            from unitctl.systemd.base import validate_unit_name
+
+            if not Path(drop_in).is_dir():
+                raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")
+            target = Path(drop_in) / f"{validate_unit_name(path.name)}.d" / "50-unitctl.conf"
+        if not result.changed:
+            typer.echo(f"{file}: no changes; nothing written", err=True)
+            return
+        # Show the diff before anything is written.
+        # Bytes, not read_text: universal newlines would turn CRLF into LF and mark every line as changed.
+        old = target.read_bytes().decode("utf-8", "surrogateescape") if target.is_file() else ""
+        lines = unified(old, result.text, old_name=str(target), new_name=str(target))
+        for line in colourize(lines, colour_enabled(sys.stderr)):
+            typer.echo(line, nl=False, err=True)
+        target.parent.mkdir(mode=0o755, exist_ok=True)
+        atomic_write(target, result.text)
+        typer.echo(f"wrote {target}: {summary}", err=True)
+        return
+    typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)
 
 
 @app.command()
@@ -322,18 +396,15 @@ def diff(
     from unitctl.desired import DesiredOptions, resolve
     from unitctl.output import colour_enabled
 
-    try:
-        opts = DesiredOptions(
-            unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
-            app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
-        )  # fmt: skip
-        want = resolve(name, opts, cpu_count=os.cpu_count())
-        outcome = diff_mod.diff_installed(
-            name=name, root=root, unit_file=want.unit_file, rendered=want.rendered, rewrite=want.rewrite
-        )
-    except UnitctlError as err:
-        fail(err)
+    opts = DesiredOptions(
+        unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
+        app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+    )  # fmt: skip
+    want = resolve(name, opts, cpu_count=os.cpu_count())
+    outcome = diff_mod.diff_installed(
+        name=name, root=root, unit_file=want.unit_file, rendered=want.rendered, rewrite=want.rewrite
+    )
     colour = colour_enabled(sys.stdout)
     for line in diff_mod.colourize(outcome.lines, colour):
         typer.echo(line, nl=False)
@@ -357,21 +428,18 @@ def verify(
     from unitctl.errors import VerificationError
     from unitctl.verify import verify_unit
 
-    try:
-        report = verify_unit(Path(file), name=name)
-        for error in report.errors:
-            typer.echo(f"error: {error}")
-        for warning in report.warnings:
-            typer.echo(f"warning: {warning}")
-        if report.errors:
-            n = len(report.errors)
-            raise VerificationError(
-                f"{file}: {n} error{'s' if n > 1 else ''} found", hint="fix them and run 'unitctl verify' again"
-            )
-        count = len(report.warnings)
-        typer.echo(f"{file}: ok" + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
-    except UnitctlError as err:
-        fail(err)
+    report = verify_unit(Path(file), name=name)
+    for error in report.errors:
+        typer.echo(f"error: {error}")
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}")
+    if report.errors:
+        n = len(report.errors)
+        raise VerificationError(
+            f"{file}: {n} error{'s' if n > 1 else ''} found", hint="fix them and run 'unitctl verify' again"
+        )
+    count = len(report.warnings)
+    typer.echo(f"{file}: ok" + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
 
 
 @app.command()
@@ -412,12 +480,8 @@ def apply(
     ready_url: Annotated[
         str | None, typer.Option("--ready-url", help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH.")
     ] = None,
-    ready_timeout: Annotated[
-        float | None, typer.Option("--ready-timeout", help="Seconds to wait for readiness [default: 60].")
-    ] = None,
-    ready_interval: Annotated[
-        float | None, typer.Option("--ready-interval", help="Seconds between probes [default: 0.5].")
-    ] = None,
+    ready_timeout: _ReadyTimeout = None,
+    ready_interval: _ReadyInterval = None,
     strategy: Annotated[
         str | None,
         typer.Option("--strategy", help="auto | restart | reload (auto: HUP if only code changed) [default: restart]"),
@@ -451,6 +515,7 @@ def apply(
     """
     from unitctl.apply import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
     from unitctl.desired import DesiredOptions
+    from unitctl.fsutil import naming
 
     flags = {
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
@@ -458,17 +523,16 @@ def apply(
         "pre_import": pre_import, "no_pre_import": no_pre_import, "build_cmd": build_cmd,
         "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
-    try:
-        s = settings("apply", APPLY_SCHEMA, flags)
-        desired = DesiredOptions(
-            render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
-            bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
-        )  # fmt: skip
-        request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
+    s = settings("apply", APPLY_SCHEMA, flags)
+    desired = DesiredOptions(
+        render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
+        bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+    )  # fmt: skip
+    request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
+    # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.
+    with naming(request.history_dir):
         code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
-    except UnitctlError as err:
-        fail(err)
     raise typer.Exit(code)
 
 
@@ -477,8 +541,8 @@ def rollback(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
     repo: Annotated[str | None, typer.Option("--repo", help="The checkout [default: the one recorded].")] = None,
     ready_url: Annotated[str | None, typer.Option("--ready-url", help="Readiness URL [default: recorded].")] = None,
-    ready_timeout: Annotated[float | None, typer.Option("--ready-timeout", help="Seconds [default: 60].")] = None,
-    ready_interval: Annotated[float | None, typer.Option("--ready-interval", help="Seconds [default: 0.5].")] = None,
+    ready_timeout: _ReadyTimeout = None,
+    ready_interval: _ReadyInterval = None,
     build_cmd: Annotated[str | None, typer.Option("--build-cmd", help="Run in the checkout after it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
@@ -490,17 +554,16 @@ def rollback(
     apply with the same checks, guard and rollback. Exit codes as for apply.
     """
     from unitctl.apply import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.fsutil import naming
 
     flags = {
         "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
         "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
-    try:
-        s = settings("rollback", ROLLBACK_SCHEMA, flags)
-        request = request_from_settings(s, command="rollback")
+    s = settings("rollback", ROLLBACK_SCHEMA, flags)
+    request = request_from_settings(s, command="rollback")
+    with naming(request.history_dir):
         code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
-    except UnitctlError as err:
-        fail(err)
     raise typer.Exit(code)
 
 
@@ -523,11 +586,12 @@ def status(
     from unitctl.apply import STATUS_SCHEMA, cli_status, settings
 
     flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
-    try:
-        s = settings("status", STATUS_SCHEMA, flags)
-        code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
-    except UnitctlError as err:
-        fail(err)
+    s = settings("status", STATUS_SCHEMA, flags)
+    if s.get("ready_url"):
+        from unitctl.probe import parse_target
+
+        parse_target(s["ready_url"])  # a malformed URL is a usage error before systemd is asked anything
+    code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
     raise typer.Exit(code)
 
 
@@ -535,31 +599,23 @@ def status(
 def history(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the records.")] = False,
-    limit: Annotated[int, typer.Option("--limit", help="Show the last N attempts (0: all).")] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the last N attempts (0: all).")] = 20,
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
 ) -> None:
     """List the recorded deploys of a unit (oldest first)."""
     from unitctl.apply import STATUS_SCHEMA, cli_history, settings
 
-    try:
-        s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
-        cli_history(s, as_json=as_json, limit=limit)
-    except UnitctlError as err:
-        fail(err)
+    s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
+    cli_history(s, as_json=as_json, limit=limit)
 
 
 def main() -> None:
-    """Run the CLI; translate any UnitctlError that escapes a command into its exit code."""
+    """Run the CLI (every error becomes one line and its exit code in _OneLineErrors.main)."""
     try:
-        app()
-    except UnitctlError as err:  # pragma: no cover - commands call fail() themselves
-        from unitctl.masking import mask
-
-        typer.echo(f"unitctl: error: {mask(str(err))}", err=True)
-        sys.exit(int(err.exit_code))
-    except KeyboardInterrupt:
+        app(prog_name="unitctl")
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
         typer.echo("unitctl: interrupted", err=True)
         sys.exit(130)
 
 
-__all__ = ["ExitCode", "app", "fail", "main"]
+__all__ = ["ExitCode", "app", "error_line", "main"]

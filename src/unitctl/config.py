@@ -12,6 +12,8 @@ keys and values of the wrong type are usage errors (exit 2) that name the key.
 
 from __future__ import annotations
 
+import math
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from unitctl.errors import InputError, UsageError
+from unitctl.errors import UsageError
+from unitctl.fsutil import read_input
 
 CONFIG_NAME = "unitctl.toml"
 
@@ -38,7 +41,7 @@ class Kind(Enum):
     WORKERS = 'a positive integer or "auto"'
     STR_LIST = "a string or a list of strings"
     STR_MAP = "a table of string values"
-    NUMBER = "a positive number"
+    NUMBER = "a finite number above 0"
 
 
 Schema = Mapping[str, Kind]
@@ -113,7 +116,7 @@ class Config:
                 raise bad
             return value
         if kind is Kind.NUMBER:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if not is_positive_number(value):
                 raise bad
             return value
         if kind is Kind.WORKERS:
@@ -135,6 +138,19 @@ class Config:
         raise AssertionError(kind)  # pragma: no cover - every Kind is handled above
 
 
+def is_positive_number(value: object) -> bool:
+    """Tell whether ``value`` is a finite number above 0 (the one rule for seconds, from flags and unitctl.toml)."""
+    # bool is an int subclass; nan compares false with everything and inf never elapses: both would hang the guard.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def positive_number_flag(flag: str, value: float | None) -> float | None:
+    """Return a flag's value unchanged if unset or a finite number above 0; else raise UsageError naming the flag."""
+    if value is None or is_positive_number(value):
+        return value
+    raise UsageError(f"{flag} must be {Kind.NUMBER.value}, not {value:g}", hint=f"give it in seconds, e.g. {flag} 5")
+
+
 def load(path: Path | None = None, *, cwd: Path | None = None) -> Config | None:
     """Read ``path`` (default: ./unitctl.toml); return None when the default file does not exist."""
     explicit = path is not None
@@ -144,14 +160,9 @@ def load(path: Path | None = None, *, cwd: Path | None = None) -> Config | None:
         except OSError:
             return None  # the current directory was removed: there is no ./unitctl.toml to read
     target = path if path is not None else (cwd or Path(".")) / CONFIG_NAME
-    try:
-        raw = target.read_bytes()
-    except FileNotFoundError:
-        if explicit:
-            raise InputError(f"{target}: no such config file", hint="check the path") from None
+    if not explicit and not os.path.lexists(target):
         return None
-    except OSError as exc:
-        raise InputError(f"{target}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    raw = read_input(target, what="config file", hint="check the path")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -102,6 +102,15 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
                 cpu_count=cpu_count,
             )
         )
+    if opts.unit_file is not None:
+        from pathlib import Path
+
+        from unitctl.fsutil import read_unit_bytes
+        from unitctl.unitfile import UnitFile
+
+        # Refuse a missing, huge or non-regular file (a FIFO, /dev/zero) or one systemd would not load now,
+        # before apply takes a lock or asks systemd.
+        UnitFile.from_bytes(read_unit_bytes(Path(opts.unit_file), hint="check --unit-file"), path=opts.unit_file)
     return Desired(unit_file=opts.unit_file)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +43,81 @@ class FileSnapshot:
         return sha256(self.data) if self.data is not None else None
 
 
-def read_unit_bytes(path: Path, *, hint: str = "check the path") -> bytes:
-    """Read a unit file the user named; every way it cannot be read is one InputError line."""
+# A unit file, drop-in, template or unitctl.toml is a few KiB; anything past this is a mistake (/dev/zero, a
+# log file given by accident) that would otherwise exhaust memory before any check could refuse it.
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def non_regular_kind(path: Path) -> str | None:
+    """Return what ``path`` is (after following links) when it exists and is not a regular file, else None."""
     try:
-        return path.read_bytes()
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
+def read_input(
+    path: Path, *, what: str = "unit file", hint: str = "check the path", limit: int = MAX_INPUT_BYTES
+) -> bytes:
+    """Read a regular file the user named, at most ``limit`` bytes; every way it cannot be read is one InputError."""
+    not_regular = f"pass the {what} itself"
+    try:
+        st = path.stat()  # follows links: a symlinked unit is read through its target
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: is {_kind(st.st_mode)}, not a {what}", hint=not_regular)
+        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; the fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file", hint=hint) from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a unit file", hint="pass the unit file") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: is {_kind(st.st_mode)}, not a {what}", hint=not_regular)
+        if st.st_size > limit:
+            raise _too_large(path, st.st_size, what, limit)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # st_size can lie (/proc says 0; a file can grow): count what is read
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise _too_large(path, size, what, limit, at_least=True)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    finally:
+        os.close(fd)
+
+
+def _too_large(path: Path, size: int, what: str, limit: int, *, at_least: bool = False) -> InputError:
+    more = "more than " if at_least else ""
+    return InputError(
+        f"{path}: {more}{size} bytes ({size / 2**20:.1f} MiB) is too large for a {what} (limit {limit // 2**20} MiB)",
+        hint=f"pass the {what} itself",
+    )
+
+
+def read_unit_bytes(path: Path, *, hint: str = "check the path") -> bytes:
+    """Read a unit file the user named (capped, regular files only); every way it cannot be read is one InputError."""
+    return read_input(path, what="unit file", hint=hint)
 
 
 def sha256(data: bytes) -> str:
@@ -81,6 +147,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised in the block the file name it lacks (writes through a descriptor name none)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
 def atomic_write(
     path: Path,
     data: bytes,
@@ -101,10 +178,11 @@ def atomic_write(
         uid = st.st_uid if st else -1
     if gid is None:
         gid = st.st_gid if st else -1
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".unitctl-tmp", dir=directory)
+    with naming(directory):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".unitctl-tmp", dir=directory)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with naming(path), os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)

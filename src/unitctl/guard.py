@@ -4,7 +4,10 @@
 loop around it with the clock, the sleep, the backend and the probe injected.
 
 A systemd restart that "succeeded" proves little: Gunicorn sends READY=1 before its workers import
-the app. So the guard waits for ``successes_needed`` consecutive 2xx answers, and decides at once,
+the app. So the guard waits for ``successes_needed`` consecutive 2xx answers, each given while the unit
+is active and, where /proc can tell, holds a listening socket (an answer while it is still activating, or
+while its Gunicorn retries a bind another service holds, comes from that other service, so it does not
+count; the unit is read once more before "ready" is reported), and decides at once,
 without waiting for the timeout, when systemd shows the release cannot become ready:
 
 - ``unit-failed``   the unit is failed or no longer loaded
@@ -70,7 +73,11 @@ class Progress:
     probes: int = 0
     best_streak: int = 0
     non_ready: int = 0  # answers that were not ready
+    unit_not_active: int = 0  # ready answers while the unit was not active (not counted as ready)
+    not_listening: int = 0  # ready answers while the active unit listened on no socket (not counted either)
     last_probe: ProbeResult | None = None
+    last_unit: str = ""  # the unit at the last probe: "active/running", "activating/start, not active", ...
+    last_serving: bool = False  # whether the unit could have given the last answer (active, not deaf)
 
 
 @dataclass(frozen=True)
@@ -135,20 +142,32 @@ def decide(
     elapsed: float,
     timeout: float,
     successes_needed: int = DEFAULT_SUCCESSES,
+    listening: bool | None = None,
 ) -> tuple[Progress, Verdict | None]:
-    """Fold one tick (unit state, then probe answer if one was made) into the progress; return a verdict if decided."""
+    """Fold one tick (unit state, probe answer if one was made, whether the unit listens) into the progress.
+
+    Return the next progress and a verdict if decided. ``listening`` None means unknown, which does not block.
+    """
     forced = unit_verdict(state, progress.baseline)
     if forced is not None:
         return progress, forced
     if probe is not None:
-        streak = progress.streak + 1 if probe.ok else 0
+        active = state.active_state == "active"
+        deaf = active and listening is False
+        streak = progress.streak + 1 if probe.ok and active and not deaf else 0
         progress = replace(
             progress,
             streak=streak,
             probes=progress.probes + 1,
             best_streak=max(progress.best_streak, streak),
             non_ready=progress.non_ready + (0 if probe.ok else 1),
+            unit_not_active=progress.unit_not_active + (1 if probe.ok and not active else 0),
+            not_listening=progress.not_listening + (1 if probe.ok and deaf else 0),
             last_probe=probe,
+            last_unit=f"{state.active_state}/{state.sub_state}"
+            + ("" if active else ", not active")
+            + (" but listens on no socket" if deaf else ""),
+            last_serving=active and not deaf,
         )
         if streak >= successes_needed:
             return progress, Verdict(
@@ -160,8 +179,16 @@ def decide(
 
 
 def _timeout_reason(name: str, progress: Progress, timeout: float, needed: int) -> str:
-    last = progress.last_probe.describe() if progress.last_probe else "no probe answered"
-    text = f"{name} was not ready within {timeout:g}s: last answer {last}"
+    last = progress.last_probe
+    head = f"{name} was not ready within {timeout:g}s: "
+    if last is not None and last.ok and progress.last_unit and not progress.last_serving:
+        # Say which half failed: the URL answered, the unit could not have.
+        return (
+            head + f"the URL answered ready ({last.describe()}) but {name} is {progress.last_unit}; "
+            "is another service answering on that URL?"
+        )
+    text = head + (f"{name} is active but its URL is not ready, " if progress.last_serving else "")
+    text += "last answer " + (last.describe() if last else "none (no probe answered)")
     if progress.best_streak and progress.non_ready:
         text += f"; flapping (best run {progress.best_streak}/{needed} ready answers, {progress.non_ready} not ready)"
     return text
@@ -179,11 +206,14 @@ def watch(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_tick: Callable[[float, float, ProbeResult | None], None] | None = None,
+    listening: Callable[[int], bool | None] | None = None,
 ) -> GuardOutcome:
     """Watch ``unit`` and probe it until ready, failed, restart-looping or ``timeout`` seconds have passed.
 
     ``baseline`` is the unit right after the restart being guarded (default: read now). SystemdError
     from the backend propagates: the caller decides what a broken systemd connection means.
+    ``listening(main_pid)`` tells whether the unit holds a listening socket (True/False/None: unknown); by
+    default /proc is read when the backend's units run on this host (``backend.local``), else nothing is checked.
     """
     if timeout <= 0 or interval <= 0:
         raise UsageError(f"guard timeout and interval must be positive (got {timeout:g}s, {interval:g}s)")
@@ -194,17 +224,41 @@ def watch(
         baseline = Baseline.of(backend.state(unit))
     elif isinstance(baseline, UnitState):
         baseline = Baseline.of(baseline)
+    if listening is None and getattr(backend, "local", False):
+        from unitctl.listeners import unit_listens
+
+        listening = unit_listens
     progress = Progress(baseline=baseline)
     while True:
         state = backend.state(unit)
         forced = unit_verdict(state, baseline)
         answer = None if forced is not None else probe()
         elapsed = clock() - started
+        # Only a ready answer from an active unit needs the evidence that the unit serves at all.
+        serves = None
+        if listening is not None and answer is not None and answer.ok and state.active_state == "active":
+            serves = listening(state.main_pid)
         progress, verdict = decide(
-            progress, state, answer, elapsed=elapsed, timeout=timeout, successes_needed=successes_needed
+            progress,
+            state,
+            answer,
+            elapsed=elapsed,
+            timeout=timeout,
+            successes_needed=successes_needed,
+            listening=serves,
         )
         if on_tick is not None:
             on_tick(elapsed, timeout, progress.last_probe)
+        if verdict is not None and verdict.ready:
+            # The unit must still be active after its last ready answer: it may have failed while that answer
+            # came from something else listening on the URL.
+            state = backend.state(unit)
+            forced = unit_verdict(state, baseline)
+            if forced is not None:
+                verdict = forced
+            elif state.active_state != "active":
+                unit_now = f"{state.active_state}/{state.sub_state}, not active"
+                progress, verdict = replace(progress, streak=0, last_unit=unit_now, last_serving=False), None
         if verdict is not None:
             return GuardOutcome(
                 ready=verdict.ready,

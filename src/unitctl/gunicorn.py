@@ -4,8 +4,9 @@ The option table is Gunicorn's own (``_gunicorn_options.py``, generated from ``g
 ``parse_args`` mirrors Python 3.11's argparse as Gunicorn configures it (``allow_abbrev`` on): ``-w4``, ``-w=4``,
 ``--workers=4``, unambiguous abbreviations, clusters of short flags (``-Dw4``), ``--`` and options after the
 APP_MODULE; it keeps, for every option, which argv word (and which part of it) carries the flag and the value,
-so that ``rewrite.py`` can change exactly those bytes. Each parse is cross-checked with a stdlib argparse parser
-built from the same table, so a spelling unitctl reads differently from Gunicorn is refused, never guessed.
+so that ``rewrite.py`` can change exactly those bytes. It takes time linear in the number of words (argparse itself
+is quadratic in the number of options: a unit with 10k continuation lines took 7.5 s when every parse was
+cross-checked with it); Gunicorn's own parser is the oracle it is tested against (tests/unit/test_gunicorn.py).
 
 Where Gunicorn's settings come from (low → high): defaults (``workers`` = ``$WEB_CONCURRENCY`` or 1) < config file
 (``-c``, else ``-c`` in ``GUNICORN_CMD_ARGS``, else ``gunicorn.conf.py`` in the working directory) <
@@ -14,15 +15,13 @@ Where Gunicorn's settings come from (low → high): defaults (``workers`` = ``$W
 
 from __future__ import annotations
 
-import argparse
 import ast
-import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from unitctl._gunicorn_options import GUNICORN_VERSION, OPTIONS
 from unitctl.errors import NotGunicornError, RefusedError, UsageError
@@ -243,13 +242,15 @@ def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicor
 
     uses: list[OptionUse] = []
     positionals: list[tuple[int, str]] = []
+    # argparse gives APP_MODULE (nargs="*") the first run of positionals; one after an option is left over.
+    leftover: list[str] = []
     i = 0
     while i < len(words):
-        if pattern[i] == "-":
-            i += 1
-            continue
-        if pattern[i] == "A":
-            positionals.append((start + i, words[i]))
+        if pattern[i] in "-A":
+            if positionals and uses and uses[-1].index > positionals[0][0]:
+                leftover.append(words[i])
+            elif pattern[i] == "A":
+                positionals.append((start + i, words[i]))
             i += 1
             continue
         s, flag, explicit = optionals[i]
@@ -308,33 +309,19 @@ def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicor
             i += 1
             break
 
-    values = _cross_check(words, where)
-    args = [v for _, v in positionals]
-    if values.pop("args", []) != args:
+    if leftover:
         raise GunicornArgsError(
-            f"{where}: unitctl reads the arguments {args!r} differently from Gunicorn",
-            hint="simplify the command line (put APP_MODULE last, options before it)",
+            f"{where}: Gunicorn would exit with 'error: unrecognized arguments: {' '.join(leftover)}'",
+            hint="put APP_MODULE last, options before it (a switch like --preload takes no value)",
         )
+    args = [v for _, v in positionals]
     if len(positionals) > 1:
         raise GunicornArgsError(
             f"{where}: Gunicorn takes one APP_MODULE but got {args!r}",
             hint=_extra_app_hint(words, [i - start for i, _ in positionals], uses, start),
         )
-    for setting, use in _last_uses(uses).items():
-        s = _BY_SETTING[setting]
-        if s.action in ("store", "append"):
-            got = values.get(setting)
-            want: object = use.value if use.value is not None else s.const
-            if s.action == "append":
-                want = [u.value for u in uses if u.setting == setting]
-            if got != want:  # pragma: no cover - a mismatch here is a bug in the mirror above
-                raise GunicornArgsError(
-                    f"{where}: unitctl reads {setting} as {want!r} but Gunicorn as {got!r}",
-                    hint="simplify the option's spelling",
-                )
-    return GunicornArgs(
-        argv, start, tuple(uses), tuple(positionals), values, None if double_dash is None else start + double_dash
-    )
+    dd = None if double_dash is None else start + double_dash
+    return GunicornArgs(argv, start, tuple(uses), tuple(positionals), _stored(uses), dd)
 
 
 def _extra_app_hint(words: Sequence[str], positions: Sequence[int], uses: Sequence[OptionUse], start: int) -> str:
@@ -353,45 +340,20 @@ def _extra_app_hint(words: Sequence[str], positions: Sequence[int], uses: Sequen
     return "keep only the app module (e.g. app:app) among the arguments"
 
 
-def _last_uses(uses: Sequence[OptionUse]) -> dict[str, OptionUse]:
-    out: dict[str, OptionUse] = {}
+def _stored(uses: Sequence[OptionUse]) -> dict[str, object]:
+    """Return setting -> value as Gunicorn's argparse stores them (tested against Gunicorn's own parser)."""
+    out: dict[str, object] = {}
     for u in uses:
-        out[u.setting] = u
-    return out
-
-
-class _ArgparseRejects(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> argparse.NoReturn:  # type: ignore[name-defined]
-        raise _ArgparseRejects(message)
-
-
-@lru_cache(maxsize=1)
-def _stdlib_parser() -> argparse.ArgumentParser:
-    """Build Gunicorn's parser from the table with the stdlib argparse (values kept as strings)."""
-    parser = _Parser(prog="gunicorn", add_help=False, allow_abbrev=True)
-    parser.add_argument("-h", "--help", action="store_true", default=None, dest="help")
-    parser.add_argument("-v", "--version", action="store_true", default=None, dest="version")
-    parser.add_argument("args", nargs="*")
-    for name, flags, action, nargs, const, _typ in sorted(OPTIONS, key=lambda r: r[0]):
-        kwargs: dict[str, object] = {"dest": name, "action": action, "default": None}
-        if nargs is not None:
-            kwargs["nargs"] = nargs
-        if const is not None:
-            kwargs["const"] = const
-        parser.add_argument(*flags, **kwargs)  # type: ignore[arg-type]
-    return parser
-
-
-def _cross_check(words: Sequence[str], where: str) -> dict[str, object]:
-    try:
-        ns = _stdlib_parser().parse_args(list(words))
-    except _ArgparseRejects as exc:
-        raise GunicornArgsError(f"{where}: Gunicorn would exit with 'error: {exc}'", hint="fix the option") from None
-    return {k: v for k, v in vars(ns).items() if v is not None}
+        s = _BY_SETTING[u.setting]
+        if s.action == "append":
+            cast("list[str | None]", out.setdefault(u.setting, [])).append(u.value)
+        elif s.action == "store":
+            out[u.setting] = u.value if u.value is not None else s.const
+        elif s.action == "store_const":
+            out[u.setting] = s.const
+        else:  # store_true, and argparse's own -h/--help and -v/--version
+            out[u.setting] = True
+    return {k: v for k, v in out.items() if v is not None}
 
 
 # -- shell and shlex words --------------------------------------------------------------------------------------
@@ -1115,14 +1077,12 @@ def effective_settings(
 
 def default_read_file(path: str) -> str | None:
     """Read a text file from disk, None when it does not exist or cannot be read (the edge for effective_settings)."""
-    from unitctl.fsutil import read_capped
+    from unitctl.errors import InputError
+    from unitctl.fsutil import read_input
 
-    data = read_capped(os.fspath(path), ENV_FILE_LIMIT)
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
+    try:  # capped, regular files only: a -c naming a FIFO or /dev/zero must not hang or exhaust memory
+        return read_input(Path(path), what="Gunicorn config file").decode("utf-8")
+    except (InputError, UnicodeDecodeError):
         return None
 
 

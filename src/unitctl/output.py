@@ -41,8 +41,9 @@ def atomic_write(path: Path, data: str, *, mode: int | None = None) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: no such directory", hint="create it first or choose another path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory", hint="give a file name")
+    kind = fsutil.non_regular_kind(path)
+    if kind is not None:  # replacing a FIFO, a device (-o /dev/stdout) or a directory is never what was meant
+        raise InputError(f"{path}: is {kind}, not a regular file", hint="give a file name")
     try:
         fsutil.atomic_write(path, data.encode("utf-8"), mode=mode)
     except OSError as exc:

@@ -77,7 +77,10 @@ def parse_target(spec: str) -> Target:
         if not path.startswith("/"):
             raise UsageError(f"probe URL {spec!r}: the HTTP path after the socket must start with '/'", hint=hint)
         return Target(url=f"http://localhost{path}", uds=sock)
-    parts = urlsplit(spec)
+    try:
+        parts = urlsplit(spec)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise UsageError(f"probe URL {spec!r} is not a valid URL: {exc}", hint=hint) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(f"probe URL {spec!r} is not an http(s) URL or a unix socket", hint=hint)
     if parts.username or parts.password:

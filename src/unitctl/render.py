@@ -367,7 +367,7 @@ def parse_workers(value: str) -> Workers:
             f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4"
         ) from None
     if n < 1:
-        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}")
+        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4")
     return n
 
 
@@ -534,14 +534,12 @@ def load_template(name: str) -> str:
 
 def read_user_template(path: Path) -> str:
     """Return the text of a user's ``--template`` file."""
+    from unitctl.fsutil import read_input
+
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such template file", hint="check the --template path") from None
+        return read_input(path, what="template file", hint="check the --template path").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: the template is not UTF-8 text", hint="save it as UTF-8") from exc
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the template: {exc.strerror}", hint="check its permissions") from exc
 
 
 def render_from_flags(

@@ -612,18 +612,18 @@ def _list_conf_files(dirs: Sequence[str], root: Path) -> list[str]:
 
 def read_unit_file(path: str | os.PathLike[str]) -> UnitFile:
     """Read and parse one file; raise InputError if unreadable, UnitSyntaxError if systemd would refuse it."""
+    from unitctl.fsutil import read_input
+
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read unit file {p}: {exc.strerror}; check the path and permissions") from exc
-    return UnitFile.from_bytes(data, path=str(p))
+    return UnitFile.from_bytes(read_input(p, what="unit file", hint="check the path"), path=str(p))
 
 
 def load_unit(
     name: str, *, root: str | os.PathLike[str] = "/", search_path: Sequence[str] = SYSTEM_UNIT_PATH
 ) -> MergedUnit:
     """Read a unit and its drop-ins from the load path under root (root="/" is the live system)."""
+    from unitctl.fsutil import read_input
+
     rootp = Path(root)
     prefix, instance, utype = _split_name(name)
     wanted = [f"{d.rstrip('/')}/{n}" for d in search_path for n in [name, f"{prefix}@.{utype}"][: 2 if instance else 1]]
@@ -636,8 +636,5 @@ def load_unit(
             continue
         if not host.is_file():
             continue
-        try:
-            files[w] = host.read_bytes().decode("utf-8", "surrogateescape")
-        except OSError as exc:
-            raise InputError(f"cannot read {w}: {exc.strerror}; check its permissions") from exc
+        files[w] = read_input(host, what="unit file").decode("utf-8", "surrogateescape")
     return unit_from_files(name, files, search_path)

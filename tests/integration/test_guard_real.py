@@ -150,3 +150,34 @@ def test_nothing_listening_reports_connection_refused(box: Sandbox, venv_bin: Pa
     out = guard(box, venv_bin, "dbus", unit, "http://127.0.0.1:8299/health/ready", timeout=2)
     assert out["kind"] == "timeout" and out["last_status"] is None
     assert "connection refused" in out["last_error"] and "connection refused" in out["reason"]
+
+
+@pytest.mark.parametrize("backend", ["systemctl", "dbus"])
+def test_url_answered_by_another_service_is_not_ready(box: Sandbox, venv_bin: Path, backend: str) -> None:
+    # Another service holds the port and answers 200; the guarded Type=simple Gunicorn is active while it retries
+    # the bind ("Connection in use", five times a second apart), then exits. Never "ready" (issue 9).
+    other, other_home = install(box, venv_bin, GATED_APP, bind="127.0.0.1:8206")
+    box.write_file(f"{other_home}/ready", "")
+    box.systemctl("start", other, check=True)
+    unit, home = install(box, venv_bin, GATED_APP, bind="127.0.0.1:8206")
+    box.write_file(f"{home}/ready", "")
+    path = box.host_path(f"/etc/systemd/system/{unit}")
+    path.write_text(path.read_text().replace("Type=notify", "Type=simple"))
+    box.systemctl("daemon-reload", check=True)
+    out = guard(box, venv_bin, backend, unit, "http://127.0.0.1:8206/health/ready", timeout=30)
+    assert out["restart_error"] is None  # Type=simple: the restart itself "succeeded"
+    assert not out["ready"] and out["kind"] in ("unit-failed", "main-exited"), out
+    assert out["last_status"] == 200  # the other service did answer, and was not believed
+
+
+def test_url_answered_by_another_service_times_out_naming_both_halves(box: Sandbox, venv_bin: Path) -> None:
+    other, other_home = install(box, venv_bin, GATED_APP, bind="127.0.0.1:8207")
+    box.write_file(f"{other_home}/ready", "")
+    box.systemctl("start", other, check=True)
+    unit, home = install(box, venv_bin, GATED_APP, bind="127.0.0.1:8207")
+    path = box.host_path(f"/etc/systemd/system/{unit}")
+    path.write_text(path.read_text().replace("Type=notify", "Type=simple"))
+    box.systemctl("daemon-reload", check=True)
+    out = guard(box, venv_bin, "dbus", unit, "http://127.0.0.1:8207/health/ready", timeout=2)
+    assert (out["ready"], out["kind"]) == (False, "timeout"), out
+    assert "the URL answered ready (HTTP 200)" in out["reason"] and "listens on no socket" in out["reason"], out

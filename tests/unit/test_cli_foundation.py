@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from unitctl import __version__, cli
@@ -61,15 +61,46 @@ def test_unknown_command_is_a_usage_error() -> None:
         (RollbackFailedError("rollback failed"), 5),
     ],
 )
-def test_fail_prints_one_line_and_exits_with_the_errors_code(
-    error: UnitctlError, code: int, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(typer.Exit) as exc:
-        cli.fail(error)
-    assert exc.value.exit_code == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith("unitctl: error: ")
+def test_every_unitctl_error_is_one_line_with_its_code(error: UnitctlError, code: int) -> None:
+    assert cli.error_line(error) == (f"unitctl: error: {error}", code)
+
+
+@pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/var/lib/unitctl/locks/app.service.lock"),
+         "unitctl: error: /var/lib/unitctl/locks/app.service.lock: No space left on device (ENOSPC); free some space "
+         "and retry"),
+        (OSError(errno.EROFS, "Read-only file system", "/etc/systemd/system/app.service"),
+         "unitctl: error: /etc/systemd/system/app.service: Read-only file system (EROFS); pick a writable place "
+         "(e.g. --history-dir)"),
+        (OSError(errno.EIO, "Input/output error"),
+         "unitctl: error: Input/output error (EIO); check the file and retry"),
+    ],
+)  # fmt: skip
+def test_os_errors_are_one_line_naming_the_file_exit_3(exc: OSError, line: str) -> None:
+    assert cli.error_line(exc) == (line, 3)
+
+
+def test_a_bug_is_not_dressed_up_as_an_error_line() -> None:
+    assert cli.error_line(KeyError("x")) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["rewrite", "--frobnicate"], "No such option: --frobnicate; see 'unitctl rewrite --help'"),
+        (["rewrite"], "Missing argument 'file'; see 'unitctl rewrite --help'"),
+        (["history", "app", "--limit", "many"], "Invalid value for '--limit'"),
+        (["deploy-everything"], "No such command 'deploy-everything'; see 'unitctl --help'"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args: list[str], needle: str) -> None:
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("unitctl: error: "), result.stderr
+    assert needle in result.stderr
 
 
 def test_hint_is_part_of_the_one_line() -> None:

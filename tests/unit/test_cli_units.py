@@ -129,7 +129,7 @@ def test_render_user_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         (["--name", "a", "--app", "a:b", "--bind", "nowhere"], 2, "needs a port"),
         (["--name", "a", "--app", "a:b", "--venv", "venv"], 2, "absolute path"),
         (["--name", "a", "--app", "a:b", "--env", "NOVALUE"], 2, "is not KEY=VALUE"),
-        (["--name", "a", "--app", "a:b", "--template", "/nonexistent.j2"], 3, "no such template file"),
+        (["--name", "a", "--app", "a:b", "--template", "/nonexistent.j2"], 3, "no such file; check the --template"),
         (["--name", "a", "--app", "a:b", "-o", "/nonexistent/dir/a.service"], 3, "no such directory"),
     ],
 )
@@ -261,8 +261,8 @@ def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["nope", "--unit-file", "/dev/null"], 3, "nope.service"),
-        (["bad name!", "--unit-file", "/dev/null"], 2, "not a valid systemd unit name"),
+        (["nope", "--unit-file", "{empty}"], 3, "nope.service"),
+        (["bad name!", "--unit-file", "{empty}"], 2, "not a valid systemd unit name"),
         (["shop"], 2, "exactly one of"),
         (["shop", "--app", "a:b"], 2, "add --render"),
         (["shop", "--unit-file", "/nonexistent.service"], 3, "no such file"),
@@ -272,6 +272,8 @@ def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 )
 def test_diff_bad_input(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     root = installed_root(tmp_path)
+    (tmp_path / "empty.service").write_text("")
+    args = [a.format(empty=tmp_path / "empty.service") for a in args]
     result = runner.invoke(app, ["diff", *args, "--root", str(root)])
     assert result.exit_code == code, result.output
     assert message in one_error_line(result.output)

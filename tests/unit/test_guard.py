@@ -367,3 +367,90 @@ def test_ready_exactly_when_enough_consecutive_2xx_arrive_in_time(codes: list[in
     else:
         assert outcome.kind == "ready" and outcome.probes == expected
         assert outcome.elapsed == pytest.approx((expected - 1) * 0.5)
+
+
+# -- ready means the URL answers AND the unit is active (issue 9: another service on the URL) -----------------
+
+
+def test_ready_answers_while_the_unit_is_activating_do_not_count_and_the_timeout_says_so() -> None:
+    fake, clock = setup()
+    starting = dataclasses.replace(fake.state(UNIT), active_state="activating", sub_state="start")
+    fake.script_states(UNIT, [starting])  # sticks: the unit never becomes active
+    probe, seen = scripted_probe([200], clock)  # ...while something else answers on the URL
+    outcome = run(fake, clock, probe, timeout=5)
+    assert not outcome.ready and outcome.kind == "timeout", outcome
+    assert len(seen) > 3
+    assert "the URL answered ready" in outcome.reason and "activating/start, not active" in outcome.reason
+
+
+def test_unit_failing_right_after_the_last_ready_answer_is_not_ready() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    failed = dataclasses.replace(failed_state(UNIT, status=1), invocation_id=ok.invocation_id)
+    # baseline, three ticks active with 200, then the unit is read once more before "ready": it has failed.
+    fake.script_states(UNIT, [ok, ok, ok, ok, failed])
+    probe, seen = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, timeout=30)
+    assert not outcome.ready and outcome.kind == "unit-failed", outcome
+    assert len(seen) == 3
+
+
+def test_unit_back_to_activating_after_the_last_ready_answer_keeps_watching() -> None:
+    fake, clock = setup()
+    ok = fake.state(UNIT)
+    starting = dataclasses.replace(ok, active_state="activating", sub_state="start")
+    fake.script_states(UNIT, [ok, ok, ok, ok, starting, ok])
+    probe, seen = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, timeout=30)
+    assert outcome.ready, outcome
+    assert len(seen) == 6  # the streak started again after the unit was seen not active
+
+
+def test_timeout_with_the_unit_active_says_the_url_is_what_is_not_ready() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe, timeout=3)
+    assert outcome.kind == "timeout"
+    assert f"{UNIT} is active but its URL is not ready, last answer HTTP 503" in outcome.reason, outcome.reason
+
+
+def test_decide_does_not_count_a_ready_answer_while_the_unit_is_not_active() -> None:
+    st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
+    reloading = dataclasses.replace(st, active_state="reloading", sub_state="reload")
+    progress = guard.Progress(baseline=guard.Baseline.of(st), streak=2)
+    after, verdict = guard.decide(progress, reloading, _ok(), elapsed=1.0, timeout=10)
+    assert verdict is None and after.streak == 0 and after.unit_not_active == 1
+    _, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10)
+    assert verdict is not None and verdict.ready
+
+
+def test_ready_answers_while_the_unit_listens_on_no_socket_do_not_count() -> None:
+    # A Type=simple Gunicorn retrying a bind another service holds is active, and that service answers the URL.
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    pids: list[int] = []
+
+    def deaf(pid: int) -> bool:
+        pids.append(pid)
+        return False
+
+    outcome = run(fake, clock, probe, timeout=3, listening=deaf)
+    assert not outcome.ready and outcome.kind == "timeout", outcome
+    assert "the URL answered ready (HTTP 200)" in outcome.reason
+    assert "active/running but listens on no socket; is another service answering on that URL?" in outcome.reason
+    assert pids and set(pids) == {fake.state(UNIT).main_pid}
+
+
+@pytest.mark.parametrize("answer", [True, None])
+def test_a_unit_that_listens_or_cannot_be_checked_becomes_ready(answer: bool | None) -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, listening=lambda pid: answer)
+    assert outcome.ready and outcome.probes == 3, outcome
+
+
+def test_the_fake_backend_is_never_looked_up_in_proc() -> None:
+    fake, clock = setup()
+    assert fake.local is False  # its made-up pids may exist on the host
+    probe, _ = scripted_probe([200], clock)
+    assert run(fake, clock, probe).ready

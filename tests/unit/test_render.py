@@ -184,7 +184,7 @@ def test_user_template_errors_are_input_errors(tmp_path: Path) -> None:
         r.render(options(), cpu_count=2, service_template="{{ nope }}", socket_template="")
     with pytest.raises(InputError, match=r"^built-in gunicorn.service.j2:2: template syntax error"):
         r.render(options(), cpu_count=2, service_template="ok\n{% if %}", socket_template="")
-    with pytest.raises(InputError, match="no such template"):
+    with pytest.raises(InputError, match="no such file; check the --template path"):
         r.read_user_template(tmp_path / "missing.j2")
 
 

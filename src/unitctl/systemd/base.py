@@ -164,6 +164,7 @@ class SystemdBackend(Protocol):
     """What unitctl needs from systemd. Every method raises SystemdError on failure."""
 
     name: str
+    local: bool  # its units run on this host: /proc shows their processes (the guard reads their sockets there)
 
     def daemon_reload(self) -> None: ...
     def start(self, unit: str) -> None: ...

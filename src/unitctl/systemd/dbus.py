@@ -53,6 +53,7 @@ class DbusBackend:
     """Talk to systemd over the system bus with pystemd."""
 
     name = "dbus"
+    local = True
 
     def __init__(self, *, job_timeout: float = 300.0) -> None:
         try:

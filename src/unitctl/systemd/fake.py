@@ -57,6 +57,7 @@ class FakeSystemd:
     """A SystemdBackend whose answers are scripted and whose calls are recorded in ``calls``."""
 
     name = "fake"
+    local = False  # its units' pids are made up: never look them up in /proc
 
     def __init__(self) -> None:
         self.calls: list[Call] = []

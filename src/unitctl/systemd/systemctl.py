@@ -97,6 +97,7 @@ class SystemctlBackend:
     """Talk to systemd by running systemctl / systemd-run / journalctl."""
 
     name = "systemctl"
+    local = True
 
     def __init__(self, *, job_timeout: float = 300.0) -> None:
         self.job_timeout = job_timeout
