@@ -463,16 +463,16 @@ def owner_of(path: Path) -> GitUser:
                 hint=f"give both to one user (chown -R {_user_name(top.st_uid)} {path})",
             )
     me = os.geteuid()
+    if me not in (0, top.st_uid):
+        raise GitStateError(
+            f"{path} belongs to {_user_name(top.st_uid)}, unitctl runs as {_user_name(me)}: "
+            "git runs only as the checkout's owner",
+            hint="run unitctl as root" + (f" or as {_user_name(top.st_uid)}" if top.st_uid else ""),
+        )
     if top.st_uid == 0:
         # Root runs git here: no one else may be able to plant config (programs) or replace the git directory.
         for f in [*gitdirs, *(d / "config" for d in gitdirs)]:
             _refuse_writable_by_others(f)
-    elif me not in (0, top.st_uid):
-        raise GitStateError(
-            f"{path} belongs to {_user_name(top.st_uid)}, unitctl runs as {_user_name(me)}: "
-            "git runs only as the checkout's owner",
-            hint=f"run unitctl as root or as {_user_name(top.st_uid)}",
-        )
     try:
         pw: pwd.struct_passwd | None = pwd.getpwuid(top.st_uid)
     except KeyError:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -407,3 +410,119 @@ def test_a_lock_another_process_holds_is_refused(repo: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- who runs git: the checkout's owner, so nothing the repository plants runs as root -------------
+
+OWNER = 54321  # a uid with no passwd entry: git runs with it, HOME=/nonexistent
+PLANTED = ("post-checkout", "reference-transaction", "post-index-change", "fsmonitor", "smudge", "clean",
+           "textconv", "external", "pager", "ssh", "credential", "askpass", "uploadpack")  # fmt: skip
+# What a planted program must do besides noting its uid for git to go on (filters pass the content through).
+TAILS = {"smudge": "exec cat\n", "clean": "exec cat\n", "textconv": 'cat "$1"\n', "pager": "exec cat\n",
+         "uploadpack": 'exec git-upload-pack "$@"\n', "ssh": "exit 1\n"}  # fmt: skip
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Iterator[tuple[Path, Path, str, str]]:
+    """A checkout owned by OWNER in which that user planted every program git could run; (repo, out, v1, v2)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the checkout belongs to another user")
+    # Not under pytest's 0700 base: the owner must be able to reach its checkout, as on a server.
+    base = Path(tempfile.mkdtemp(prefix="unitctl-owner-"))
+    base.chmod(0o755)
+    try:
+        origin = base / "origin"
+        origin.mkdir()
+        git(origin, "init", "-q", "-b", "main")
+        v1 = commit(origin, {"app.py": "V = 1\n"}, "v1")
+        v2 = commit(origin, {"app.py": "V = 2\n", "new.py": "N = 2\n"}, "v2")
+        repo = base / "app"
+        subprocess.run(["git", "clone", "-q", str(origin), str(repo)], check=True)
+        git(repo, "checkout", "-q", "--detach", v1)
+        out, bin_ = base / "out", base / "bin"
+        out.mkdir()
+        bin_.mkdir()
+        for name in PLANTED:
+            tail = TAILS.get(name, "exit 0\n")
+            script = bin_ / name
+            script.write_text(f"#!/bin/sh\nid -u > {out}/{name}\n{tail}")
+            script.chmod(0o755)
+        for hook in ("post-checkout", "reference-transaction", "post-index-change"):
+            (repo / ".git/hooks" / hook).symlink_to(bin_ / hook)
+        for key, value in {
+            "core.fsmonitor": "fsmonitor", "filter.evil.smudge": "smudge", "filter.evil.clean": "clean",
+            "diff.evil.textconv": "textconv", "diff.external": "external", "core.pager": "pager",
+            "core.sshCommand": "ssh", "credential.helper": "credential", "core.askPass": "askpass",
+            "remote.origin.uploadpack": "uploadpack",
+        }.items():  # fmt: skip
+            git(repo, "config", key, str(bin_ / value))
+        git(repo, "remote", "add", "evil", "ssh://git@unitctl.invalid/evil.git")
+        (repo / ".gitattributes").write_text("* filter=evil diff=evil\n")
+        subprocess.run(["chown", "-R", f"{OWNER}:{OWNER}", str(repo), str(out), str(origin)], check=True)
+        yield repo, out, v1, v2
+    finally:
+        shutil.rmtree(base)
+
+
+def _ran(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text().strip() for p in out.iterdir()}
+
+
+def test_programs_the_owner_planted_never_run_as_root(planted: tuple[Path, Path, str, str]) -> None:
+    repo, out, v1, v2 = planted
+    r = GitRepo(repo)
+    r.check_repo()
+    assert (r.user.uid, r.user.switch, r.user.home) == (OWNER, True, "/nonexistent")
+    r.check_clean(v2)
+    r.checkout(v2)
+    assert r.head() == v2 and (repo / "new.py").stat().st_uid == OWNER, "files the checkout writes stay the owner's"
+    r.checkout(v1)
+    r.fetch("origin")
+    with pytest.raises(GitStateError, match="git fetch --quiet --tags -- evil failed"):
+        r.fetch("evil")
+    ran = _ran(out)
+    assert "0" not in ran.values(), ran
+    # Hooks and fsmonitor are off; what git still runs (filters, ssh, upload-pack) runs as the owner.
+    assert not {"post-checkout", "reference-transaction", "post-index-change", "fsmonitor"} & ran.keys()
+    assert {"smudge", "ssh", "uploadpack"} <= ran.keys() and set(ran.values()) == {str(OWNER)}, ran
+
+    # The control experiment: git as root with safe.directory=* (unitctl before) runs them as uid 0.
+    for p in out.iterdir():
+        p.unlink()
+    subprocess.run(
+        ["git", "-c", "safe.directory=*", "-C", str(repo), "checkout", "-q", "--detach", v2], check=True
+    )  # fmt: skip
+    subprocess.run(["git", "-c", "safe.directory=*", "-C", str(repo), "status"], check=True, capture_output=True)
+    ran = _ran(out)
+    assert ran.get("post-checkout") == "0" and ran.get("fsmonitor") == "0", ran
+
+
+def test_a_checkout_split_between_owners_is_refused(planted: tuple[Path, Path, str, str]) -> None:
+    repo = planted[0]
+    os.chown(repo / ".git", 0, 0)
+    with pytest.raises(GitStateError, match=r"\.git belongs to root but the working tree .* to uid 54321"):
+        GitRepo(repo).check_repo()
+
+
+def test_a_root_checkout_another_user_can_configure_is_refused(repo: Path) -> None:
+    commit(repo, {"app.py": "V = 1\n"}, "v1")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the checkout must belong to root")
+    GitRepo(repo).check_repo()
+    os.chown(repo / ".git/config", OWNER, -1)
+    with pytest.raises(GitStateError, match=r"\.git/config can be changed by another user than root"):
+        GitRepo(repo).check_repo()
+    os.chown(repo / ".git/config", 0, OWNER)
+    (repo / ".git/config").chmod(0o664)
+    with pytest.raises(GitStateError, match=r"chown root:root .*/\.git/config and chmod go-w it"):
+        GitRepo(repo).check_repo()
+    (repo / ".git/config").chmod(0o644)
+    GitRepo(repo).check_repo()
+
+
+def test_unitctl_not_root_never_runs_git_in_another_users_checkout(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit(repo, {"app.py": "V = 1\n"}, "v1")
+    assert repo.stat().st_uid != OWNER
+    monkeypatch.setattr(os, "geteuid", lambda: OWNER)
+    with pytest.raises(GitStateError, match=rf"unitctl runs as uid {OWNER}: git runs only as the checkout's owner"):
+        GitRepo(repo).check_repo()
