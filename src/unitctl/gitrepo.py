@@ -35,6 +35,7 @@ import pwd
 import signal
 import stat
 import subprocess
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -100,6 +101,10 @@ class GitRepo:
         self.notes: list[str] = []
         # Tracked files the last checkout overwrote although they had changes (a failed release's writes).
         self.discarded: list[str] = []
+        # Untracked files checkouts moved out of a target's way (into the git directory), never deleted.
+        self.saved: list[str] = []
+        # (HEAD, revisions cleared) when check_clean() last passed: the next checkout completes that check.
+        self._checked: tuple[str | None, set[str]] | None = None
 
     # -- running git -----------------------------------------------------------------------------
 
@@ -113,10 +118,16 @@ class GitRepo:
     def _git(
         self, *args: str, check: bool = True, timeout: float = GIT_TIMEOUT, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        return self._run(["git", *args], check=check, timeout=timeout, input=input)
+
+    def _run(
+        self, argv: list[str], *, check: bool = True, timeout: float = GIT_TIMEOUT, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the checkout as its owner, in its own session; GitStateError if it fails."""
         user = self.user
         try:
             proc = subprocess.run(
-                ["git", *args],
+                argv,
                 capture_output=True,
                 text=True,
                 timeout=timeout,
@@ -132,12 +143,12 @@ class GitRepo:
                 extra_groups=list(user.groups) if user.switch else None,
             )
         except FileNotFoundError as exc:
-            raise InputError("git is not installed", hint="install git (apt-get install git)") from exc
+            raise InputError(f"{argv[0]} is not installed", hint=f"install {argv[0]} (apt-get install git)") from exc
         except subprocess.TimeoutExpired as exc:
-            raise GitStateError(f"git {' '.join(args)} in {self.path} did not finish in {timeout:g}s") from exc
+            raise GitStateError(f"{' '.join(argv)} in {self.path} did not finish in {timeout:g}s") from exc
         if check and proc.returncode != 0:
             raise GitStateError(
-                f"git {' '.join(args)} failed in {self.path} (as {user.name}): "
+                f"{' '.join(argv)} failed in {self.path} (as {user.name}): "
                 f"{_one_line((proc.stderr or proc.stdout).strip())[-300:]}",
                 hint="check the repository",
             )
@@ -207,29 +218,38 @@ class GitRepo:
                 break
             differ = set(self._z("diff", "--no-renames", "--name-only", "-z", rev, "--"))
             risks = [r for r in risks if r.path in differ]
-        if interrupted and risks:
-            # The files unitctl's interrupted (forced) checkout was writing are its own, whatever state git left
-            # them in (a file killed mid-write matches no revision).
-            ours = set(self.changed_files(self.head(), interrupted))
-            risks = [r for r in risks if r.path not in ours]
         seen = {r.path for r in risks}
         for rev in revs:
             risks.extend(r for r in self._untracked_in_the_way(rev, same_as) if r.path not in seen)
             seen.update(r.path for r in risks)
-        return risks
+        return self._not_ours(risks, interrupted)
+
+    def _not_ours(self, risks: list[AtRisk], interrupted: str | None) -> list[AtRisk]:
+        """Drop the paths unitctl's interrupted (forced) checkout was writing: they are its own, whatever state
+        git was killed in (a file killed mid-write matches no revision)."""
+        if not interrupted or not risks:
+            return risks
+        ours = set(self.changed_files(self.head(), interrupted))
+        return [r for r in risks if r.path.rstrip("/") not in ours]
 
     def check_clean(self, *targets: str | None) -> None:
         """Refuse local changes a forced switch to ``targets`` (or back) would lose, naming the files (exit 3).
 
-        Without targets only changes to tracked files count (the old contract); with them, untracked files
-        those revisions track count too. Bytecode the service regenerates is never in the way.
+        Bytecode the service regenerates is never in the way. Untracked files are checked against the
+        revisions given; without any (the old call), the next ``checkout`` (the deploy's switch) checks
+        its own target before it changes anything. Later checkouts (rollbacks) never refuse: they move
+        untracked files out of the way into the git directory instead.
         """
         risks = self.at_risk(*targets)
         torn = self._torn()
         if torn and not risks:
             self._note(f"{torn}: the next checkout removes the stale lock and forces the tree to its revision")
-        if not risks:
-            return
+        if risks:
+            raise self._refusal(risks, torn)
+        cleared = {sha for sha in (self.resolve(t) for t in targets if t) if sha}
+        self._checked = (self.resolve("HEAD"), cleared)
+
+    def _refusal(self, risks: Sequence[AtRisk], torn: str = "") -> GitStateError:
         shown = risks[:_SHOWN]
         parts = []
         for tracked, what in ((True, "modified tracked files"), (False, "untracked files a target revision tracks")):
@@ -238,7 +258,7 @@ class GitRepo:
                 parts.append(f"{what} ({', '.join(names)})")
         more = f" and {len(risks) - _SHOWN} more" if len(risks) > _SHOWN else ""
         also = f"; {torn}" if torn else ""
-        raise GitStateError(
+        return GitStateError(
             f"{self.path} has {' and '.join(parts)}{more}: a deploy or rollback would lose them{also}",
             hint="commit, move or discard them (bytecode is ignored), then retry; nothing was changed",
         )
@@ -312,8 +332,34 @@ class GitRepo:
                 risks.append(AtRisk(p, tracked=False))
         return risks
 
+    def _save_aside(self, target: str) -> None:
+        """Move untracked files a forced checkout of ``target`` would overwrite into the git directory.
+
+        check_clean(target) refuses them up front; a rollback must go on, so what a failed release left
+        in the way (or what a caller did not check) is kept, never destroyed.
+        """
+        self._move_aside([r.path.rstrip("/") for r in self._untracked_in_the_way(target, ())], target)
+
+    def _move_aside(self, paths: Sequence[str], target: str) -> None:
+        """Move ``paths`` (relative) to <gitdir>/unitctl/saved/TIME-REV/, as the owner; note it."""
+        if not paths:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = _gitdir(self.path) / "unitctl" / "saved" / f"{stamp}-{target[:12]}"
+        for rel in paths:
+            to = dest / rel
+            self._run(["mkdir", "-p", "--", str(to.parent)])
+            self._run(["mv", "-T", "--", rel, str(to)])
+        more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
+        self.saved.extend(paths)
+        self._note(f"moved {', '.join(paths[:_SHOWN])}{more} out of the way of {target[:12]} into {dest}")
+
     def _remove_leftovers(self, interrupted: str, target: str) -> None:
-        """Delete files an interrupted checkout of ``interrupted`` wrote that nothing tracks (same content only)."""
+        """Clear files an interrupted checkout of ``interrupted`` wrote that ``target`` does not track.
+
+        Complete ones (its exact content) are deleted; one killed mid-write is moved aside like any
+        untracked file in the way.
+        """
         tracked_now = set(self._z("ls-files", "-z"))
         theirs = self._tree(interrupted)
         ours = self._tree(target)
@@ -327,10 +373,14 @@ class GitRepo:
             and not (self.path / p).is_symlink()
             and (self.path / p).resolve().is_relative_to(top)
         ]
+        partial = []
         for p, h in self._hashes(files).items():
             if theirs[p] == h:
                 with contextlib.suppress(FileNotFoundError):
                     (self.path / p).unlink()
+            else:
+                partial.append(p)
+        self._move_aside(partial, target)
 
     def _check_locks(self) -> None:
         """Refuse while another git works in the checkout; note a stale lock a killed git left."""
@@ -397,6 +447,7 @@ class GitRepo:
             before = self.head()
             changed = self.changed_files(before, target)
             interrupted = self.interrupted_target()
+            self._finish_check(target, interrupted)
             dirty = self.dirty_files()
             self.discarded = [p for p in dirty if not regenerable(p)]
             if before != target or dirty or interrupted or self._locks():
@@ -408,11 +459,24 @@ class GitRepo:
             purge_bytecode(self.path, sorted(stale))
         return changed
 
+    def _finish_check(self, target: str, interrupted: str | None) -> None:
+        """On the first checkout after check_clean(), refuse untracked data in the way of a target it did not check."""
+        if self._checked is None:
+            return
+        checked_at, cleared = self._checked
+        self._checked = None
+        if target == checked_at or target in cleared:
+            return
+        risks = self._not_ours(self._untracked_in_the_way(target, [interrupted] if interrupted else []), interrupted)
+        if risks:
+            raise self._refusal(risks)
+
     def _switch(self, target: str, interrupted: str | None) -> None:
         """Force the tree and index to ``target`` and verify the real status; repair once with reset --hard."""
         self._remove_stale_locks()
         if interrupted and interrupted != target:
             self._remove_leftovers(interrupted, target)
+        self._save_aside(target)
         self._git("update-ref", CHECKOUT_REF, target)
         first = self._git("checkout", "--quiet", "--force", "--detach", target, check=False)
         if not self._is_at(target):

@@ -210,6 +210,34 @@ def test_an_untracked_file_the_next_release_tracks_is_refused_naming_it(repo: Pa
     assert ".gitignore" not in msg
 
 
+def test_after_the_old_check_clean_call_the_deploys_checkout_refuses_untracked_data(repo: Path) -> None:
+    v1 = commit(repo, {"app.py": "V = 1\n"}, "v1")
+    v2 = commit(repo, {"app.py": "V = 2\n", "data.csv": "a,b\n"}, "v2")
+    git(repo, "checkout", "-q", "--detach", v1)
+    (repo / "data.csv").write_text("the server's own\n")
+    r = GitRepo(repo)
+    r.check_clean()  # the engine's call without targets: the checkout that follows completes the check
+    with pytest.raises(GitStateError, match=r"untracked files a target revision tracks \(data.csv\)"):
+        r.checkout(v2)
+    assert r.head() == v1 and (repo / "data.csv").read_text() == "the server's own\n"
+
+
+def test_a_rollback_moves_untracked_files_out_of_the_way_never_deletes_them(repo: Path) -> None:
+    v1 = commit(repo, {"app.py": "V = 1\n", "cache.txt": "v1\n"}, "v1")
+    git(repo, "rm", "-q", "cache.txt")
+    v2 = commit(repo, {"app.py": "V = 2\n"}, "v2")
+    git(repo, "checkout", "-q", "--detach", v1)
+    r = GitRepo(repo)
+    r.check_clean(v2)
+    r.checkout(v2)
+    (repo / "cache.txt").write_text("written by the failed v2\n")
+    r.checkout(v1)  # the rollback: v1 tracks cache.txt
+    assert r.head() == v1 and (repo / "cache.txt").read_text() == "v1\n" and _status(repo) == ""
+    (saved,) = (repo / ".git/unitctl/saved").glob(f"*-{v1[:12]}/cache.txt")
+    assert saved.read_text() == "written by the failed v2\n"
+    assert r.saved == ["cache.txt"] and any(f"moved cache.txt out of the way of {v1[:12]}" in n for n in r.notes)
+
+
 def test_an_ignored_file_the_next_release_tracks_is_refused_too(repo: Path) -> None:
     commit(repo, {"app.py": "V = 1\n", ".gitignore": ".env\n"}, "v1")
     v2 = commit(repo, {".env": "DEBUG=0\n"}, "v2")
