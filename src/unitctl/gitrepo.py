@@ -309,13 +309,8 @@ class GitRepo:
         files: list[str] = []
         blocked: set[str] = set()
         for p in (p for p in entries if p not in tracked_now):
-            for parent in reversed(list(PurePosixPath(p).parents)[:-1]):
-                d = str(parent)
-                if d in blocked or d in tracked_now or d in dirs_now:
-                    continue
-                if _lexists(self.path / d) and not (self.path / d).is_dir() and not regenerable(d):
-                    blocked.add(d)
-                    risks.append(AtRisk(d, tracked=False, why=f"a file where {rev[:12]} has a directory"))
+            if self._parent_in_the_way(p, rev, tracked_now | dirs_now, blocked, risks):
+                continue
             full = self.path / p
             if not _lexists(full) or regenerable(p):
                 continue
@@ -353,6 +348,26 @@ class GitRepo:
         more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
         self.saved.extend(paths)
         self._note(f"moved {', '.join(paths[:_SHOWN])}{more} out of the way of {target[:12]} into {dest}")
+
+    def _parent_in_the_way(
+        self, path: str, rev: str, tracked: set[str], blocked: set[str], risks: list[AtRisk]
+    ) -> bool:
+        """Tell whether an untracked file or symlink stands where ``rev`` needs a directory for ``path``; note it."""
+        for parent in reversed(list(PurePosixPath(path).parents)[:-1]):
+            d = str(parent)
+            if d in blocked:
+                return True
+            if d in tracked:
+                continue
+            full = self.path / d
+            # A symlink is never followed: files of the target must not land (or be looked for) elsewhere.
+            if full.is_symlink() or (_lexists(full) and not full.is_dir()):
+                blocked.add(d)
+                if not regenerable(d):
+                    kind = "symlink" if full.is_symlink() else "file"
+                    risks.append(AtRisk(d, tracked=False, why=f"a {kind} where {rev[:12]} has a directory"))
+                return True
+        return False
 
     def _remove_leftovers(self, interrupted: str, target: str) -> None:
         """Clear files an interrupted checkout of ``interrupted`` wrote that ``target`` does not track.
@@ -519,7 +534,10 @@ def owner_of(path: Path) -> GitUser:
         raise GitStateError(f"{path}: {exc.strerror}", hint="pass the app's checkout with --repo") from exc
     gitdirs = _gitdirs(path)
     for d in gitdirs:
-        st = d.stat()
+        try:
+            st = d.stat()
+        except OSError as exc:
+            raise GitStateError(f"{d}: {exc.strerror}", hint="repair the checkout's git directory") from exc
         if st.st_uid != top.st_uid:
             raise GitStateError(
                 f"{d} belongs to {_user_name(st.st_uid)} but the working tree {path} to {_user_name(top.st_uid)}: "

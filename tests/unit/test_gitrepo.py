@@ -238,6 +238,26 @@ def test_a_rollback_moves_untracked_files_out_of_the_way_never_deletes_them(repo
     assert r.saved == ["cache.txt"] and any(f"moved cache.txt out of the way of {v1[:12]}" in n for n in r.notes)
 
 
+def test_an_untracked_symlink_where_the_next_release_has_a_directory_is_named_never_followed(
+    repo: Path, tmp_path: Path
+) -> None:
+    commit(repo, {"app.py": "V = 1\n"}, "v1")
+    v2 = commit(repo, {"conf/app.ini": "x\n"}, "v2")
+    git(repo, "checkout", "-q", "--detach", "HEAD~1")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "app.ini").write_text("not the checkout's\n")
+    (repo / "conf").symlink_to(elsewhere)
+    with pytest.raises(
+        GitStateError, match=rf"untracked files a target revision tracks \(conf: a symlink where {v2[:12]}"
+    ):
+        GitRepo(repo).check_clean(v2)
+    r = GitRepo(repo)
+    r.checkout(v2)  # a rollback: the symlink is moved aside, what it points to is untouched
+    assert (repo / "conf").is_dir() and not (repo / "conf").is_symlink()
+    assert (elsewhere / "app.ini").read_text() == "not the checkout's\n" and r.saved == ["conf"]
+
+
 def test_an_ignored_file_the_next_release_tracks_is_refused_too(repo: Path) -> None:
     commit(repo, {"app.py": "V = 1\n", ".gitignore": ".env\n"}, "v1")
     v2 = commit(repo, {".env": "DEBUG=0\n"}, "v2")
