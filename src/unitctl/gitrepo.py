@@ -143,7 +143,8 @@ class GitRepo:
                 extra_groups=list(user.groups) if user.switch else None,
             )
         except FileNotFoundError as exc:
-            raise InputError(f"{argv[0]} is not installed", hint=f"install {argv[0]} (apt-get install git)") from exc
+            package = "git" if argv[0] == "git" else "coreutils"
+            raise InputError(f"{argv[0]} is not installed", hint=f"install it (apt-get install {package})") from exc
         except subprocess.TimeoutExpired as exc:
             raise GitStateError(f"{' '.join(argv)} in {self.path} did not finish in {timeout:g}s") from exc
         if check and proc.returncode != 0:
