@@ -9,8 +9,9 @@ git's own ownership check holds because git runs as the owner. Hooks and fsmonit
 every command on top of that: a checkout by unitctl is a plain file operation.
 
 What a switch may overwrite: the checkout belongs to unitctl. A checkout is forced, so the files the
-service regenerates (bytecode) or a failed release wrote never block a rollback. What would be lost
-for good (local edits, mode changes, untracked files a target revision tracks) is refused up front by
+service regenerates (bytecode) or a failed release wrote never block a rollback; untracked files in a
+checkout's way are moved into ``.git/unitctl/saved/``, never deleted. What would be lost for good
+(local edits, mode changes, untracked files a target revision tracks) is refused up front by
 ``check_clean`` with the files named. A modification whose content is identical to a revision the tree
 is being switched to (a checkout interrupted half-way) is not data and does not block.
 

@@ -94,7 +94,7 @@ def test_programs_the_service_user_planted_in_its_checkout_never_run_as_root(box
         "post-checkout": "exit 0", "reference-transaction": "exit 0", "post-index-change": "exit 0",
         "fsmonitor": "exit 0", "smudge": "exec cat", "clean": "exec cat", "textconv": 'cat "$1"',
         "external": "exit 0", "pager": "exec cat", "askpass": "exit 1", "credential": "exit 0",
-        "uploadpack": 'exec git-upload-pack "$@"',
+        "uploadpack": 'exec git-upload-pack "$@"', "ssh": "exit 1",
     }  # fmt: skip
     for name, tail in planted.items():
         box.write_file(f"{bin_}/{name}", f"#!/bin/sh\nid -u > {out}/{name}\n{tail}\n", mode=0o755)
@@ -105,9 +105,11 @@ def test_programs_the_service_user_planted_in_its_checkout_never_run_as_root(box
         "core.fsmonitor": "fsmonitor", "filter.evil.smudge": "smudge", "filter.evil.clean": "clean",
         "diff.evil.textconv": "textconv", "diff.external": "external", "core.pager": "pager",
         "credential.helper": "credential", "core.askPass": "askpass", "remote.origin.uploadpack": "uploadpack",
+        "core.sshCommand": "ssh", "remote.evil.url": "ssh://git@unitctl.invalid/evil.git",
     }  # fmt: skip
     for key, prog in config.items():
-        box.run(["git", "config", "--file", f"{app.path}/.git/config", key, f"{bin_}/{prog}"], check=True)
+        value = prog if key.endswith(".url") else f"{bin_}/{prog}"
+        box.run(["git", "config", "--file", f"{app.path}/.git/config", key, value], check=True)
     box.write_file(f"{app.path}/.git/info/attributes", "* filter=evil diff=evil\n")
     # The service user owns its checkout (and the origin it fetches from: upload-pack runs as that user).
     app.give_to_service_user(app.path, app.origin.path, out)
@@ -126,12 +128,14 @@ def test_programs_the_service_user_planted_in_its_checkout_never_run_as_root(box
     assert app.served() == "release v2" and app.head() == v2
     owners = box.run(["stat", "-c", "%U", f"{app.path}/release.py", f"{app.path}/.git/index"], check=True).stdout
     assert owners.split() == [APP_USER, APP_USER], "what the checkout writes stays the service user's"
+    r = box.run([str(venv_bin / "unitctl"), "fetch", app.path, "--remote", "evil"], timeout=60)
+    assert r.returncode == 3 and "git fetch --quiet --tags -- evil failed" in r.stderr, r.stderr
 
     uid = box.run(["id", "-u", APP_USER], check=True).stdout.strip()
     ran = {p.name: p.read_text().strip() for p in box.host_path(out).iterdir()}
     assert "0" not in ran.values(), ran
     assert not {"post-checkout", "reference-transaction", "post-index-change", "fsmonitor"} & ran.keys(), ran
-    assert {"smudge", "uploadpack"} <= ran.keys() and set(ran.values()) == {uid}, ran
+    assert {"smudge", "uploadpack", "ssh"} <= ran.keys() and set(ran.values()) == {uid}, ran
 
     # The control experiment: what unitctl did before (git as root, safe.directory=*) runs them as root.
     box.run(["git", "-c", "safe.directory=*", "-C", app.path, "status"], check=True)
