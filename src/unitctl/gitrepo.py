@@ -342,7 +342,8 @@ class GitRepo:
         if not paths:
             return
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        dest = _gitdir(self.path) / "unitctl" / "saved" / f"{stamp}-{target[:12]}"
+        # Absolute: mkdir and mv run in the checkout, whatever directory unitctl was started in.
+        dest = _gitdir(self.path).resolve() / "unitctl" / "saved" / f"{stamp}-{target[:12]}"
         for rel in paths:
             to = dest / rel
             self._run(["mkdir", "-p", "--", str(to.parent)])

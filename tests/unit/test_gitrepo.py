@@ -222,6 +222,21 @@ def test_after_the_old_check_clean_call_the_deploys_checkout_refuses_untracked_d
     assert r.head() == v1 and (repo / "data.csv").read_text() == "the server's own\n"
 
 
+def test_a_repo_named_relative_to_the_current_directory_works_the_same(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1 = commit(repo, {"app.py": "V = 1\n", "cache.txt": "v1\n"}, "v1")
+    git(repo, "rm", "-q", "cache.txt")
+    commit(repo, {"app.py": "V = 2\n"}, "v2")
+    (repo / "cache.txt").write_text("mine\n")
+    monkeypatch.chdir(repo.parent)
+    r = GitRepo(Path(repo.name))
+    r.check_repo()
+    r.checkout(v1)
+    assert r.head() == v1 and r.saved == ["cache.txt"]
+    assert [p.read_text() for p in (repo / ".git/unitctl/saved").glob("*/cache.txt")] == ["mine\n"]
+
+
 def test_a_rollback_moves_untracked_files_out_of_the_way_never_deletes_them(repo: Path) -> None:
     v1 = commit(repo, {"app.py": "V = 1\n", "cache.txt": "v1\n"}, "v1")
     git(repo, "rm", "-q", "cache.txt")
