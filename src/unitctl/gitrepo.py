@@ -401,7 +401,7 @@ class GitRepo:
         self._move_aside(partial, target)
 
     def _check_locks(self) -> None:
-        """Refuse while another git works in the checkout; note a stale lock a killed git left."""
+        """Refuse while a process holds a lock file of the checkout (a lock no one holds is stale: a killed git)."""
         for lock in self._locks():
             holders = _holders(lock, self.path)
             if holders:
