@@ -22,6 +22,7 @@ Options:
   --repo DIR           the app's git checkout on this server (its revision is deployed)
   --rev REV            deploy exactly this revision (a commit hash, e.g. \${{ github.sha }}) [HEAD]
   --fetch              'git fetch --tags REMOTE' in --repo first, so --rev is present
+                       (run by 'unitctl fetch': git runs as the checkout's owner, no hooks)
   --remote NAME        the remote --fetch uses [origin]
   --ready-url URL      readiness URL the guard polls, e.g. http://127.0.0.1:8000/health/ready
   --ready-timeout S    seconds to wait for readiness [unitctl's default: 60]
@@ -244,11 +245,13 @@ fi
 
 # -- 3. fetch, then the guarded apply ------------------------------------------------------------
 
+# unitctl runs git as the checkout's owner with hooks and fsmonitor off (SECURITY.md): the script never
+# runs git as root itself.
 if [ "$rc" = 0 ] && [ "$fetch" = 1 ]; then
-  echo "$PROG: git fetch --tags $remote in $repo" >&2
-  if ! git -C "$repo" fetch --quiet --tags -- "$remote" >&2; then
+  echo "$PROG: git fetch --tags $remote in $repo (as the checkout's owner)" >&2
+  "$unitctl_bin" fetch "$repo" --remote "$remote" >&2 || rc=$?
+  if [ "$rc" != 0 ]; then
     report_failure "git fetch from $remote in $repo failed (see above); nothing was changed"
-    rc=3
   fi
 fi
 

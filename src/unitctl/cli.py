@@ -609,6 +609,26 @@ def history(
     cli_history(s, as_json=as_json, limit=limit)
 
 
+@app.command()
+def fetch(
+    repo: Annotated[str, typer.Argument(metavar="DIR", help="The app's checkout on this server.")],
+    remote: Annotated[
+        str, typer.Option("--remote", metavar="NAME", help="The remote to fetch (with its tags).")
+    ] = "origin",
+) -> None:
+    """Fetch a remote into a checkout, running git as the checkout's owner (no hooks, no fsmonitor).
+
+    What update_systemd_unit.sh --fetch runs; exit 0 fetched, 3 refused or the fetch failed.
+    """
+    from pathlib import Path
+
+    from unitctl.gitrepo import GitRepo
+
+    r = GitRepo(Path(repo))
+    r.check_repo()
+    r.fetch(remote)
+
+
 def main() -> None:
     """Run the CLI (every error becomes one line and its exit code in _OneLineErrors.main)."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,10 @@ case $1 in
   rewrite)
     echo "# rewritten by fake" >>"$2"
     exit "${FAKE_REWRITE_RC:-0}"
+    ;;
+  fetch)
+    # The real one: it runs git as the checkout's owner.
+    exec "$REAL_UNITCTL" "$@"
     ;;
   apply)
     while [ "$#" -gt 0 ]; do
@@ -62,7 +67,12 @@ def run(args: list[str], fake: dict[str, Path] | None = None, **env: str) -> sub
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "UNITCTL"))}
     if fake is not None:
         full_env.update(
-            {"FAKE_LOG": str(fake["log"]), "FAKE_SEEN": str(fake["seen"]), "TMPDIR": str(fake["repo"].parent)}
+            {
+                "FAKE_LOG": str(fake["log"]),
+                "FAKE_SEEN": str(fake["seen"]),
+                "TMPDIR": str(fake["repo"].parent),
+                "REAL_UNITCTL": str(Path(sys.prefix) / "bin" / "unitctl"),
+            }
         )
     full_env.update(env)
     return subprocess.run(
@@ -201,7 +211,8 @@ def test_a_failed_fetch_is_refused_before_apply(fake: dict[str, Path], tmp_path:
     proc = run([*args, "--fetch", "--remote", "nosuchremote"], fake)
     assert proc.returncode == 3
     assert "git fetch from nosuchremote" in proc.stderr and "nothing was changed" in proc.stderr
-    assert [c.split()[0] for c in calls(fake)] == ["rewrite"]
+    assert "unitctl: error: git fetch --quiet --tags -- nosuchremote failed" in proc.stderr
+    assert calls(fake)[1:] == [f"fetch {repo} --remote nosuchremote"], "no apply after a failed fetch"
 
 
 def test_fetch_brings_the_revision_before_apply(fake: dict[str, Path], tmp_path: Path) -> None:
@@ -217,6 +228,7 @@ def test_fetch_brings_the_revision_before_apply(fake: dict[str, Path], tmp_path:
     proc = run([*args, "--fetch", "--rev", new], fake)
     assert proc.returncode == 0, proc.stderr
     assert subprocess.run(["git", "-C", str(clone), "cat-file", "-e", new], check=False).returncode == 0
+    assert calls(fake)[1] == f"fetch {clone} --remote origin"
     assert calls(fake)[-1].endswith(f"--rev {new}")
 
 
