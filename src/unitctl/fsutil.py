@@ -78,8 +78,8 @@ def read_input(
         st = path.stat()  # follows links: a symlinked unit is read through its target
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{path}: is {_kind(st.st_mode)}, not a {what}", hint=not_regular)
-        # O_NONBLOCK: a FIFO swapped in after the stat must not block the open; the fstat below refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        # A FIFO swapped in after the stat must not block the open; the fstat below refuses it.
+        fd = _open_for_reading(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file", hint=hint) from None
     except OSError as exc:
@@ -90,21 +90,32 @@ def read_input(
             raise InputError(f"{path}: is {_kind(st.st_mode)}, not a {what}", hint=not_regular)
         if st.st_size > limit:
             raise _too_large(path, st.st_size, what, limit)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:  # st_size can lie (/proc says 0; a file can grow): count what is read
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise _too_large(path, size, what, limit, at_least=True)
-        return b"".join(chunks)
+        data = _read_at_most(fd, limit + 1)  # st_size can lie (/proc says 0; a file can grow): count what is read
+        if len(data) > limit:
+            raise _too_large(path, len(data), what, limit, at_least=True)
+        return data
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
     finally:
         os.close(fd)
+
+
+def _open_for_reading(path: str | Path) -> int:
+    """Open ``path`` read-only so that neither a FIFO (O_NONBLOCK) nor a terminal (O_NOCTTY) can block or bind us."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Read from ``fd`` until EOF or ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _too_large(path: Path, size: int, what: str, limit: int, *, at_least: bool = False) -> InputError:
@@ -257,24 +268,17 @@ def _fix(fd: int, mode: int) -> None:
 def read_capped(path: str | Path, limit: int) -> bytes | None:
     """Return the first ``limit`` bytes of the regular file ``path``; None when missing or not a regular file.
 
-    Opened non-blocking and checked with fstat, so a FIFO or device named in a unit cannot hang unitctl.
+    For files a unit names (EnvironmentFile=, credentials), read as best effort: a FIFO or device named in a unit
+    cannot hang unitctl, and what cannot be read is simply not there. Files the user names go through read_input.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = _open_for_reading(path)
     except OSError:
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        chunks: list[bytes] = []
-        left = limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        return _read_at_most(fd, limit)
     except OSError:
         return None
     finally:
