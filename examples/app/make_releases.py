@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-APP_FILES = ("wsgi.py", "db.py", "settings.py", "release.py", "initdb.py", "requirements.txt", ".gitignore")
+APP_FILES = ("wsgi.py", "asgi.py", "db.py", "settings.py", "release.py", "initdb.py", "requirements.txt", ".gitignore")
 OVERLAYS = HERE / "releases"
 
 

@@ -162,6 +162,16 @@ def render(
         typer.Option("--workers", help="Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: auto]."),
     ] = None,
     max_workers: _MaxWorkers = None,
+    worker_class: Annotated[
+        str | None,
+        typer.Option(
+            "--worker-class",
+            "-k",
+            metavar="CLASS",
+            help="Gunicorn worker class: sync, gthread, gevent, or MODULE.CLASS "
+            "(uvicorn_worker.UvicornWorker for FastAPI) [default: sync].",
+        ),
+    ] = None,
     bind: Annotated[
         list[str] | None,
         typer.Option(
@@ -228,6 +238,7 @@ def render(
         "app": app_,
         "workers": workers,
         "max_workers": max_workers,
+        "worker_class": worker_class,
         "bind": bind,
         "working_dir": working_dir,
         "venv": venv,

@@ -54,6 +54,7 @@ RENDER_SCHEMA: Schema = {
     "app": Kind.STR,
     "workers": Kind.WORKERS,
     "max_workers": Kind.INT,
+    "worker_class": Kind.STR,
     "bind": Kind.STR_LIST,
     "working_dir": Kind.STR,
     "venv": Kind.STR,

@@ -48,6 +48,7 @@ class RenderOptions:
     app: str
     workers: Workers = "auto"
     max_workers: int | None = None
+    worker_class: str | None = None
     binds: Sequence[str] = ()
     working_dir: str | None = None
     venv: str | None = None
@@ -217,6 +218,9 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     base = validate_name(options.name)
     app = validate_app(options.app)
     workers = resolve_workers(options.workers, options.max_workers, cpu_count)
+    worker_class, class_warning = validate_worker_class(options.worker_class)
+    if class_warning:
+        warnings.append(class_warning)
     binds = [validate_bind(b, socket=options.socket) for b in options.binds] or ["127.0.0.1:8000"]
     working_dir = validate_path(options.working_dir, "--working-dir") if options.working_dir else None
     venv = validate_path(options.venv, "--venv") if options.venv else None
@@ -264,6 +268,8 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
 
     gunicorn = f"{venv}/bin/gunicorn" if venv else "gunicorn"
     argv = [gunicorn, "--workers", str(workers)]
+    if worker_class:
+        argv += ["--worker-class", worker_class]
     if not options.socket:
         # With socket activation Gunicorn takes the listening fds from LISTEN_FDS; no --bind then.
         for bind in binds:
@@ -341,6 +347,30 @@ def validate_app(app: str) -> str:
             hint="e.g. --app myproject.wsgi:application or --app app:create_app()",
         )
     return app
+
+
+# Gunicorn's own worker classes by their short names (gunicorn.workers.SUPPORTED_WORKERS; eventlet went in 26.0).
+GUNICORN_WORKER_CLASSES = ("sync", "gthread", "gevent", "tornado")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+# uvicorn deprecated its bundled worker in 0.30: the uvicorn-worker package carries it on.
+_DEPRECATED_CLASSES = {"uvicorn.workers.UvicornWorker": "uvicorn_worker.UvicornWorker (package uvicorn-worker)"}
+
+
+def validate_worker_class(value: str | None) -> tuple[str | None, str | None]:
+    """Return the worker class for ``--worker-class`` (a Gunicorn name or MODULE.CLASS) and a warning, if any."""
+    if value is None:
+        return None, None
+    if value == "eventlet":
+        raise UsageError("--worker-class eventlet was removed in Gunicorn 26.0", hint="use gevent or gthread")
+    if value not in GUNICORN_WORKER_CLASSES and not _DOTTED.match(value):
+        raise UsageError(
+            f"--worker-class {value!r} is neither one of Gunicorn's ({', '.join(GUNICORN_WORKER_CLASSES)}) "
+            "nor a MODULE.CLASS path",
+            hint="e.g. --worker-class uvicorn_worker.UvicornWorker for FastAPI",
+        )
+    if value in _DEPRECATED_CLASSES:
+        return value, f"{value} is deprecated by uvicorn since 0.30; use {_DEPRECATED_CLASSES[value]}"
+    return value, None
 
 
 def resolve_workers(workers: Workers, max_workers: int | None, cpu_count: int | None) -> int:
@@ -570,6 +600,7 @@ def render_from_flags(
         app=values["app"],
         workers=parse_workers(workers) if isinstance(workers, str) else (workers or "auto"),
         max_workers=values.get("max_workers"),
+        worker_class=values.get("worker_class"),
         binds=tuple(values.get("bind") or ()),
         working_dir=values.get("working_dir"),
         venv=values.get("venv"),

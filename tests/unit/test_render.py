@@ -298,3 +298,26 @@ def test_include_outside_the_folder_is_refused_in_one_line(tmp_path: Path, targe
 def test_built_in_templates_include_nothing() -> None:
     with pytest.raises(InputError, match="built-in templates include nothing"):
         r.render(options(), cpu_count=2, service_template="{% include 'x' %}", socket_template="")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("gthread", "gthread"), ("uvicorn_worker.UvicornWorker", "uvicorn_worker.UvicornWorker"), ("a.b.C", "a.b.C")],
+)
+def test_worker_class_goes_after_workers(value: str, shown: str) -> None:
+    assert f"--workers 2 --worker-class {shown} --bind" in render(options(workers=2, worker_class=value)).service
+
+
+def test_no_worker_class_means_gunicorns_default() -> None:
+    assert "--worker-class" not in render(options()).service
+
+
+@pytest.mark.parametrize("value", ["", "Uvicorn Worker", "eventlet", "-k", "a.", "1a.B", "sync;id"])
+def test_bad_worker_classes_are_usage_errors(value: str) -> None:
+    with pytest.raises(UsageError):
+        render(options(worker_class=value))
+
+
+def test_the_deprecated_uvicorn_worker_warns_with_its_successor() -> None:
+    result = render(options(worker_class="uvicorn.workers.UvicornWorker"))
+    assert any("uvicorn_worker.UvicornWorker (package uvicorn-worker)" in w for w in result.warnings)
