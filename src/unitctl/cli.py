@@ -95,7 +95,9 @@ app = typer.Typer(
         "4 rolled back, previous release healthy · 5 rollback failed, a human is needed."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion SHELL (bash, zsh, fish): completion of commands and options.
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

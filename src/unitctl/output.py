@@ -17,10 +17,12 @@ _CODES = {"red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold": "1"}
 
 
 def colour_enabled(stream: IO[str] | None, environ: dict[str, str] | None = None) -> bool:
-    """Return True when ``stream`` is a terminal and NO_COLOR is not set."""
+    """Return True for a terminal, or when FORCE_COLOR is set (not to 0/false); never when NO_COLOR is set."""
     env = os.environ if environ is None else environ
     if env.get("NO_COLOR"):
-        return False
+        return False  # no-color.org: it wins over everything, FORCE_COLOR included
+    if env.get("FORCE_COLOR", "").strip().lower() not in ("", "0", "false"):
+        return True  # force-color.org: CI logs (GitHub Actions renders ANSI) without a terminal
     try:
         return stream is not None and stream.isatty()
     except (AttributeError, ValueError):

@@ -96,6 +96,10 @@ def test_colour_needs_a_tty_and_no_NO_COLOR() -> None:
     assert colour_enabled(_Tty(), {})
     assert not colour_enabled(_Tty(), {"NO_COLOR": "1"})
     assert not colour_enabled(io.StringIO(), {})
+    # FORCE_COLOR colours a pipe (a CI log); NO_COLOR still wins; FORCE_COLOR=0 forces nothing.
+    assert colour_enabled(io.StringIO(), {"FORCE_COLOR": "1"})
+    assert not colour_enabled(io.StringIO(), {"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert not colour_enabled(io.StringIO(), {"FORCE_COLOR": "0"})
 
 
 # --- the installed unit (with drop-ins, under --root) against the desired one ----------------------
