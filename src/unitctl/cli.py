@@ -64,8 +64,13 @@ def _root(
 
 
 def fail(err: UnitctlError) -> NoReturn:
-    """Print one line for ``err`` on stderr and exit with its code."""
-    typer.echo(f"unitctl: error: {err}", err=True)
+    """Print one line for ``err`` on stderr and exit with its code (a caller that went away changes no code)."""
+    try:
+        typer.echo(f"unitctl: error: {err}", err=True)
+    except (OSError, ValueError):
+        from unitctl.deploy.output import silence
+
+        silence(sys.stderr)
     raise typer.Exit(int(err.exit_code))
 
 
@@ -446,7 +451,7 @@ def apply(
     rolled back to a ready previous release, 5 the rollback failed too. Options also come from [apply]
     of ./unitctl.toml; flags win.
     """
-    from unitctl.apply import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.deploy.commands import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
     from unitctl.desired import DesiredOptions
 
     flags = {
@@ -486,7 +491,7 @@ def rollback(
     The previous good deploy (revision and exact unit bytes) comes from the history; the switch is an
     apply with the same checks, guard and rollback. Exit codes as for apply.
     """
-    from unitctl.apply import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.deploy.commands import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
 
     flags = {
         "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
@@ -517,7 +522,7 @@ def status(
     """
     from pathlib import Path
 
-    from unitctl.apply import STATUS_SCHEMA, cli_status, settings
+    from unitctl.deploy.commands import STATUS_SCHEMA, cli_status, settings
 
     flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
     try:
@@ -536,7 +541,7 @@ def history(
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
 ) -> None:
     """List the recorded deploys of a unit (oldest first)."""
-    from unitctl.apply import STATUS_SCHEMA, cli_history, settings
+    from unitctl.deploy.commands import STATUS_SCHEMA, cli_history, settings
 
     try:
         s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})

@@ -49,6 +49,12 @@ class Deploy:
     def apply(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> Result:
         return self.box.run(self.argv(*args, timeout=timeout, ready_url=ready_url), timeout=timeout * 3 + 120)
 
+    def lock_holder(self) -> dict[str, Any]:
+        """Return who holds the unit's lock (/run/lock/unitctl is the container's own tmpfs: read it inside)."""
+        res = self.box.run(["cat", f"/run/lock/unitctl/{self.unit}.lock"], check=True)
+        holder: dict[str, Any] = json.loads(res.stdout)
+        return holder
+
     def unitctl(self, *args: str) -> Result:
         return self.box.run(["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args], timeout=120)
 
@@ -266,7 +272,7 @@ def test_two_applies_at_once_one_is_refused(box: Sandbox, venv_bin: Path) -> Non
         _wait_for_line(first, "switch", timeout=60)
         second = d.apply()
         assert second.returncode == 3, second.stderr
-        holder = json.loads(box.read_file(f"{d.hist}/locks/{d.unit}.lock"))
+        holder = d.lock_holder()
         assert f"locked by pid {holder['pid']} since" in second.stderr
         assert first.wait(timeout=120) == 0
     finally:
@@ -287,7 +293,7 @@ def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sand
     try:
         _wait_for_line(proc, "switch", timeout=60)
         time.sleep(0.5)  # inside the guard now
-        holder = json.loads(box.read_file(f"{d.hist}/locks/{d.unit}.lock"))
+        holder = d.lock_holder()
         # The pid as the container sees it: signal unitctl itself, from inside.
         box.run(["kill", "-TERM", str(holder["pid"])], check=True)
         code = proc.wait(timeout=120)
