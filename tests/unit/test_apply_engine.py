@@ -389,3 +389,12 @@ def test_a_history_append_never_glues_records(tmp_path: Path, monkeypatch: pytes
     history.append(tmp_path, dataclasses.replace(rec, to_rev="d"))
     assert [r.to_rev for r in history.read(tmp_path)] == ["a", "b", "d"]
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_dry_run_warns_about_a_dead_deploy_but_does_not_finish_it(world: World) -> None:
+    installed(world)
+    _died_with(world, Undo("service", was_active=True))
+    result = world.run(dry_run=True)
+    assert result.exit_code in (0, 1) and "restart" not in world.fake.ops()
+    assert "a dry run does not finish it" in world.stderr.getvalue()
+    assert unfinished(world) is not None

@@ -169,8 +169,14 @@ def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlErr
     record.strategy = req.strategy
     with signals.caller_independent(edges.install_signal_handlers):
         with _locked(req, edges, record):
-            recover(req.unit, history_dir=req.history_dir, edges=edges, by=req.command)
             journal = Journal(req.history_dir, req.unit)
+            if not req.dry_run:
+                recover(req.unit, history_dir=req.history_dir, edges=edges, by=req.command)
+            elif (dead := journal.unfinished()) is not None:
+                edges.reporter.line(
+                    f"warning: an earlier {dead.begin.get('command')} (pid {dead.begin.get('pid')}) died at step "
+                    f"{dead.last_step}; a dry run does not finish it (apply, rollback or status will)"
+                )
             att = _Attempt(req=req, edges=edges, record=record, journal=journal, probe=probe)
             error: UnitctlError | None = None
             try:
