@@ -398,3 +398,26 @@ def test_a_dry_run_warns_about_a_dead_deploy_but_does_not_finish_it(world: World
     assert result.exit_code in (0, 1) and "restart" not in world.fake.ops()
     assert "a dry run does not finish it" in world.stderr.getvalue()
     assert unfinished(world) is not None
+
+
+def test_a_deploy_killed_after_recording_is_closed_not_undone(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    installed(world)
+    monkeypatch.setattr(journal.Journal, "end", lambda self: (_ for _ in ()).throw(Killed("end")))
+    with pytest.raises(Killed):
+        world.run()
+    monkeypatch.undo()
+    restarts = world.fake.ops(UNIT).count("restart")
+    assert unfinished(world) is not None
+    assert engine.recover(UNIT, history_dir=world.hist, edges=world.edges(), by="status") is None
+    assert unfinished(world) is None and [r.outcome for r in world.records()] == ["ok", "ok"]
+    assert world.fake.ops(UNIT).count("restart") == restarts and world.head() == world.revs["v2"]
+
+
+def test_a_journal_that_cannot_be_written_refuses_before_anything_changes(world: World) -> None:
+    data = installed(world)
+    journal.journal_path(world.hist, UNIT).parent.parent.mkdir(parents=True, exist_ok=True)
+    journal.journal_path(world.hist, UNIT).parent.write_text("not a directory")
+    with pytest.raises(InputError, match="cannot (read|write) the deploy journal") as info:
+        world.run()
+    assert info.value.exit_code == ExitCode.REFUSED
+    assert set(world.fake.ops()) <= {"state"} and world.unit_path.read_bytes() == data

@@ -114,18 +114,28 @@ class _Attempt:
     @property
     def reporter(self) -> Reporter:
         assert self.edges.reporter is not None
-        return self.edges.reporter  # type: ignore[no-any-return]
+        return self.edges.reporter
 
     def register(self, undo: Undo) -> None:
-        """Register ``undo`` (a new target for its resource), in memory and in the journal."""
-        self.undo.register(undo)
+        """Register ``undo`` (a new target for its resource), in the journal and then in memory."""
         self.journal.register(undo)
+        self.undo.register(undo)
 
     def step(self, name: str, undo: Undo | None = None) -> None:
-        """Register ``undo`` and announce step ``name`` in the journal, before the step acts."""
+        """Announce step ``name`` with its undo in the journal, then register the undo; the step acts after.
+
+        A journal that cannot be written stops the step before it acts: nothing to undo for it then.
+        """
+        self.journal.step(name, undo=undo)
         if undo is not None:
             self.undo.register(undo)
-        self.journal.step(name, undo=undo)
+
+    def announce(self, name: str) -> None:
+        """Announce a rollback step; the rollback goes on even when the journal cannot be written."""
+        try:
+            self.journal.step(name)
+        except OSError as exc:
+            self.reporter.line(f"warning: could not journal {name} in {self.journal.path}: {exc.strerror}")
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[_Detail]:
@@ -196,6 +206,21 @@ def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlErr
             return result, error
 
 
+def _begin(journal: Journal, req: ApplyRequest, record: Record) -> str:
+    """Start the journal of this attempt; without a journal there is no safe deploy: refuse, nothing changed."""
+    try:
+        return journal.begin(
+            unit=req.unit, command=req.command, argv=list(req.argv), time=record.time, repo=record.repo,
+            ready_url=req.ready_url, ready_interval=req.ready_interval, successes_needed=req.successes_needed,
+            strategy=req.strategy,
+        )  # fmt: skip
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the deploy journal {journal.path}: {exc.strerror}",
+            hint="check --history-dir: permissions and free space (nothing was changed)",
+        ) from exc
+
+
 @contextlib.contextmanager
 def _locked(req: ApplyRequest, edges: Edges, record: Record) -> Iterator[None]:
     """Hold the unit's lock; a refusal because it is held is recorded (not for a dry run), then raised."""
@@ -204,19 +229,16 @@ def _locked(req: ApplyRequest, edges: Edges, record: Record) -> Iterator[None]:
 
     fault_pause("lock")
     directory = edges.lock_dir or lock.default_dir()
-    try:
-        held = lock.unit_lock(directory, req.unit, command=req.argv or None)
-        held.__enter__()
-    except LockHeldError as exc:
-        record.outcome, record.exit_code, record.reason = "refused", int(exc.exit_code), str(exc)
-        if not req.dry_run:
-            with contextlib.suppress(OSError, UnitctlError):
-                history.append(req.history_dir, record)
-        raise
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock.unit_lock(directory, req.unit, command=req.argv or None))
+        except LockHeldError as exc:
+            record.outcome, record.exit_code, record.reason = "refused", int(exc.exit_code), str(exc)
+            if not req.dry_run:
+                with contextlib.suppress(OSError, UnitctlError):
+                    history.append(req.history_dir, record)
+            raise
         yield
-    finally:
-        held.__exit__(None, None, None)
 
 
 def _validate(req: ApplyRequest) -> None:
@@ -375,7 +397,7 @@ def _capture(att: _Attempt) -> None:
     req = att.req
     backend = att.edges.backend
     with att.phase("capture") as detail:
-        removed = _remove_stale_checks(att)
+        removed = [] if req.dry_run else _remove_stale_checks(att)
         if removed:
             detail.append(f"removed {len(removed)} leftover check unit(s)")
         unit_path = unit_target(req)
@@ -466,11 +488,8 @@ def _capture(att: _Attempt) -> None:
 
 def _remove_stale_checks(att: _Attempt) -> list[str]:
     """Stop and forget import-check units an earlier run of this unit left behind (a kill -9 mid-check)."""
-    cleanup = getattr(att.edges.backend, "remove_transient_units", None)
-    if cleanup is None:
-        return []
     try:
-        return list(cleanup(transient_prefix(att.req.unit)))
+        return att.edges.backend.remove_transient_units(transient_prefix(att.req.unit))
     except SystemdError as exc:
         att.reporter.line(f"warning: could not remove leftover check units: {exc}")
         return []
@@ -894,21 +913,21 @@ def _run_undo(att: _Attempt) -> tuple[bool, str]:
     with att.phase("rollback") as detail:
         for undo in att.undo.entries():
             if undo.resource == "tree":
-                att.journal.step("rollback-checkout")
+                att.announce("rollback-checkout")
                 try:
                     _undo_tree(att, undo, detail)
                 except UnitctlError as exc:
                     problems.append(f"checkout/build of {(undo.rev or '')[:12]} failed: {exc}")
             elif undo.resource == "unit":
-                att.journal.step("rollback-unit")
+                att.announce("rollback-unit")
                 removed = _undo_unit(att, undo, detail)
             elif undo.resource == "daemon":
-                att.journal.step("rollback-daemon-reload")
+                att.announce("rollback-daemon-reload")
                 with contextlib.suppress(SystemdError):
                     backend.reset_failed(req.unit)
                 backend.daemon_reload()
             elif undo.resource == "service":
-                att.journal.step("rollback-restart")
+                att.announce("rollback-restart")
                 if removed:
                     continue
                 if not undo.was_active:
@@ -940,7 +959,7 @@ def _run_undo(att: _Attempt) -> tuple[bool, str]:
     if att.probe is None:
         state = backend.state(req.unit)
         return state.is_active, f"{req.unit} is {state.active_state}/{state.sub_state} (not guarded)"
-    att.journal.step("rollback-guard")
+    att.announce("rollback-guard")
     outcome = _guard(att, "rollback-guard", att.rollback_timeout or req.ready_timeout)
     if outcome.ready:
         return True, f"ready again ({outcome.reason})"
@@ -993,13 +1012,14 @@ def recover(unit: str, *, history_dir: Path, edges: Edges, by: str) -> Record | 
         return None
     journal.tx = tx.tx
     reporter: Reporter = edges.reporter
+    if any(r.tx == tx.tx for r in history.read(history_dir, unit)):
+        # Recorded in the history; only the journal's closing line is missing.
+        journal.end()
+        return None
     if tx.record is not None:
         rec = Record.from_json(tx.record)
-        if not any(r.tx == tx.tx for r in history.read(history_dir, unit)):
-            rec.recovered_by = by
-            _record(journal, history_dir, rec, reporter)
-        else:
-            journal.end()
+        rec.recovered_by = by
+        _record(journal, history_dir, rec, reporter)
         reporter.line(f"recorded the outcome of an earlier {rec.command} (pid {tx.begin.get('pid')}): {rec.outcome}")
         return rec
     att = _attempt_from(tx, unit, history_dir, edges, by)

@@ -32,6 +32,7 @@ from typing import Any
 from unitctl import fsutil, history
 from unitctl.deploy.model import STEPS
 from unitctl.deploy.undo import Undo, UndoLog
+from unitctl.errors import InputError
 
 JOURNAL_DIR = "journal"
 FAULT_PAUSE_ENV = "UNITCTL_FAULT_PAUSE"
@@ -133,6 +134,11 @@ def read(path: Path) -> Transaction | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the deploy journal {path}: {exc.strerror}",
+            hint="check --history-dir; an unreadable journal may hide a deploy that died (nothing was changed)",
+        ) from exc
     current: Transaction | None = None
     for line in raw.splitlines():
         try:

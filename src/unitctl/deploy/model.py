@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from unitctl import fsutil, history
+from unitctl.deploy.output import Reporter
 from unitctl.desired import RewriteSpec
 from unitctl.errors import UsageError
 from unitctl.gitrepo import RollbackTarget
@@ -84,7 +85,7 @@ class Edges:
     backend: SystemdBackend
     probe_factory: Callable[[str], Callable[[], ProbeResult]]
     verifier: Verifier | None = None
-    reporter: Any = None  # output.Reporter; None: one on stderr
+    reporter: Reporter | None = None  # None: one on stderr
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     install_signal_handlers: bool = True
