@@ -18,7 +18,7 @@ from unitctl.deploy import engine, journal, model
 from unitctl.deploy.commands import status
 from unitctl.deploy.output import Reporter, safe_write
 from unitctl.deploy.undo import Undo, UndoLog
-from unitctl.errors import ExitCode, InputError, LockHeldError, RollbackFailedError, RolledBackError
+from unitctl.errors import ExitCode, InputError, LockHeldError, RefusedError, RollbackFailedError, RolledBackError
 from unitctl.systemd.base import TransientResult
 
 UNIT = "app.service"
@@ -421,3 +421,26 @@ def test_a_journal_that_cannot_be_written_refuses_before_anything_changes(world:
         world.run()
     assert info.value.exit_code == ExitCode.REFUSED
     assert set(world.fake.ops()) <= {"state"} and world.unit_path.read_bytes() == data
+
+
+@pytest.mark.parametrize("step", ["lock", "capture", "verify"])
+def test_sigterm_before_the_switch_ends_as_3_with_nothing_changed(
+    world: World, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    import signal
+
+    data = installed(world)
+
+    def terminate(name: str, environ: object = None) -> None:
+        if name == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(journal, "fault_pause", terminate)
+    with pytest.raises(RefusedError, match="interrupted by SIGTERM") as info:
+        world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    assert info.value.exit_code == ExitCode.REFUSED
+    assert world.unit_path.read_bytes() == data and world.head() == world.revs["v2"]
+    assert not {"restart", "daemon_reload", "stop", "run_transient"} & set(world.fake.ops())
+    assert unfinished(world) is None
+    if step != "lock":
+        assert (world.records()[-1].outcome, world.records()[-1].exit_code) == ("interrupted", 3)

@@ -177,33 +177,50 @@ def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlErr
     record.repo = str(req.repo) if req.repo else None
     record.ready_url = req.ready_url
     record.strategy = req.strategy
+    decided: list[tuple[ApplyResult, UnitctlError | None]] = []
     with signals.caller_independent(edges.install_signal_handlers):
-        with _locked(req, edges, record):
-            journal = Journal(req.history_dir, req.unit)
-            if not req.dry_run:
-                recover(req.unit, history_dir=req.history_dir, edges=edges, by=req.command)
-            elif (dead := journal.unfinished()) is not None:
-                edges.reporter.line(
-                    f"warning: an earlier {dead.begin.get('command')} (pid {dead.begin.get('pid')}) died at step "
-                    f"{dead.last_step}; a dry run does not finish it (apply, rollback or status will)"
-                )
-            att = _Attempt(req=req, edges=edges, record=record, journal=journal, probe=probe)
-            error: UnitctlError | None = None
-            try:
-                with signals.raising(edges.install_signal_handlers):
-                    if not req.dry_run:
-                        record.tx = journal.begin(
-                            unit=req.unit, command=req.command, argv=list(req.argv), time=record.time,
-                            repo=record.repo, ready_url=req.ready_url, ready_interval=req.ready_interval,
-                            successes_needed=req.successes_needed, strategy=req.strategy,
-                        )  # fmt: skip
-                    result = _transaction(att)
-            except TransactionError as exc:
-                result, error = exc.result, exc.error
-            # The outcome is decided: a signal now must not lose its record.
-            with signals.held(edges.install_signal_handlers):
-                _finish(att, result)
-            return result, error
+        try:
+            with signals.raising(edges.install_signal_handlers), _locked(req, edges, record):
+                _attempt(req, edges, record, probe, decided)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            if decided:
+                return decided[0]  # the outcome was recorded before the signal: it stands
+            signame = exc.signame if isinstance(exc, Interrupted) else "SIGINT"
+            raise RefusedError(
+                f"{req.unit}: interrupted by {signame} before the transaction began", hint="nothing was changed"
+            ) from None
+    return decided[0]
+
+
+def _attempt(
+    req: ApplyRequest,
+    edges: Edges,
+    record: Record,
+    probe: Callable[[], ProbeResult] | None,
+    decided: list[tuple[ApplyResult, UnitctlError | None]],
+) -> None:
+    """Under the lock: finish a dead transaction of the unit, then run and record this one into ``decided``."""
+    assert edges.reporter is not None
+    journal = Journal(req.history_dir, req.unit)
+    if not req.dry_run:
+        recover(req.unit, history_dir=req.history_dir, edges=edges, by=req.command)
+    elif (dead := journal.unfinished()) is not None:
+        edges.reporter.line(
+            f"warning: an earlier {dead.begin.get('command')} (pid {dead.begin.get('pid')}) died at step "
+            f"{dead.last_step}; a dry run does not finish it (apply, rollback or status will)"
+        )
+    if not req.dry_run:
+        record.tx = _begin(journal, req, record)
+    att = _Attempt(req=req, edges=edges, record=record, journal=journal, probe=probe)
+    error: UnitctlError | None = None
+    try:
+        result = _transaction(att)
+    except TransactionError as exc:
+        result, error = exc.result, exc.error
+    # The outcome is decided: a signal now must not lose its record, nor turn it into another one.
+    with signals.held(edges.install_signal_handlers):
+        _finish(att, result)
+        decided.append((result, error))
 
 
 def _begin(journal: Journal, req: ApplyRequest, record: Record) -> str:
