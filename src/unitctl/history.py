@@ -68,6 +68,8 @@ class Record:
     output: str = ""  # full output of a failed check (pre-import, build)
     pid: int = field(default_factory=os.getpid)
     tx: str = ""  # the transaction id in the intent journal
+    invocation_id: str = ""  # the service's InvocationID verified ready at the end of the attempt ("" unknown)
+    running_rev: str | None = None  # the revision that process was started from
     interrupted_step: str = ""  # the step an interrupted deploy had announced last (outcome "interrupted")
     recovered_by: str = ""  # the later command that finished an interrupted deploy ("apply", "status", ...)
 

@@ -524,7 +524,10 @@ def test_after_exit_5_the_same_apply_is_not_nothing_to_do(box: Sandbox, venv_bin
     assert res.returncode == 5, res.stderr  # never 0 "nothing to do" while /health/ready answers 503
     assert "nothing to do" not in res.stdout + res.stderr
     box.run(["mv", d.repo.db + ".away", d.repo.db], check=True)
-    # The revision that runs answers ready again: now there really is nothing to do.
+    # The process running now was started by a rollback that never became ready: restarted under the guard once,
+    res = d.apply()
+    assert res.returncode == 0 and "not started by a recorded deploy" in res.stderr, res.stderr
+    # then the revision that runs is recorded and answers ready: now there really is nothing to do.
     res = d.apply()
     assert res.returncode == 0 and "nothing to do" in res.stdout, res.stderr
 

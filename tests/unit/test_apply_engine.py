@@ -444,3 +444,33 @@ def test_sigterm_before_the_switch_ends_as_3_with_nothing_changed(
     assert unfinished(world) is None
     if step != "lock":
         assert (world.records()[-1].outcome, world.records()[-1].exit_code) == ("interrupted", 3)
+
+
+def test_the_running_process_is_checked_against_the_recorded_deploys(world: World) -> None:
+    installed(world)
+    assert world.run().exit_code == 0  # v2 deployed: the record names the process it left running
+    rec = world.records()[-1]
+    assert rec.invocation_id == world.fake.units[UNIT].invocation_id and rec.running_rev == world.revs["v2"]
+    assert world.run().record.outcome == "nothing-to-do"
+    # Someone restarts the service behind unitctl's back (from a tree that may have been elsewhere then).
+    world.fake.units[UNIT] = dataclasses.replace(world.fake.units[UNIT], invocation_id="f" * 32)
+    result = world.run()
+    assert result.record.outcome == "ok" and result.plan is not None and result.plan.action == "restart"
+    assert "not started by a recorded deploy" in result.plan.why
+    assert world.run().record.outcome == "nothing-to-do"
+
+
+def test_a_process_known_to_run_another_revision_is_a_code_change() -> None:
+    from unitctl.gitrepo import RollbackTarget
+    from unitctl.systemd.fake import running_state
+
+    args = {
+        "unit": UNIT, "unit_path": Path("/etc/systemd/system/app.service"), "installed": b"[Service]\n",
+        "candidate": b"[Service]\n", "state": running_state(UNIT), "deployed_rev": "b" * 40,
+        "rollback": RollbackTarget("a" * 40, "history"), "to_rev": "b" * 40, "preload": False, "strategy": "auto",
+    }  # fmt: skip
+    assert model.make_plan(**args, running_rev="b" * 40).action == "none"  # type: ignore[arg-type]
+    plan = model.make_plan(**args, running_rev="a" * 40)  # type: ignore[arg-type]
+    assert plan.code_changed and plan.action == "reload"
+    plan = model.make_plan(**args, running_unrecorded=True)  # type: ignore[arg-type]
+    assert plan.action == "restart" and not plan.code_changed

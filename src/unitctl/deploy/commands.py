@@ -324,10 +324,10 @@ def cli_status(s: dict[str, Any], *, history_dir: Path | None, as_json: bool) ->
         probe_factory=probe_factory,
     )
     if as_json:
-        sys.stdout.write(dumps(st.to_json()) + "\n")
+        safe_write(sys.stdout, dumps(st.to_json()) + "\n")
     else:
-        for line in st.lines():
-            sys.stdout.write(line + "\n")
+        safe_write(sys.stdout, "".join(line + "\n" for line in st.lines()))
+    settle()
     # status reports, it does not judge: 0 whenever it could read the state (see "ready" in --json).
     return int(ExitCode.OK)
 

@@ -126,7 +126,13 @@ class _Attempt:
 
         A journal that cannot be written stops the step before it acts: nothing to undo for it then.
         """
-        self.journal.step(name, undo=undo)
+        try:
+            self.journal.step(name, undo=undo)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the deploy journal {self.journal.path}: {exc.strerror}",
+                hint=f"free space in --history-dir; step {name} was not done",
+            ) from exc
         if undo is not None:
             self.undo.register(undo)
 
@@ -346,6 +352,7 @@ def _transaction(att: _Attempt) -> ApplyResult:
         outcome = _guard(att, "guard", att.req.ready_timeout)
         if outcome.ready:
             _keep_unit(att)
+            _running_now(att, outcome.last_state, plan.to_rev)
             rev = f" at {plan.to_rev[:12]}" if plan.to_rev else ""
             return _result(att, "ok", ExitCode.OK, f"{att.req.unit}: deployed{rev} and ready ({outcome.reason})")
         failure = f"the new release failed: {outcome.reason}"
@@ -394,7 +401,18 @@ def _finish_without_switch(att: _Attempt) -> ApplyResult:
         if plan.changes:
             return _result(att, "would-change", ExitCode.CHANGES_PENDING, f"{att.req.unit}: dry run: would {summary}")
         return _result(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: dry run: nothing to do ({plan.why})")
+    facts = att.facts
+    assert facts is not None
+    if facts.running_rev is not None or facts.running_ready:
+        # Verified just now: the same process, answering ready, started from the deployed revision.
+        _running_now(att, facts.state, facts.running_rev or plan.to_rev)
     return _result(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: nothing to do ({plan.why})")
+
+
+def _running_now(att: _Attempt, state: Any, rev: str | None) -> None:
+    """Record which process runs (verified) and the revision it was started from."""
+    if state is not None and state.invocation_id:
+        att.record.invocation_id, att.record.running_rev = state.invocation_id, rev
 
 
 def _plan_summary(plan: Plan) -> str:
@@ -474,6 +492,7 @@ def _capture(att: _Attempt) -> None:
             deployed_rev=deployed_rev,
             rollback=rollback,
             previous_ready_seconds=_ready_seconds(last),
+            **_running(records, state),
         )
         plan = plan_from(facts, req.strategy)
         if not plan.changes and att.probe is not None:
@@ -492,6 +511,8 @@ def _capture(att: _Attempt) -> None:
             att.kept[fsutil.sha256(snapshot.data)] = snapshot.data
         if state.need_daemon_reload:
             detail.append("NeedDaemonReload=yes: systemd runs an older copy of the unit")
+        if facts.running_unrecorded:
+            detail.append(f"the running process (InvocationID {state.invocation_id[:12]}) was not started by a deploy")
         detail.append(
             f"unit {'absent' if snapshot.data is None else 'installed'}, "
             f"{state.active_state}/{state.sub_state} (backend {backend.name})"
@@ -516,6 +537,18 @@ def transient_prefix(unit: str) -> str:
     """Return the name prefix of the import-check units of ``unit`` (removed by name on the next run)."""
     stem = unit.rsplit(".", 1)[0].replace("@", "-").replace("\\", "-")
     return f"{TRANSIENT_PREFIX}{stem}-"
+
+
+def _running(records: list[Record], state: Any) -> dict[str, Any]:
+    """Return what the history says about the process running now: its revision, or that no deploy started it."""
+    if not state.invocation_id:
+        return {}
+    for rec in reversed(records):
+        if rec.invocation_id == state.invocation_id:
+            return {"running_rev": rec.running_rev}
+    good = history.last_good(records)
+    # Only when deploys record their process: older histories (and first deploys) know nothing either way.
+    return {"running_unrecorded": bool(good is not None and good.invocation_id)}
 
 
 def _ready_seconds(record: Record | None) -> float | None:
@@ -979,6 +1012,8 @@ def _run_undo(att: _Attempt) -> tuple[bool, str]:
     att.announce("rollback-guard")
     outcome = _guard(att, "rollback-guard", att.rollback_timeout or req.ready_timeout)
     if outcome.ready:
+        tree = att.undo.get("tree")
+        _running_now(att, outcome.last_state, tree.rev if tree is not None else att.record.from_rev)
         return True, f"ready again ({outcome.reason})"
     att.record.journal += ["-- after the rollback --", *_journal(att)]
     return False, f"the previous release is not ready either: {outcome.reason}"

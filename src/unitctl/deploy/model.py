@@ -108,6 +108,9 @@ class Facts:
     deployed_rev: str | None  # the revision of the last good deploy recorded in the history
     rollback: RollbackTarget | None  # the revision to return to
     previous_ready_seconds: float | None  # how long the last good release needed to become ready
+    # The revision the running process was started from: a recorded attempt that left this InvocationID running.
+    running_rev: str | None = None
+    running_unrecorded: bool = False  # deploys record their process, but none started the one running now
     running_ready: bool | None = None  # one probe of the running release (asked only when nothing else changed)
 
 
@@ -119,6 +122,7 @@ def choose_action(
     preload: bool,
     was_active: bool,
     stale_reload: bool = False,
+    running_unrecorded: bool = False,
     running_ready: bool | None = None,
 ) -> tuple[Action, str]:
     """Decide how to switch to the new release and say why."""
@@ -131,6 +135,8 @@ def choose_action(
     if stale_reload:
         return "restart", "systemd has not loaded the unit on disk (NeedDaemonReload=yes): daemon-reload and restart"
     if not code_changed:
+        if running_unrecorded:
+            return "restart", "the running process was not started by a recorded deploy: restart it under the guard"
         if running_ready is False:
             return "restart", "the running release does not answer ready: restart it under the guard"
         return "none", "the unit and the code are what is deployed and running"
@@ -183,12 +189,15 @@ def make_plan(
     to_rev: str | None,
     preload: bool,
     strategy: Strategy,
+    running_rev: str | None = None,
+    running_unrecorded: bool = False,
     running_ready: bool | None = None,
 ) -> Plan:
     """Decide the plan (pure)."""
     unit_changed = installed != candidate
-    # Without a recorded deploy the running code is unknown: treat the revision as new.
-    code_changed = to_rev is not None and to_rev != deployed_rev
+    # Without a recorded deploy the running code is unknown: treat the revision as new. A process known to run
+    # another revision than the one to deploy (a rollback's, say) is a code change too.
+    code_changed = to_rev is not None and (to_rev != deployed_rev or running_rev not in (None, to_rev))
     stale = state.need_daemon_reload and installed is not None
     action, why = choose_action(
         strategy,
@@ -197,6 +206,7 @@ def make_plan(
         preload=preload,
         was_active=state.is_active,
         stale_reload=stale,
+        running_unrecorded=running_unrecorded and state.is_active,
         running_ready=running_ready,
     )
     return Plan(
@@ -231,6 +241,8 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
         to_rev=facts.to_rev,
         preload=facts.preload,
         strategy=strategy,
+        running_rev=facts.running_rev,
+        running_unrecorded=facts.running_unrecorded,
         running_ready=facts.running_ready,
     )
 
