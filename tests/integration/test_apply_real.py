@@ -558,8 +558,9 @@ def test_the_rollback_waits_for_the_previous_release_not_the_deploy_timeout(box:
     assert d.served() == "release v2" and d.ready()
 
 
-def test_a_check_unit_left_by_kill_9_is_removed_by_the_next_run(box: Sandbox, venv_bin: Path) -> None:
-    d = Deploy(box, venv_bin, backend="dbus")
+@BACKENDS
+def test_a_check_unit_left_by_kill_9_is_removed_by_the_next_run(box: Sandbox, venv_bin: Path, backend: str) -> None:
+    d = Deploy(box, venv_bin, backend=backend)
     d.first_release()
     d.repo.release("v2", extra_files={"app.py": "import time\ntime.sleep(60)\n" + APP_PY})  # a slow import
     pattern = f"unitctl-run-{d.name}-*"

@@ -126,11 +126,10 @@ def status(
     history_dir: Path,
     ready_url: str | None,
     probe_factory: Callable[[str], Callable[[], ProbeResult]],
-    lock_dir: Path | None = None,
     reporter: Reporter | None = None,
 ) -> Status:
     """Finish a deploy that died (if its lock is free), then read the unit's state, history and readiness."""
-    in_progress = _finish_or_describe(unit, backend, history_dir, probe_factory, lock_dir, reporter)
+    in_progress = _finish_or_describe(unit, backend, history_dir, probe_factory, reporter)
     records = history.read(history_dir, unit)
     good = history.last_good(records)
     last = records[-1] if records else None
@@ -147,7 +146,6 @@ def _finish_or_describe(
     backend: SystemdBackend,
     history_dir: Path,
     probe_factory: Callable[[str], Callable[[], ProbeResult]],
-    lock_dir: Path | None,
     reporter: Reporter | None,
 ) -> dict[str, Any] | None:
     """Recover an unfinished transaction when nobody runs it; describe it when its deploy is still running."""
@@ -157,7 +155,7 @@ def _finish_or_describe(
     if tx is None:
         return None
     try:
-        with lock.unit_lock(lock_dir or lock.default_dir(), unit, command=default_argv()):
+        with lock.unit_lock(lock.default_dir(), unit, command=default_argv()):
             edges = Edges(backend=backend, probe_factory=probe_factory, reporter=reporter or Reporter())
             engine.recover(unit, history_dir=history_dir, edges=edges, by="status")
             return None

@@ -60,6 +60,7 @@ from unitctl.errors import (
 from unitctl.gitrepo import GitRepo
 from unitctl.history import Phase, Record
 from unitctl.probe import ProbeResult
+from unitctl.systemd.base import UnitState
 
 BUILD_TIMEOUT = 1800.0
 JOURNAL_LINES = 40
@@ -88,8 +89,10 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def unit_target(req: ApplyRequest) -> Path:
+def unit_target(req: ApplyRequest, state: UnitState) -> Path:
     """Return the file a change of ``req.unit`` is written to (the one seam for where units live)."""
+    # Units live in req.unit_dir for now; unitpath resolves /usr/lib units (-> a drop-in), template instances and
+    # symlinks from state.fragment_path and state.dropin_paths when it is merged in.
     return req.unit_dir / req.unit
 
 
@@ -251,7 +254,7 @@ def _locked(req: ApplyRequest, edges: Edges, record: Record) -> Iterator[None]:
     from unitctl.deploy.journal import fault_pause
 
     fault_pause("lock")
-    directory = edges.lock_dir or lock.default_dir()
+    directory = lock.default_dir()
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(lock.unit_lock(directory, req.unit, command=req.argv or None))
@@ -409,7 +412,7 @@ def _finish_without_switch(att: _Attempt) -> ApplyResult:
     return _result(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: nothing to do ({plan.why})")
 
 
-def _running_now(att: _Attempt, state: Any, rev: str | None) -> None:
+def _running_now(att: _Attempt, state: UnitState | None, rev: str | None) -> None:
     """Record which process runs (verified) and the revision it was started from."""
     if state is not None and state.invocation_id:
         att.record.invocation_id, att.record.running_rev = state.invocation_id, rev
@@ -435,9 +438,9 @@ def _capture(att: _Attempt) -> None:
         removed = [] if req.dry_run else _remove_stale_checks(att)
         if removed:
             detail.append(f"removed {len(removed)} leftover check unit(s)")
-        unit_path = unit_target(req)
-        snapshot = fsutil.snapshot(unit_path)
         state = backend.state(req.unit)
+        unit_path = unit_target(req, state)
+        snapshot = fsutil.snapshot(unit_path)
         candidate = _candidate(req, snapshot, state, detail)
         records = history.read(req.history_dir, req.unit)
         last = history.last_good(records)
@@ -486,7 +489,6 @@ def _capture(att: _Attempt) -> None:
             state=state,
             candidate=candidate,
             preload=view.preload,
-            env=tuple(sorted(view.env.items())),
             head=head,
             to_rev=to_rev,
             deployed_rev=deployed_rev,
@@ -539,7 +541,7 @@ def transient_prefix(unit: str) -> str:
     return f"{TRANSIENT_PREFIX}{stem}-"
 
 
-def _running(records: list[Record], state: Any) -> dict[str, Any]:
+def _running(records: list[Record], state: UnitState) -> dict[str, Any]:
     """Return what the history says about the process running now: its revision, or that no deploy started it."""
     if not state.invocation_id:
         return {}
@@ -558,7 +560,7 @@ def _ready_seconds(record: Record | None) -> float | None:
     return seconds[-1] if seconds else None
 
 
-def _candidate(req: ApplyRequest, snapshot: fsutil.FileSnapshot, state: Any, detail: _Detail) -> bytes:
+def _candidate(req: ApplyRequest, snapshot: fsutil.FileSnapshot, state: UnitState, detail: _Detail) -> bytes:
     if req.unit_bytes is not None:
         return req.unit_bytes
     if req.unit_file is not None:

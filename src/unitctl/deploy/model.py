@@ -89,7 +89,6 @@ class Edges:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     install_signal_handlers: bool = True
-    lock_dir: Path | None = None  # None: lock.default_dir() (/run/lock/unitctl, or $UNITCTL_LOCK_DIR)
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,6 @@ class Facts:
     state: UnitState  # systemd's view: active state, MainPID, NeedDaemonReload, FragmentPath, drop-ins
     candidate: bytes  # the unit to deploy
     preload: bool  # the candidate's Gunicorn preloads the app
-    env: tuple[tuple[str, str], ...]  # the candidate's environment (to mask its secrets)
     head: str | None  # the checkout's HEAD (it was clean)
     to_rev: str | None  # the revision to deploy
     deployed_rev: str | None  # the revision of the last good deploy recorded in the history
