@@ -14,7 +14,7 @@ import test_apply_fake as base
 from test_apply_fake import World, _write, git, installed, unit_text
 
 from unitctl import fsutil, history, lock
-from unitctl.deploy import engine, journal, model
+from unitctl.deploy import capture, engine, journal, model
 from unitctl.deploy.commands import status
 from unitctl.deploy.output import Reporter, safe_write
 from unitctl.deploy.undo import Undo, UndoLog
@@ -356,14 +356,14 @@ def test_the_lock_does_not_depend_on_the_history_dir(world: World, lock_dir: Pat
 
 def test_leftover_check_units_are_removed_by_name(world: World) -> None:
     installed(world)
-    mine = engine.transient_prefix(UNIT) + "0123456789abcdef.service"
-    other = engine.transient_prefix("other.service") + "0123456789abcdef.service"
+    mine = capture.transient_prefix(UNIT) + "0123456789abcdef.service"
+    other = capture.transient_prefix("other.service") + "0123456789abcdef.service"
     world.fake.leftover_transients = {mine, other}
     seen: list[str] = []
     world.fake.script_transient(lambda spec: seen.append(spec.name_prefix) or TransientResult(0, ""))  # type: ignore[func-returns-value]
     world.run()
     assert world.fake.leftover_transients == {other}  # another unit's check may be running: never touched
-    assert seen == [engine.transient_prefix(UNIT)]
+    assert seen == [capture.transient_prefix(UNIT)]
 
 
 def test_a_history_append_never_glues_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -474,3 +474,12 @@ def test_a_process_known_to_run_another_revision_is_a_code_change() -> None:
     assert plan.code_changed and plan.action == "reload"
     plan = model.make_plan(**args, running_unrecorded=True)  # type: ignore[arg-type]
     assert plan.action == "restart" and not plan.code_changed
+
+
+def test_a_dropped_undo_is_dropped_in_the_journal_too(world: World) -> None:
+    j = journal.Journal(world.hist, UNIT)
+    j.begin(unit=UNIT, command="apply")
+    j.step("unit-write", undo=Undo("unit", path="/u", sha256=None))
+    j.drop("unit")
+    tx = j.unfinished()
+    assert tx is not None and tx.undo_log().entries() == [] and not tx.undo_log().touched_systemd

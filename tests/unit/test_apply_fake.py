@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from unitctl import desired, fsutil, history
-from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine
+from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
 from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
     ExitCode,
@@ -720,7 +720,7 @@ def test_unreachable_ready_url_is_refused_before_anything_changes(world: World) 
         "check --ready-url: host, port, path or socket (nothing was changed)"
     )
     # Retried a few times, within about 3 seconds (the fake clock only moves by the sleeps).
-    assert 2 <= len(seen) <= 8 and world.clock.now - 100.0 <= engine.READY_URL_CHECK_SECONDS
+    assert 2 <= len(seen) <= 8 and world.clock.now - 100.0 <= preflight.READY_URL_CHECK_SECONDS
     ops = world.fake.ops()
     assert not {"restart", "reload", "daemon_reload", "stop", "start", "run_transient"} & set(ops), ops
     assert world.unit_path.read_bytes() == data and world.head() == world.revs["v2"]

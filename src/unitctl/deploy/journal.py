@@ -6,6 +6,7 @@ One file per unit, ``HISTORY_DIR/journal/NAME.service.jsonl``, holding the curre
     {"event": "note", "tx": ..., "to_rev": ..., "was_active": ...}                      what capture learned
     {"event": "step", "tx": ..., "step": "unit-write", "undo": {...}}                  before the step acts
     {"event": "undo", "tx": ..., "undo": {...}}                                         a changed undo target
+    {"event": "drop", "tx": ..., "resource": "unit"}                                    a step failed, changing nothing
     {"event": "step", "tx": ..., "step": "record", "record": {...}}                     the outcome, decided
     {"event": "end", "tx": ...}                                                         recorded in the history
 
@@ -111,6 +112,11 @@ class Journal:
         if self.tx:
             history.append_line(self.path, _line({"event": "undo", "tx": self.tx, "undo": undo.to_json()}))
 
+    def drop(self, resource: str) -> None:
+        """Record that a step failed without changing its resource: nothing of it to undo."""
+        if self.tx:
+            history.append_line(self.path, _line({"event": "drop", "tx": self.tx, "resource": resource}))
+
     def note(self, **facts: Any) -> None:
         """Add what capture learned (revisions, the rollback's budget) to the transaction's begin facts."""
         if self.tx:
@@ -162,6 +168,8 @@ def read(path: Path) -> Transaction | None:
                     continue
             if isinstance(entry.get("record"), dict):
                 current.record = entry["record"]
+        elif event == "drop":
+            current.undos = [u for u in current.undos if u.resource != entry.get("resource")]
         elif event == "note":
             current.begin.update({k: v for k, v in entry.items() if k not in ("event", "tx")})
         elif event == "end":
