@@ -13,7 +13,7 @@ from typing import IO, Any, cast
 
 from unitctl import history
 from unitctl.config import Kind
-from unitctl.deploy import engine
+from unitctl.deploy import engine, signals
 from unitctl.deploy.journal import Journal
 from unitctl.deploy.model import (
     DEFAULT_READY_INTERVAL,
@@ -155,7 +155,7 @@ def _finish_or_describe(
     if tx is None:
         return None
     try:
-        with lock.unit_lock(lock.default_dir(), unit, command=default_argv()):
+        with signals.caller_independent(True), lock.unit_lock(lock.default_dir(), unit, command=default_argv()):
             edges = Edges(backend=backend, probe_factory=probe_factory, reporter=reporter or Reporter())
             engine.recover(unit, history_dir=history_dir, edges=edges, by="status")
             return None
