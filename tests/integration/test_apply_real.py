@@ -579,3 +579,33 @@ def test_a_check_unit_left_by_kill_9_is_removed_by_the_next_run(box: Sandbox, ve
 def _units(box: Sandbox, pattern: str) -> list[str]:
     out = box.systemctl("list-units", "--all", "--plain", "--no-legend", pattern, check=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_a_full_unit_directory_refuses_with_nothing_changed(box: Sandbox, venv_bin: Path) -> None:
+    """No space left where units live: the atomic write leaves the old unit, so exit 3 (it was 5)."""
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    pid = d.main_pid()
+    unit_before = box.run(["cat", d.unit_path], check=True).stdout
+    candidate = d.unit_file("v2-workers3", workers=3)
+    copy = f"{d.repo.root}/etc-systemd-system"
+    unit_dir = "/etc/systemd/system"
+    box.run(["cp", "-a", unit_dir, copy], check=True)
+    used_kib = int(box.run(["du", "-sk", copy], check=True).stdout.split()[0])
+    # A tmpfs over the unit directory (in the container's mount namespace only) holding a copy of it, then filled.
+    box.run(["mount", "-t", "tmpfs", "-o", f"size={used_kib + 256}k,mode=0755", "tmpfs", unit_dir], check=True)
+    try:
+        box.run(["cp", "-a", f"{copy}/.", unit_dir], check=True)
+        box.run(["dd", "if=/dev/zero", f"of={unit_dir}/.fill", "bs=4k"])  # ends with ENOSPC, as wanted
+        assert box.run(["sh", "-c", f"echo x > {unit_dir}/.probe"]).returncode != 0  # really full
+        res = d.apply("--unit-file", candidate)
+        assert res.returncode == 3, res.stderr
+        assert "cannot write the new unit: No space left on device" in res.stderr
+        assert box.run(["cat", d.unit_path], check=True).stdout == unit_before
+        assert d.main_pid() == pid and d.served() == "release v2"
+        assert box.unit_properties(d.unit, "NeedDaemonReload")["NeedDaemonReload"] == "no"
+    finally:
+        box.run(["umount", unit_dir], check=True)
+    last = d.history()[-1]
+    assert (last["outcome"], last["exit_code"]) == ("refused", 3)
