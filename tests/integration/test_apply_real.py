@@ -609,3 +609,18 @@ def test_a_full_unit_directory_refuses_with_nothing_changed(box: Sandbox, venv_b
         box.run(["umount", unit_dir], check=True)
     last = d.history()[-1]
     assert (last["outcome"], last["exit_code"]) == ("refused", 3)
+
+
+def test_a_torn_history_line_never_takes_the_next_record_with_it(box: Sandbox, venv_bin: Path) -> None:
+    """A crash (or a full disk) cut a record short: the next record must stay whole, or rollback goes wrong."""
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    with box.host_path(f"{d.hist}/history.jsonl").open("ab") as fh:
+        fh.write(b'{"command":"apply","exit_code":0,"outcome":"ok","time":"2026-')  # no newline: torn
+    v3 = d.repo.release("v3")
+    assert d.apply().returncode == 0 and d.served() == "release v3"
+    assert [r["to_rev"] for r in d.history()][-2:] == [v2, v3]
+    res = d.unitctl("rollback", d.name, "--history-dir", d.hist, "--ready-timeout", "30")
+    assert res.returncode == 0, res.stderr
+    assert d.served() == "release v2" and d.repo.head() == v2  # the previous good deploy, not v1
