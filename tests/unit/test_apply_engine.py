@@ -4,9 +4,11 @@ recovery of a deploy that died, caller loss, "nothing to do" checked against rea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,9 @@ class Killed(BaseException):
     """Stands for kill -9: nothing in the engine catches it, no finally of the engine records anything."""
 
 
-def kill_at(world: World, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the engine die right after announcing ``step`` in its journal (as the fault hook would let a kill)."""
+@contextlib.contextmanager
+def killed_at(step: str) -> Iterator[None]:
+    """Make the engine die right after announcing ``step`` in its journal (as a kill -9 during the fault hook)."""
     real = journal.fault_pause
 
     def die(name: str, environ: object = None) -> None:
@@ -40,7 +43,10 @@ def kill_at(world: World, step: str, monkeypatch: pytest.MonkeyPatch) -> None:
         if name == step:
             raise Killed(step)
 
-    monkeypatch.setattr(journal, "fault_pause", die)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(journal, "fault_pause", die)
+        with pytest.raises(Killed):
+            yield
 
 
 def unfinished(world: World) -> journal.Transaction | None:
@@ -128,16 +134,12 @@ def test_undo_of_a_stopped_service_leaves_it_stopped(world: World) -> None:
 
 
 @pytest.mark.parametrize("step", ["unit-write", "daemon-reload", "restart", "guard"])
-def test_a_deploy_killed_after_the_switch_began_is_rolled_back_by_the_next_apply(
-    world: World, monkeypatch: pytest.MonkeyPatch, step: str
-) -> None:
+def test_a_deploy_killed_after_the_switch_began_is_rolled_back_by_the_next_apply(world: World, step: str) -> None:
     data = installed(world)
-    kill_at(world, step, monkeypatch)
-    with pytest.raises(Killed):
+    with killed_at(step):
         world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
     tx = unfinished(world)
     assert tx is not None and tx.last_step == step
-    monkeypatch.undo()
     # The same apply again: first the dead one's rollback, then this attempt (which deploys it properly).
     git(world.repo, "checkout", "-q", world.revs["v2"])
     result = world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
@@ -147,14 +149,10 @@ def test_a_deploy_killed_after_the_switch_began_is_rolled_back_by_the_next_apply
     assert result.exit_code == 0 and world.unit_path.read_bytes() == unit_text(bind="127.0.0.1:8001") != data
 
 
-def test_a_deploy_killed_during_the_guard_is_reported_and_finished_by_status(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_deploy_killed_during_the_guard_is_reported_and_finished_by_status(world: World) -> None:
     data = installed(world)
-    kill_at(world, "guard", monkeypatch)
-    with pytest.raises(Killed):
+    with killed_at("guard"):
         world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
-    monkeypatch.undo()
     assert world.unit_path.read_bytes() != data  # the broken unit is live until someone comes back
     st = status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None, probe_factory=world.probe_factory,
                 reporter=Reporter(world.stderr))  # fmt: skip
@@ -176,14 +174,10 @@ def test_status_describes_a_deploy_in_progress_without_touching_it(world: World,
     assert any(line.startswith("in progress: apply (pid ") for line in st.lines())
 
 
-def test_an_outcome_decided_before_the_kill_is_recorded_not_undone(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_outcome_decided_before_the_kill_is_recorded_not_undone(world: World) -> None:
     installed(world)
-    kill_at(world, "record", monkeypatch)
-    with pytest.raises(Killed):
+    with killed_at("record"):
         world.run()
-    monkeypatch.undo()
     assert [r.outcome for r in world.records()] == ["ok"]  # the history line was never written
     restarts = world.fake.ops(UNIT).count("restart")
     rec = engine.recover(UNIT, history_dir=world.hist, edges=world.edges(), by="apply")
@@ -366,7 +360,7 @@ def test_leftover_check_units_are_removed_by_name(world: World) -> None:
     assert seen == [capture.transient_prefix(UNIT)]
 
 
-def test_a_history_append_never_glues_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_history_append_never_glues_records(tmp_path: Path) -> None:
     rec = history.Record(time="t", unit=UNIT, command="apply", outcome="ok", exit_code=0, to_rev="a")
     history.append(tmp_path, rec)
     path = tmp_path / history.HISTORY_NAME
@@ -381,10 +375,9 @@ def test_a_history_append_never_glues_records(tmp_path: Path, monkeypatch: pytes
         real_write(fd, bytes(data[:10]))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", short_then_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(OSError, match="No space left"):
+        mp.setattr(os, "write", short_then_full)
         history.append(tmp_path, dataclasses.replace(rec, to_rev="c"))
-    monkeypatch.undo()
     assert path.read_bytes() == before  # the partial line was taken back
     history.append(tmp_path, dataclasses.replace(rec, to_rev="d"))
     assert [r.to_rev for r in history.read(tmp_path)] == ["a", "b", "d"]
@@ -400,12 +393,11 @@ def test_a_dry_run_warns_about_a_dead_deploy_but_does_not_finish_it(world: World
     assert unfinished(world) is not None
 
 
-def test_a_deploy_killed_after_recording_is_closed_not_undone(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_deploy_killed_after_recording_is_closed_not_undone(world: World) -> None:
     installed(world)
-    monkeypatch.setattr(journal.Journal, "end", lambda self: (_ for _ in ()).throw(Killed("end")))
-    with pytest.raises(Killed):
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Killed):
+        mp.setattr(journal.Journal, "end", lambda self: (_ for _ in ()).throw(Killed("end")))
         world.run()
-    monkeypatch.undo()
     restarts = world.fake.ops(UNIT).count("restart")
     assert unfinished(world) is not None
     assert engine.recover(UNIT, history_dir=world.hist, edges=world.edges(), by="status") is None
@@ -483,3 +475,15 @@ def test_a_dropped_undo_is_dropped_in_the_journal_too(world: World) -> None:
     j.drop("unit")
     tx = j.unfinished()
     assert tx is not None and tx.undo_log().entries() == [] and not tx.undo_log().touched_systemd
+
+
+def test_a_dead_deploy_in_another_history_dir_is_finished_too(world: World) -> None:
+    data = installed(world)
+    with killed_at("guard"):
+        world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    # Someone runs the next command with another (or the default) --history-dir.
+    elsewhere = world.tmp / "elsewhere"
+    rec = engine.recover(UNIT, history_dir=elsewhere, edges=world.edges(), by="apply")
+    assert rec is not None and rec.outcome == "interrupted" and world.unit_path.read_bytes() == data
+    assert world.records()[-1].tx == rec.tx  # recorded where the dead deploy recorded its attempts
+    assert history.read(elsewhere, UNIT) == [] and unfinished(world) is None

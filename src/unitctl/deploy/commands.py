@@ -14,7 +14,7 @@ from typing import IO, Any, cast
 from unitctl import history
 from unitctl.config import Kind
 from unitctl.deploy import engine, signals
-from unitctl.deploy.journal import Journal
+from unitctl.deploy.journal import Journal, history_dirs
 from unitctl.deploy.model import (
     DEFAULT_READY_INTERVAL,
     DEFAULT_READY_TIMEOUT,
@@ -151,7 +151,8 @@ def _finish_or_describe(
     """Recover an unfinished transaction when nobody runs it; describe it when its deploy is still running."""
     from unitctl import lock
 
-    tx = Journal(history_dir, unit).unfinished()
+    found = (Journal(directory, unit).unfinished() for directory in history_dirs(unit, history_dir))
+    tx = next((t for t in found if t is not None), None)
     if tx is None:
         return None
     try:

@@ -34,7 +34,7 @@ from unitctl.deploy.attempt import (
     running_now,
 )
 from unitctl.deploy.capture import capture
-from unitctl.deploy.journal import Journal, Transaction
+from unitctl.deploy.journal import Journal, Transaction, history_dirs, remember
 from unitctl.deploy.model import STRATEGIES, ApplyRequest, ApplyResult, Edges, Facts, Plan
 from unitctl.deploy.output import Reporter
 from unitctl.deploy.preflight import preflight, rebuild
@@ -117,11 +117,13 @@ def _attempt(
 def _begin(journal: Journal, req: ApplyRequest, record: Record) -> str:
     """Start the journal of this attempt; without a journal there is no safe deploy: refuse, nothing changed."""
     try:
-        return journal.begin(
+        tx = journal.begin(
             unit=req.unit, command=req.command, argv=list(req.argv), time=record.time, repo=record.repo,
             ready_url=req.ready_url, ready_interval=req.ready_interval, successes_needed=req.successes_needed,
             strategy=req.strategy,
         )  # fmt: skip
+        remember(req.history_dir, req.unit)
+        return tx
     except OSError as exc:
         raise InputError(
             f"cannot write the deploy journal {journal.path}: {exc.strerror}",
@@ -350,8 +352,16 @@ def recover(unit: str, *, history_dir: Path, edges: Edges, by: str) -> Record | 
 
     When it had decided its outcome, that outcome is recorded; otherwise its undo log is run, exactly as
     the dead process would have, and the attempt is recorded as interrupted (exit 4/5, or 3 when it had not
-    touched systemd yet).
+    touched systemd yet). A journal in another history directory (the dead deploy's --history-dir) counts too,
+    and its record goes there.
     """
+    recorded = None
+    for directory in history_dirs(unit, history_dir):
+        recorded = _recover_in(unit, directory, edges, by) or recorded
+    return recorded
+
+
+def _recover_in(unit: str, history_dir: Path, edges: Edges, by: str) -> Record | None:
     if edges.reporter is None:
         edges.reporter = Reporter()
     journal = Journal(history_dir, unit)

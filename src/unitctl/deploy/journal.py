@@ -1,6 +1,7 @@
 """The intent journal: before each step a deploy appends what it is about to do, durably.
 
-One file per unit, ``HISTORY_DIR/journal/NAME.service.jsonl``, holding the current (or last) transaction:
+One file per unit, ``HISTORY_DIR/journal/NAME.service.jsonl``, holding the current (or last) transaction (a
+note beside the unit's lock names that HISTORY_DIR, so a command given another --history-dir finds it too):
 
     {"event": "begin", "tx": ..., "pid": ..., "command": "apply", "time": ..., ...}   what to recover with
     {"event": "note", "tx": ..., "to_rev": ..., "was_active": ...}                      what capture learned
@@ -44,6 +45,30 @@ FAULT_POLL_SECONDS = 0.05
 def journal_path(history_dir: Path, unit: str) -> Path:
     """Return the intent journal of ``unit``."""
     return history_dir / JOURNAL_DIR / f"{unit}.jsonl"
+
+
+def remember(history_dir: Path, unit: str) -> None:
+    """Note beside the unit's lock which history directory holds its journal: another --history-dir finds it."""
+    from unitctl import lock
+
+    fsutil.atomic_write(_pointer(unit, lock.default_dir()), f"{history_dir.absolute()}\n".encode(), mode=0o600)
+
+
+def history_dirs(unit: str, history_dir: Path) -> list[Path]:
+    """Return where the unit's journal may be: ``history_dir``, then the one its latest deploy noted."""
+    from unitctl import lock
+
+    try:
+        noted = Path(_pointer(unit, lock.default_dir()).read_text().strip())
+    except OSError:
+        return [history_dir]
+    if not noted.is_absolute() or noted == history_dir.absolute():
+        return [history_dir]
+    return [history_dir, noted]
+
+
+def _pointer(unit: str, lock_dir: Path) -> Path:
+    return lock_dir / f"{unit}.journal"
 
 
 def fault_pause(step: str, environ: Mapping[str, str] | None = None) -> None:
