@@ -114,6 +114,7 @@ class Attempt:
 
 
 def conclude(att: Attempt, outcome: history.Outcome, code: ExitCode, message: str) -> ApplyResult:
+    """Set the attempt's outcome and exit code; return its result (secrets masked)."""
     att.record.outcome = outcome
     att.record.exit_code = int(code)
     if outcome != "ok":
@@ -122,11 +123,13 @@ def conclude(att: Attempt, outcome: history.Outcome, code: ExitCode, message: st
 
 
 def fail(att: Attempt, error: UnitctlError, outcome: history.Outcome) -> TransactionError:
+    """Conclude the attempt with ``error``; return it ready to raise out of the transaction."""
     error.message = history.mask_secrets(error.message, att.env)
     return TransactionError(error, conclude(att, outcome, error.exit_code, str(error)))
 
 
 def guard_phase(att: Attempt, name: str, timeout: float) -> Any:
+    """Run the readiness guard as phase ``name`` for at most ``timeout`` seconds; return its outcome."""
     from unitctl import guard
 
     req = att.req
@@ -153,6 +156,7 @@ def guard_phase(att: Attempt, name: str, timeout: float) -> Any:
 
 
 def journal_excerpt(att: Attempt) -> list[str]:
+    """Return the journal lines of the unit's current invocation (secrets masked)."""
     backend = att.edges.backend
     try:
         state = backend.state(att.req.unit)

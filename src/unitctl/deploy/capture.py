@@ -25,6 +25,7 @@ def unit_target(req: ApplyRequest, state: UnitState) -> Path:
 
 
 def capture(att: Attempt) -> None:
+    """Read the world once into ``att.facts`` and decide ``att.plan``; journal what a recovery needs."""
     req = att.req
     backend = att.edges.backend
     with att.phase("capture") as detail:

@@ -176,6 +176,7 @@ def dumps(data: Any) -> str:
 
 
 def default_argv() -> tuple[str, ...]:
+    """Return this command line as the lock and the journal name it (program name without its path)."""
     return tuple(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
 
 
@@ -214,6 +215,7 @@ def settings(table: str, schema: dict[str, Kind], flags: dict[str, Any]) -> dict
 
 
 def unit_name(value: str | None) -> str:
+    """Return the validated unit name, or raise UsageError when none was given."""
     from unitctl.systemd.base import validate_unit_name
 
     if not value:

@@ -23,6 +23,7 @@ READY_URL_CHECK_INTERVAL = 0.5
 
 
 def preflight(att: Attempt) -> None:
+    """Check the new release before the service is touched: readiness URL, verify, checkout, build, import."""
     req, plan, facts = att.req, att.plan, att.facts
     assert plan is not None and facts is not None
     if att.probe is not None:
@@ -83,6 +84,7 @@ def _last_good_rev(att: Attempt) -> str | None:
 
 
 def rebuild(att: Attempt) -> str | None:
+    """Return the build command to run again after a checkout back (only when the code changed)."""
     return att.req.build_cmd if att.plan is not None and att.plan.code_changed else None
 
 
@@ -144,6 +146,7 @@ def _verify(att: Attempt) -> Any:
 
 
 def build(att: Attempt, build_cmd: str, repo: Path | None = None) -> None:
+    """Run ``build_cmd`` in the checkout (argv split, no shell); a failure refuses with its last line."""
     cwd = repo or att.req.repo
     assert cwd is not None
     argv = shlex.split(build_cmd)
