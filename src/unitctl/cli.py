@@ -81,7 +81,12 @@ class _OneLineErrors(TyperGroup):
             line = error_line(exc)
             if line is None:
                 raise  # a bug: keep the traceback
-            typer.echo(line[0], err=True)
+            try:
+                typer.echo(line[0], err=True)
+            except (OSError, ValueError):  # the caller went away (closed stderr): the exit code still tells
+                from unitctl.deploy.output import silence
+
+                silence(sys.stderr)
             sys.exit(line[1])
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -526,7 +531,7 @@ def apply(
     rolled back to a ready previous release, 5 the rollback failed too. Options also come from [apply]
     of ./unitctl.toml; flags win.
     """
-    from unitctl.apply import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.deploy.commands import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
     from unitctl.desired import DesiredOptions
     from unitctl.fsutil import naming
 
@@ -566,7 +571,7 @@ def rollback(
     The previous good deploy (revision and exact unit bytes) comes from the history; the switch is an
     apply with the same checks, guard and rollback. Exit codes as for apply.
     """
-    from unitctl.apply import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.deploy.commands import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
     from unitctl.fsutil import naming
 
     flags = {
@@ -596,7 +601,7 @@ def status(
     """
     from pathlib import Path
 
-    from unitctl.apply import STATUS_SCHEMA, cli_status, settings
+    from unitctl.deploy.commands import STATUS_SCHEMA, cli_status, settings
 
     flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
     s = settings("status", STATUS_SCHEMA, flags)
@@ -616,7 +621,7 @@ def history(
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
 ) -> None:
     """List the recorded deploys of a unit (oldest first)."""
-    from unitctl.apply import STATUS_SCHEMA, cli_history, settings
+    from unitctl.deploy.commands import STATUS_SCHEMA, cli_history, settings
 
     s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
     cli_history(s, as_json=as_json, limit=limit)

@@ -7,6 +7,8 @@ the exact bytes of an earlier good deploy.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -58,6 +60,11 @@ class Record:
     journal: list[str] = field(default_factory=list)
     output: str = ""  # full output of a failed check (pre-import, build)
     pid: int = field(default_factory=os.getpid)
+    tx: str = ""  # the transaction id in the intent journal
+    invocation_id: str = ""  # the service's InvocationID verified ready at the end of the attempt ("" unknown)
+    running_rev: str | None = None  # the revision that process was started from
+    interrupted_step: str = ""  # the step an interrupted deploy had announced last (outcome "interrupted")
+    recovered_by: str = ""  # the later command that finished an interrupted deploy ("apply", "status", ...)
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as unitctl writes it anywhere (history, --json, step summary): free text masked."""
@@ -99,19 +106,45 @@ def _ensure_dir(directory: Path) -> None:
 
 
 def append(directory: Path, record: Record) -> None:
-    """Append ``record`` as one JSON line and fsync it (the file private to its owner: journal excerpts)."""
+    """Append ``record`` as one JSON line, durably and never torn."""
     _ensure_dir(directory)
-    path = directory / HISTORY_NAME
-    created = not path.exists()
     line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
-    fd = fsutil.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    append_line(directory / HISTORY_NAME, line.encode())
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one newline-terminated line to ``path`` and fsync it; on any failure leave the file as it was.
+
+    A short write (a full disk) is truncated away instead of left for the next line to glue onto, and a file
+    whose last line a crash cut short gets its newline first, so every complete line stays a line of its own.
+    """
+    if not line.endswith(b"\n"):
+        raise ValueError("a journal line must end with a newline")
+    created = not path.exists()
+    # Private to root (journal excerpts), created so whatever the umask, never through a symlink.
+    fd = fsutil.open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "short write")
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            # Take back a partial line; what was there before stays byte for byte.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            raise
     finally:
         os.close(fd)
     if created:
-        fsutil.fsync_dir(directory)
+        fsutil.fsync_dir(path.parent)
 
 
 def read(directory: Path, unit: str | None = None) -> list[Record]:

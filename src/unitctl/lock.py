@@ -1,6 +1,8 @@
 """Per-unit lock: one apply/rollback of a unit at a time, and a refusal that names the holder.
 
-The lock is ``flock(LOCK_EX | LOCK_NB)`` on ``<dir>/<unit>.lock``. The kernel drops it when the
+The lock is ``flock(LOCK_EX | LOCK_NB)`` on ``/run/lock/unitctl/<unit>.lock``: one place per machine, whatever
+``--history-dir`` a command was given, so two deploys of a unit can never both run. ``$UNITCTL_LOCK_DIR``
+moves it (tests, or a system without /run/lock). The kernel drops it when the
 holder dies, so a stale file never blocks anyone; the file's content (pid, start time, command)
 is only there to tell the refused caller who holds it.
 """
@@ -17,7 +19,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from unitctl import fsutil
 from unitctl.errors import InputError, LockHeldError
+
+DEFAULT_DIR = Path("/run/lock/unitctl")
+LOCK_DIR_ENV = "UNITCTL_LOCK_DIR"
+
+
+def default_dir() -> Path:
+    """Return the lock directory: $UNITCTL_LOCK_DIR, else /run/lock/unitctl."""
+    return Path(os.environ.get(LOCK_DIR_ENV) or DEFAULT_DIR)
 
 
 @dataclass(frozen=True)
@@ -51,17 +62,17 @@ def read_holder(path: Path) -> Holder | None:
 def unit_lock(directory: Path, unit: str, *, command: Sequence[str] | None = None) -> Iterator[Holder]:
     """Hold the lock of ``unit`` for the block; raise LockHeldError at once if someone else holds it."""
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+        fsutil.private_dir(directory)  # 0700, root's: the holder's command line is nobody else's business
     except OSError as exc:
         raise InputError(
-            f"cannot create the lock directory {directory}: {exc.strerror}", hint="run as root or pick --history-dir"
+            f"cannot create the lock directory {directory}: {exc.strerror}", hint=f"run as root or set {LOCK_DIR_ENV}"
         ) from exc
     path = lock_path(directory, unit)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise InputError(
-            f"cannot open the lock file {path}: {exc.strerror}", hint="run as root or pick --history-dir"
+            f"cannot open the lock file {path}: {exc.strerror}", hint=f"run as root or set {LOCK_DIR_ENV}"
         ) from exc
     try:
         try:
@@ -74,9 +85,10 @@ def unit_lock(directory: Path, unit: str, *, command: Sequence[str] | None = Non
                 hint="wait for it to finish, then retry",
             ) from None
         me = Holder(os.getpid(), time.time(), " ".join(command if command is not None else sys.argv)[:300])
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": me.pid, "since": me.since, "command": me.command}).encode(), 0)
-        os.fsync(fd)
+        with fsutil.naming(path):  # a full disk here is one line naming the lock file
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": me.pid, "since": me.since, "command": me.command}).encode(), 0)
+            os.fsync(fd)
         yield me
     finally:
         # Closing the descriptor releases the flock; the file stays (removing it would race a new locker).

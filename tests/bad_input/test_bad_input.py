@@ -61,8 +61,7 @@ def prepare(case: dict[str, Any], tmp: Path) -> tuple[list[str], Path]:
         with open(toml, "wb") as fh:
             fh.truncate(world.HUGE_BYTES)
     elif setup == "lock-on-dev-full":  # writing the lock fails as on a full disk
-        (tmp / "history" / "locks").mkdir()
-        (tmp / "history" / "locks" / "app.service.lock").symlink_to("/dev/full")
+        (tmp / "lock" / "app.service.lock").symlink_to("/dev/full")
     elif setup is not None:
         raise AssertionError(f"unknown setup {setup!r} in {CASES_FILE.name}")
     return [a.format(**names) for a in case["argv"]], work
@@ -74,8 +73,14 @@ def run_case(case: dict[str, Any]) -> tuple[world.Outcome, bool]:
         tmp = Path(t)
         argv, work = prepare(case, tmp)
         before = world.snapshot(tmp)
-        outcome = world.run(argv, cwd=work)
-        return outcome, world.snapshot(tmp) != before
+        outcome = world.run(argv, cwd=work, lock_dir=tmp / "lock")
+        after = world.snapshot(tmp)
+        # The per-unit lock file (in /run/lock/unitctl on a server) is runtime state, not something the command
+        # changed: a refusal after the lock was taken may leave the empty file behind, as flock(1) does.
+        lock = str(tmp / "lock" / "app.service.lock")
+        if lock not in before:
+            after.pop(lock, None)
+        return outcome, after != before
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,7 @@ def build(tmp: Path) -> dict[str, str]:
     (root / "etc/systemd/system/sleep.service").write_text("[Service]\nExecStart=/bin/sleep 9\n")
     (tmp / "work").mkdir()
     (tmp / "history").mkdir()
+    (tmp / "lock").mkdir()  # UNITCTL_LOCK_DIR: a deploy's lock never leaves the case's directory
     return {
         "unit": str(files / "app.service"),
         "broken": str(files / "broken.service"),
@@ -81,10 +82,10 @@ def snapshot(tmp: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-def run(argv: list[str], *, cwd: Path) -> Outcome:
+def run(argv: list[str], *, cwd: Path, lock_dir: Path) -> Outcome:
     """Run ``python -m unitctl ARGV`` in cwd; a run longer than TIMEOUT fails the test as a hang."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "UNITCTL_"))}
-    env.update(NO_COLOR="1", LC_ALL="C.UTF-8")
+    env.update(NO_COLOR="1", LC_ALL="C.UTF-8", UNITCTL_LOCK_DIR=str(lock_dir))
     try:
         res = subprocess.run(
             [sys.executable, "-m", "unitctl", *argv],

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apphelpers import AppRepo, http_get
+from apphelpers import APP_PY, AppRepo, http_get
 
 from unitctl.sandbox import Result, Sandbox
 
@@ -48,6 +48,12 @@ class Deploy:
 
     def apply(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> Result:
         return self.box.run(self.argv(*args, timeout=timeout, ready_url=ready_url), timeout=timeout * 3 + 120)
+
+    def lock_holder(self) -> dict[str, Any]:
+        """Return who holds the unit's lock (/run/lock/unitctl is the container's own tmpfs: read it inside)."""
+        res = self.box.run(["cat", f"/run/lock/unitctl/{self.unit}.lock"], check=True)
+        holder: dict[str, Any] = json.loads(res.stdout)
+        return holder
 
     def unitctl(self, *args: str) -> Result:
         return self.box.run(["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args], timeout=120)
@@ -266,7 +272,7 @@ def test_two_applies_at_once_one_is_refused(box: Sandbox, venv_bin: Path) -> Non
         _wait_for_line(first, "switch", timeout=60)
         second = d.apply()
         assert second.returncode == 3, second.stderr
-        holder = json.loads(box.read_file(f"{d.hist}/locks/{d.unit}.lock"))
+        holder = d.lock_holder()
         assert f"locked by pid {holder['pid']} since" in second.stderr
         assert first.wait(timeout=120) == 0
     finally:
@@ -287,7 +293,7 @@ def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sand
     try:
         _wait_for_line(proc, "switch", timeout=60)
         time.sleep(0.5)  # inside the guard now
-        holder = json.loads(box.read_file(f"{d.hist}/locks/{d.unit}.lock"))
+        holder = d.lock_holder()
         # The pid as the container sees it: signal unitctl itself, from inside.
         box.run(["kill", "-TERM", str(holder["pid"])], check=True)
         code = proc.wait(timeout=120)
@@ -393,3 +399,228 @@ def _eventually(get: Any, want: Any, timeout: float = 15.0) -> bool:
         if time.monotonic() > deadline:
             raise AssertionError(f"wanted {want!r}, still {got!r} after {timeout:g}s")
         time.sleep(0.2)
+
+
+# -- the deploy outlives its caller, and a deploy that died is finished by the next command -------------------
+
+
+class Paused:
+    """unitctl started with the engine's fault hook: it stops right after announcing ``step`` in its journal."""
+
+    def __init__(self, d: Deploy, step: str, *args: str, timeout: float = 30) -> None:
+        self.d = d
+        self.flag = f"{d.repo.root}/pause-{uuid.uuid4().hex[:6]}"
+        env = {"UNITCTL_FAULT_PAUSE": step, "UNITCTL_FAULT_FILE": self.flag}
+        self.proc = d.box.popen(d.argv(*args, timeout=timeout), env=env)
+        self.pid = self._wait_for_pid()
+
+    def _wait_for_pid(self, timeout: float = 120) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.d.box.exists(self.flag):
+                return int(self.d.box.read_file(self.flag).decode().strip())
+            if self.proc.poll() is not None:
+                raise AssertionError(f"unitctl ended (exit {self.proc.returncode}) before the pause: {self.stderr()}")
+            time.sleep(0.05)
+        raise AssertionError(f"unitctl never paused within {timeout:g}s")
+
+    def signal(self, name: str) -> None:
+        """Send a signal to unitctl itself, from inside the container (the pid is the one it sees)."""
+        self.d.box.run(["kill", f"-{name}", str(self.pid)], check=True)
+
+    def resume(self) -> None:
+        self.d.box.host_path(self.flag).unlink()
+
+    def wait(self, timeout: float = 180) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read() if self.proc.stderr and not self.proc.stderr.closed else ""
+
+
+@pytest.mark.parametrize("release", ["good", "bad"])
+def test_the_caller_going_away_during_the_guard_changes_nothing(box: Sandbox, venv_bin: Path, release: str) -> None:
+    """A cancelled CI job: SSH closes unitctl's stdout/stderr and a terminal would send SIGHUP, mid-guard."""
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    v3 = d.repo.release("v3", table="items" if release == "good" else "items_v3")
+    run = Paused(d, "guard", timeout=4)
+    assert run.proc.stdout is not None and run.proc.stderr is not None
+    run.proc.stdout.close()
+    run.proc.stderr.close()
+    run.signal("HUP")
+    run.resume()
+    code = run.wait()
+    last = d.history()[-1]
+    if release == "good":
+        assert code == 0 and d.served() == "release v3" and d.repo.head() == v3
+        assert (last["outcome"], last["exit_code"], last["to_rev"]) == ("ok", 0, v3)
+    else:
+        assert code == 4 and d.served() == "release v2" and d.repo.head() == v2 and d.ready()
+        assert (last["outcome"], last["exit_code"], last["to_rev"]) == ("rolled-back", 4, v3)
+    status = json.loads(d.unitctl("status", d.name, "--history-dir", d.hist, "--json").stdout)
+    assert status["last_outcome"] == last["outcome"] and status["in_progress"] is None
+
+
+def test_kill_9_during_the_guard_is_reported_and_finished_by_status(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    v4 = d.repo.release("v4", table="items_v4")  # imports, never ready
+    run = Paused(d, "guard", timeout=4)
+    run.signal("KILL")
+    assert run.wait() != 0
+    assert d.served() == "release v4"  # the broken release serves until someone comes back
+    res = d.unitctl("status", d.name, "--history-dir", d.hist, "--json")
+    assert res.returncode == 0, res.stderr
+    st = json.loads(res.stdout)
+    assert (st["last_outcome"], st["last_exit_code"], st["last_interrupted_step"]) == ("interrupted", 4, "guard")
+    assert st["last_recovered_by"] == "status" and st["ready"] is True
+    assert "died at step guard: finishing its rollback first" in res.stderr
+    assert d.served() == "release v2" and d.repo.head() == v2
+    last = d.history()[-1]
+    assert (last["outcome"], last["to_rev"], last["from_rev"]) == ("interrupted", v4, v2)
+    # Nothing is left to finish: status now only reports.
+    again = json.loads(d.unitctl("status", d.name, "--history-dir", d.hist, "--json").stdout)
+    assert again["last_outcome"] == "interrupted" and len(d.history()) == 3
+
+
+def test_kill_9_after_the_unit_write_is_rolled_back_first_by_the_next_apply(box: Sandbox, venv_bin: Path) -> None:
+    """Killed between the unit write and daemon-reload (NeedDaemonReload=yes): the re-run undoes it, then deploys."""
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    unit_before = box.read_file(d.unit_path)
+    new_unit = d.unit_file("v2-workers3", workers=3)
+    run = Paused(d, "daemon-reload", "--unit-file", new_unit)
+    run.signal("KILL")
+    run.wait()
+    assert box.unit_properties(d.unit, "NeedDaemonReload")["NeedDaemonReload"] == "yes"
+    assert box.read_file(d.unit_path) != unit_before
+    res = d.apply("--unit-file", new_unit)
+    assert res.returncode == 0, res.stderr
+    assert "died at step daemon-reload: finishing its rollback first" in res.stderr
+    outcomes = [(r["outcome"], r["interrupted_step"], r["recovered_by"]) for r in d.history()]
+    assert outcomes[-2:] == [("interrupted", "daemon-reload", "apply"), ("ok", "", "")]
+    assert box.unit_properties(d.unit, "NeedDaemonReload")["NeedDaemonReload"] == "no"
+    assert box.read_file(d.unit_path) == box.read_file(new_unit) and _eventually(d.worker_count, 3)
+
+
+def test_after_exit_5_the_same_apply_is_not_nothing_to_do(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    box.run(["mv", d.repo.db, d.repo.db + ".away"], check=True)  # the database is down for every release
+    d.repo.release("v4", table="items_v4")
+    assert d.apply(timeout=2).returncode == 5
+    assert d.repo.head() == v2  # the last good revision is checked out, and recorded as deployed
+    res = d.apply(timeout=2)
+    assert res.returncode == 5, res.stderr  # never 0 "nothing to do" while /health/ready answers 503
+    assert "nothing to do" not in res.stdout + res.stderr
+    box.run(["mv", d.repo.db + ".away", d.repo.db], check=True)
+    # The process running now was started by a rollback that never became ready: restarted under the guard once,
+    res = d.apply()
+    assert res.returncode == 0 and "not started by a recorded deploy" in res.stderr, res.stderr
+    # then the revision that runs is recorded and answers ready: now there really is nothing to do.
+    res = d.apply()
+    assert res.returncode == 0 and "nothing to do" in res.stdout, res.stderr
+
+
+def test_good_releases_pass_a_start_limit(box: Sandbox, venv_bin: Path) -> None:
+    """StartLimitBurst=2: without reset-failed before each restart every other good release ended in exit 4."""
+    d = Deploy(box, venv_bin)
+    text = d.repo.unit(venv_bin, port=d.port).replace(
+        "[Unit]\n", "[Unit]\nStartLimitBurst=2\nStartLimitIntervalSec=600\n", 1
+    )
+    d.repo.release("v1")
+    assert d.apply("--unit-file", d.repo.write_unit_file(text, "limited")).returncode == 0
+    for label in ("v2", "v3", "v4"):
+        rev = d.repo.release(label)
+        res = d.apply()
+        assert res.returncode == 0, res.stderr
+        assert d.served() == f"release {label}" and d.repo.head() == rev
+
+
+def test_the_rollback_waits_for_the_previous_release_not_the_deploy_timeout(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.repo.release("v2", ready_after=2.0)  # the good release needs 2 s to answer ready
+    assert d.apply(timeout=30).returncode == 0
+    d.repo.release("v3", table="items_v3")
+    res = d.apply(timeout=0.5)  # a tiny deploy timeout must not make the rollback give up on v2
+    assert res.returncode == 4, res.stderr
+    assert d.served() == "release v2" and d.ready()
+
+
+@BACKENDS
+def test_a_check_unit_left_by_kill_9_is_removed_by_the_next_run(box: Sandbox, venv_bin: Path, backend: str) -> None:
+    d = Deploy(box, venv_bin, backend=backend)
+    d.first_release()
+    d.repo.release("v2", extra_files={"app.py": "import time\ntime.sleep(60)\n" + APP_PY})  # a slow import
+    pattern = f"unitctl-run-{d.name}-*"
+    run = Paused(d, "pre-import", "--rev", d.repo.head())
+    run.resume()
+    _eventually(lambda: bool(_units(box, pattern)), True, timeout=30)
+    run.signal("KILL")
+    run.wait()
+    assert _units(box, pattern)  # the import check outlived unitctl
+    d.repo.release("v3")
+    res = d.apply()
+    assert res.returncode == 0, res.stderr
+    assert _units(box, pattern) == [] and d.served() == "release v3"
+
+
+def _units(box: Sandbox, pattern: str) -> list[str]:
+    out = box.systemctl("list-units", "--all", "--plain", "--no-legend", pattern, check=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_a_full_unit_directory_refuses_with_nothing_changed(box: Sandbox, venv_bin: Path) -> None:
+    """No space left where units live: the atomic write leaves the old unit, so exit 3 (it was 5)."""
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    d.second_release()
+    pid = d.main_pid()
+    unit_before = box.run(["cat", d.unit_path], check=True).stdout
+    candidate = d.unit_file("v2-workers3", workers=3)
+    copy = f"{d.repo.root}/etc-systemd-system"
+    unit_dir = "/etc/systemd/system"
+    box.run(["cp", "-a", unit_dir, copy], check=True)
+    used_kib = int(box.run(["du", "-sk", copy], check=True).stdout.split()[0])
+    # A tmpfs over the unit directory (in the container's mount namespace only) holding a copy of it, then filled.
+    box.run(["mount", "-t", "tmpfs", "-o", f"size={used_kib + 256}k,mode=0755", "tmpfs", unit_dir], check=True)
+    try:
+        box.run(["cp", "-a", f"{copy}/.", unit_dir], check=True)
+        box.run(["dd", "if=/dev/zero", f"of={unit_dir}/.fill", "bs=4k"])  # ends with ENOSPC, as wanted
+        assert box.run(["sh", "-c", f"echo x > {unit_dir}/.probe"]).returncode != 0  # really full
+        res = d.apply("--unit-file", candidate)
+        assert res.returncode == 3, res.stderr
+        assert "cannot write the new unit: No space left on device" in res.stderr
+        assert box.run(["cat", d.unit_path], check=True).stdout == unit_before
+        assert d.main_pid() == pid and d.served() == "release v2"
+        assert box.unit_properties(d.unit, "NeedDaemonReload")["NeedDaemonReload"] == "no"
+    finally:
+        box.run(["umount", unit_dir], check=True)
+    last = d.history()[-1]
+    assert (last["outcome"], last["exit_code"]) == ("refused", 3)
+
+
+def test_a_torn_history_line_never_takes_the_next_record_with_it(box: Sandbox, venv_bin: Path) -> None:
+    """A crash (or a full disk) cut a record short: the next record must stay whole, or rollback goes wrong."""
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    with box.host_path(f"{d.hist}/history.jsonl").open("ab") as fh:
+        fh.write(b'{"command":"apply","exit_code":0,"outcome":"ok","time":"2026-')  # no newline: torn
+    v3 = d.repo.release("v3")
+    assert d.apply().returncode == 0 and d.served() == "release v3"
+    assert [r["to_rev"] for r in d.history()][-2:] == [v2, v3]
+    res = d.unitctl("rollback", d.name, "--history-dir", d.hist, "--ready-timeout", "30")
+    assert res.returncode == 0, res.stderr
+    assert d.served() == "release v2" and d.repo.head() == v2  # the previous good deploy, not v1

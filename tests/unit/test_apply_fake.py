@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from unitctl import apply, desired, fsutil, history
-from unitctl.apply import ApplyRequest, Edges, Reporter
+from unitctl import desired, fsutil, history
+from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
 from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
     ExitCode,
@@ -151,14 +151,21 @@ class World:
         base.update(kw)
         return ApplyRequest(**base)
 
-    def run(self, **kw: Any) -> apply.ApplyResult:
-        return apply.run(self.request(**kw), self.edges())
+    def run(self, **kw: Any) -> ApplyResult:
+        return engine.run(self.request(**kw), self.edges())
 
     def records(self) -> list[history.Record]:
         return history.read(self.hist, UNIT)
 
     def head(self) -> str:
         return git(self.repo, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Locks of this test's units live in its own directory, not the machine's /run/lock/unitctl."""
+    monkeypatch.setenv("UNITCTL_LOCK_DIR", str(tmp_path / "locks"))
+    return tmp_path / "locks"
 
 
 @pytest.fixture
@@ -359,9 +366,9 @@ def test_verification_errors_refuse(world: World) -> None:
     assert set(world.fake.ops()) <= {"state"}
 
 
-def test_a_second_apply_is_refused_while_the_lock_is_held(world: World) -> None:
+def test_a_second_apply_is_refused_while_the_lock_is_held(world: World, tmp_path: Path) -> None:
     installed(world)
-    with unit_lock(world.hist / "locks", UNIT, command=["unitctl", "apply", "app"]):
+    with unit_lock(tmp_path / "locks", UNIT, command=["unitctl", "apply", "app"]):
         with pytest.raises(LockHeldError, match=rf"pid {os.getpid()} since"):
             world.run()
     assert "restart" not in world.fake.ops()
@@ -472,9 +479,9 @@ def test_usage_errors(world: World) -> None:
 def test_rollback_command_targets_the_previous_good_deploy(world: World) -> None:
     data_v1 = installed(world)
     world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
-    req = apply.rollback_request(world.request())
+    req = commands.rollback_request(world.request())
     assert req.rev == world.revs["v1"] and req.unit_bytes == data_v1 and req.command == "rollback"
-    result = apply.run(req, world.edges())
+    result = engine.run(req, world.edges())
     assert result.exit_code == 0 and world.head() == world.revs["v1"]
     assert world.unit_path.read_bytes() == data_v1
     assert world.records()[-1].command == "rollback"
@@ -492,7 +499,7 @@ def test_rollback_command_goes_ahead_when_the_running_release_does_not_answer(wo
         return httpx.Response(200, text="ok")
 
     world.handler = handler
-    result = apply.run(apply.rollback_request(world.request()), world.edges())
+    result = engine.run(commands.rollback_request(world.request()), world.edges())
     assert result.exit_code == 0 and world.unit_path.read_bytes() == data_v1
     phase = next(p for p in world.records()[-1].phases if p.name == "ready-url")
     assert phase.ok and phase.detail.startswith(f"warning: {URL} does not answer (connection refused)")
@@ -500,10 +507,10 @@ def test_rollback_command_goes_ahead_when_the_running_release_does_not_answer(wo
 
 def test_status_reports_the_deployed_revision_and_probes(world: World) -> None:
     installed(world)
-    st = apply.status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None,
+    st = commands.status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None,
                       probe_factory=world.probe_factory)  # fmt: skip
     assert st.deployed_rev == world.revs["v1"] and st.ready_url == URL and st.probe is not None and st.probe.ok
-    data = json.loads(apply.dumps(st.to_json()))
+    data = json.loads(commands.dumps(st.to_json()))
     assert data["ready"] is True and data["state"]["active_state"] == "active"
 
 
@@ -549,8 +556,8 @@ def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
 
     from unitctl.cli import app
 
-    monkeypatch.setattr(apply, "real_edges", lambda name: world.edges())
-    monkeypatch.setattr(apply, "DEFAULT_UNIT_DIR", world.units)
+    monkeypatch.setattr(commands, "real_edges", lambda name: world.edges())
+    monkeypatch.setattr(commands, "DEFAULT_UNIT_DIR", world.units)
     monkeypatch.chdir(world.tmp)
     runner = CliRunner()
 
@@ -713,7 +720,7 @@ def test_unreachable_ready_url_is_refused_before_anything_changes(world: World) 
         "check --ready-url: host, port, path or socket (nothing was changed)"
     )
     # Retried a few times, within about 3 seconds (the fake clock only moves by the sleeps).
-    assert 2 <= len(seen) <= 8 and world.clock.now - 100.0 <= apply.READY_URL_CHECK_SECONDS
+    assert 2 <= len(seen) <= 8 and world.clock.now - 100.0 <= preflight.READY_URL_CHECK_SECONDS
     ops = world.fake.ops()
     assert not {"restart", "reload", "daemon_reload", "stop", "start", "run_transient"} & set(ops), ops
     assert world.unit_path.read_bytes() == data and world.head() == world.revs["v2"]
@@ -747,7 +754,7 @@ def test_missing_unix_socket_is_refused_nothing_changed(world: World, tmp_path: 
     edges = world.edges()
     edges.probe_factory = real_probe
     with pytest.raises(ReadyUrlError, match=f"socket {sock} does not exist"):
-        apply.run(world.request(ready_url=f"unix:{sock}:/health/ready"), edges)
+        engine.run(world.request(ready_url=f"unix:{sock}:/health/ready"), edges)
     assert "restart" not in world.fake.ops() and world.unit_path.read_bytes() == data
     assert world.head() == world.revs["v2"]
 
@@ -795,12 +802,12 @@ def _settings(world: World, **kw: Any) -> dict[str, Any]:
 def test_apply_workers_and_no_preload_writes_exactly_the_rewritten_unit(world: World) -> None:
     before = unit_text().replace(b"-w 2 -b", b"--preload -w 9 -b")
     installed(world, before)
-    req = apply.request_from_settings(
+    req = commands.request_from_settings(
         _settings(world), command="apply", desired=DesiredOptions(workers="3", no_preload=True)
     )
     assert req.rewrite == RewriteSpec(workers=3, max_workers=None, no_preload=True, cpu_count=os.cpu_count())
     req = dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0)
-    result = apply.run(req, world.edges())
+    result = engine.run(req, world.edges())
     assert result.exit_code == 0, result.message
     expected = before.replace(f"{GUNICORN} --preload -w 9 -b".encode(), f"{GUNICORN} -w 3 -b".encode())
     assert expected != before and world.unit_path.read_bytes() == expected
@@ -841,7 +848,7 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
         '[render]\napp = "shop.wsgi:application"\nworking_dir = "/srv/shop"\nuser = "shop"\nworkers = 7\n'
     )
     monkeypatch.chdir(tmp_path)
-    req = apply.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True,
+    req = commands.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True,
                                       workers="4", bind=("127.0.0.1:8000",)))  # fmt: skip
     assert req.unit_bytes is not None and req.unit_file is None and req.rewrite is None
     text = req.unit_bytes.decode()
@@ -849,7 +856,7 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
     assert "--workers 4 --bind 127.0.0.1:8000 shop.wsgi:application" in text
     assert "User=shop\n" in text and "WorkingDirectory=/srv/shop\n" in text and "--workers 7" not in text
     world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
-    result = apply.run(dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0), world.edges())
+    result = engine.run(dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0), world.edges())
     assert result.exit_code == 0, result.message
     assert world.unit_path.read_bytes() == req.unit_bytes
 
@@ -870,7 +877,7 @@ def test_apply_desired_options_that_exclude_each_other(
 ) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=re.escape(message)) as err:
-        apply.request_from_settings(_settings(world, **settings), command="apply", desired=opts)
+        commands.request_from_settings(_settings(world, **settings), command="apply", desired=opts)
     assert err.value.exit_code == ExitCode.USAGE and "\n" not in str(err.value)
 
 
@@ -895,4 +902,4 @@ def test_apply_render_with_socket_activation_is_refused(
     (tmp_path / "unitctl.toml").write_text('[render]\napp = "shop:app"\nsocket = true\n')
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=r"--render makes app\.socket too"):
-        apply.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True))
+        commands.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from unitctl import preimport
-from unitctl.apply import Plan, choose_action, make_plan
+from unitctl.deploy import Plan, choose_action, make_plan
 from unitctl.errors import InputError, NotGunicornError, UnitSyntaxError, UsageError
 from unitctl.gitrepo import RollbackTarget
 from unitctl.systemd.fake import failed_state, running_state

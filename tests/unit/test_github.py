@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unitctl import github
-from unitctl.apply import ApplyResult
+from unitctl.deploy import ApplyResult
 from unitctl.errors import LockHeldError, RolledBackError, UsageError
 from unitctl.history import Phase, Record
 

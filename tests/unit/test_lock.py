@@ -52,6 +52,6 @@ def test_lock_held_by_another_process_and_released_when_it_dies(tmp_path: Path) 
 def test_a_lock_file_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
     # A directory where the lock file should be: open() fails (EISDIR) even for root.
     lock.lock_path(tmp_path, "app.service").mkdir(parents=True)
-    with pytest.raises(InputError, match="cannot open the lock file .*app.service.*--history-dir"):
+    with pytest.raises(InputError, match="cannot open the lock file .*app.service.*UNITCTL_LOCK_DIR"):
         with lock.unit_lock(tmp_path, "app.service"):
             pass

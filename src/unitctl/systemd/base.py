@@ -76,6 +76,16 @@ def failure_detail(state: UnitState | None) -> str:
     return f"Result={state.result}, ExecMainStatus={state.exec_main_status}"
 
 
+_TRANSIENT_PREFIX = re.compile(r"^unitctl-run-[A-Za-z0-9:_.-]*$")
+
+
+def check_transient_prefix(prefix: str) -> str:
+    """Return ``prefix`` when it names only unitctl's own check units (``unitctl-run-...``), else raise."""
+    if not _TRANSIENT_PREFIX.fullmatch(prefix) or len(prefix) > 200:
+        raise SystemdError(f"{prefix!r} is not a prefix of unitctl's check units (unitctl-run-...)")
+    return prefix
+
+
 def transient_args(spec: TransientSpec) -> list[str]:
     """Return the arguments after the executable, escaped unless the spec asks systemd to expand variables."""
     return list(spec.argv[1:]) if spec.expand_variables else escape_exec_argv(spec.argv)[1:]
@@ -158,6 +168,8 @@ class TransientSpec:
     # False: every argument reaches the command literally ('$' doubled). True: the arguments are words of a unit's
     # ExecStart= and systemd expands $VAR/${VAR} in them from this environment, as it does for the service.
     expand_variables: bool = False
+    # The transient unit's name starts with this (validated), so a later run can remove leftovers by name.
+    name_prefix: str = "unitctl-run-"
 
 
 class SystemdBackend(Protocol):
@@ -175,3 +187,4 @@ class SystemdBackend(Protocol):
     def state(self, unit: str) -> UnitState: ...
     def run_transient(self, spec: TransientSpec) -> TransientResult: ...
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]: ...
+    def remove_transient_units(self, prefix: str) -> list[str]: ...  # stop + reset-failed; returns the names

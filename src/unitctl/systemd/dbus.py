@@ -20,6 +20,7 @@ from unitctl.systemd.base import (
     TransientResult,
     TransientSpec,
     UnitState,
+    check_transient_prefix,
     failure_detail,
     transient_args,
     transient_outcome,
@@ -222,7 +223,7 @@ class DbusBackend:
         if not spec.argv:
             raise SystemdError("run_transient needs a command; got an empty argv")
         exe = resolve_executable(spec.argv[0])
-        name = transient_unit_name()
+        name = transient_unit_name(spec.name_prefix)
         what = f"running {spec.argv[0]!r} as transient unit {name}"
         for key, value in spec.env.items():
             if not key or "=" in key or "\n" in value:
@@ -298,3 +299,16 @@ class DbusBackend:
 
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         return journal_lines(unit, invocation_id=invocation_id, lines=lines)
+
+    def remove_transient_units(self, prefix: str) -> list[str]:
+        pattern = check_transient_prefix(prefix) + "*.service"
+        try:
+            body = self._call(MANAGER_PATH, MANAGER_IFACE, b"ListUnitsByPatterns", b"asas", [[], [pattern.encode()]])
+        except self._error_type as exc:
+            raise SystemdError(f"listing {pattern} failed: {dbus_message(exc)}") from exc
+        units = body[0] if body and isinstance(body[0], list) else body
+        names = [_s(u[0]) for u in units or []]
+        names = [n for n in names if n.startswith(prefix)]
+        for name in names:
+            self._discard(name)
+        return names

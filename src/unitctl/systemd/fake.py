@@ -18,7 +18,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from unitctl.errors import SystemdError
-from unitctl.systemd.base import TransientResult, TransientSpec, UnitState, validate_unit_name
+from unitctl.systemd.base import (
+    TransientResult,
+    TransientSpec,
+    UnitState,
+    check_transient_prefix,
+    validate_unit_name,
+)
 
 Call = tuple[str, ...]
 
@@ -68,6 +74,7 @@ class FakeSystemd:
         self._transient: deque[TransientResult | Callable[[TransientSpec], TransientResult]] = deque()
         self._after_restart: dict[str, list[UnitState]] = {}
         self._next_pid = 1000
+        self.leftover_transients: set[str] = set()  # check units a killed run left behind
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -163,6 +170,14 @@ class FakeSystemd:
             return TransientResult(returncode=0, output="")
         item = self._transient.popleft()
         return item(spec) if callable(item) else item
+
+    def remove_transient_units(self, prefix: str) -> list[str]:
+        check_transient_prefix(prefix)
+        gone = sorted(n for n in self.leftover_transients if n.startswith(prefix))
+        if gone:
+            self.calls.append(("remove_transient_units", prefix))
+        self.leftover_transients -= set(gone)
+        return gone
 
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         unit = validate_unit_name(unit)

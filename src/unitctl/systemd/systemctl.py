@@ -14,6 +14,7 @@ from unitctl.systemd.base import (
     TransientResult,
     TransientSpec,
     UnitState,
+    check_transient_prefix,
     failure_detail,
     transient_args,
     transient_outcome,
@@ -176,7 +177,7 @@ class SystemctlBackend:
         return state_from_properties(unit, parse_show(proc.stdout))
 
     def run_transient(self, spec: TransientSpec) -> TransientResult:
-        name = transient_unit_name()
+        name = transient_unit_name(spec.name_prefix)
         argv = transient_argv(spec, _tool("systemd-run"), unit=name)
         what = f"running {spec.argv[0]!r} as transient unit {name}"
         try:
@@ -228,6 +229,19 @@ class SystemctlBackend:
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         return journal_lines(unit, invocation_id=invocation_id, lines=lines)
 
+    def remove_transient_units(self, prefix: str) -> list[str]:
+        pattern = check_transient_prefix(prefix) + "*.service"
+        out = self._run(
+            [self._systemctl, "list-units", "--all", "--plain", "--no-legend", "--full", pattern],
+            what=f"listing {pattern}",
+            timeout=60,
+        ).stdout
+        names = [line.split()[0] for line in out.splitlines() if line.split()]
+        names = [n for n in names if n.startswith(prefix)]
+        for name in names:
+            self._discard(name)
+        return names
+
 
 def resolve_executable(argv0: str) -> str:
     """Return the absolute path of ``argv0`` (searched in PATH) or raise SystemdError."""
@@ -242,9 +256,9 @@ def resolve_executable(argv0: str) -> str:
     return path
 
 
-def transient_unit_name() -> str:
-    """Return a fresh name for a transient check unit."""
-    return f"unitctl-run-{uuid.uuid4().hex[:16]}.service"
+def transient_unit_name(prefix: str = "unitctl-run-") -> str:
+    """Return a fresh name for a transient check unit, starting with ``prefix``."""
+    return f"{check_transient_prefix(prefix)}{uuid.uuid4().hex[:16]}.service"
 
 
 def transient_argv(spec: TransientSpec, systemd_run: str = "systemd-run", *, unit: str | None = None) -> list[str]:

@@ -1,0 +1,174 @@
+"""One attempt's bookkeeping, shared by its phases: the facts once captured, the undo log, the journal, the record."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from unitctl import history
+from unitctl.deploy.journal import Journal
+from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan
+from unitctl.deploy.output import Reporter
+from unitctl.deploy.undo import Resource, Undo, UndoLog
+from unitctl.errors import ExitCode, InputError, SystemdError, UnitctlError
+from unitctl.gitrepo import GitRepo
+from unitctl.history import Phase, Record
+from unitctl.probe import ProbeResult
+from unitctl.systemd.base import UnitState
+
+JOURNAL_LINES = 40
+
+
+class TransactionError(Exception):
+    """Carry an ApplyResult out of the transaction together with the UnitctlError to exit with."""
+
+    def __init__(self, error: UnitctlError, result: ApplyResult) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.result = result
+
+
+class Detail(list[str]):
+    """A phase's detail lines, and whether the phase failed without raising."""
+
+    failed: bool = False
+
+
+def now_iso() -> str:
+    """Return the current UTC time as ISO 8601 with microseconds."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Attempt:
+    """One attempt's bookkeeping: the facts once captured, the undo log, the journal, the record."""
+
+    req: ApplyRequest
+    edges: Edges
+    record: Record
+    journal: Journal
+    probe: Callable[[], ProbeResult] | None
+    undo: UndoLog = field(default_factory=UndoLog)
+    facts: Facts | None = None
+    plan: Plan | None = None
+    repo: GitRepo | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, bytes] = field(default_factory=dict)  # unit bytes the undo may put back, by sha256
+    rollback_timeout: float = 0.0
+    was_active: bool = True
+
+    @property
+    def reporter(self) -> Reporter:
+        assert self.edges.reporter is not None
+        return self.edges.reporter
+
+    def register(self, undo: Undo) -> None:
+        """Register ``undo`` (a new target for its resource), in the journal and then in memory."""
+        self.journal.register(undo)
+        self.undo.register(undo)
+
+    def step(self, name: str, undo: Undo | None = None) -> None:
+        """Announce step ``name`` with its undo in the journal, then register the undo; the step acts after.
+
+        A journal that cannot be written stops the step before it acts: nothing to undo for it then.
+        """
+        try:
+            self.journal.step(name, undo=undo)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the deploy journal {self.journal.path}: {exc.strerror}",
+                hint=f"free space in --history-dir; step {name} was not done",
+            ) from exc
+        if undo is not None:
+            self.undo.register(undo)
+
+    def unregister(self, resource: Resource) -> None:
+        """Forget ``resource``'s undo (its step failed and changed nothing), in the journal and in memory."""
+        with contextlib.suppress(OSError):
+            self.journal.drop(resource)
+        self.undo.drop(resource)
+
+    def announce(self, name: str) -> None:
+        """Announce a rollback step; the rollback goes on even when the journal cannot be written."""
+        try:
+            self.journal.step(name)
+        except OSError as exc:
+            self.reporter.line(f"warning: could not journal {name} in {self.journal.path}: {exc.strerror}")
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[Detail]:
+        """Time a phase; the block may append a detail; record it (failed when it raises or sets ``failed``)."""
+        detail = Detail()
+        t0 = self.edges.clock()
+        ok = False
+        try:
+            yield detail
+            ok = not detail.failed
+        finally:
+            p = Phase(name, round(self.edges.clock() - t0, 3), ok, history.mask_secrets("; ".join(detail), self.env))
+            self.record.phases.append(p)
+            self.reporter.phase(p)
+
+
+def conclude(att: Attempt, outcome: history.Outcome, code: ExitCode, message: str) -> ApplyResult:
+    """Set the attempt's outcome and exit code; return its result (secrets masked)."""
+    att.record.outcome = outcome
+    att.record.exit_code = int(code)
+    if outcome != "ok":
+        att.record.reason = att.record.reason or message
+    return ApplyResult(record=att.record, plan=att.plan, message=history.mask_secrets(message, att.env), exit_code=code)
+
+
+def fail(att: Attempt, error: UnitctlError, outcome: history.Outcome) -> TransactionError:
+    """Conclude the attempt with ``error``; return it ready to raise out of the transaction."""
+    error.message = history.mask_secrets(error.message, att.env)
+    return TransactionError(error, conclude(att, outcome, error.exit_code, str(error)))
+
+
+def guard_phase(att: Attempt, name: str, timeout: float) -> Any:
+    """Run the readiness guard as phase ``name`` for at most ``timeout`` seconds; return its outcome."""
+    from unitctl import guard
+
+    req = att.req
+    probe = att.probe
+    assert probe is not None
+    with att.phase(name) as detail:
+        outcome = guard.watch(
+            att.edges.backend,
+            req.unit,
+            probe,
+            timeout=timeout,
+            interval=req.ready_interval,
+            successes_needed=req.successes_needed,
+            clock=att.edges.clock,
+            sleep=att.edges.sleep,
+            on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
+                f"waiting for {req.ready_url}", elapsed, timeout, last
+            ),
+        )
+        detail.append(f"{outcome.kind}: {outcome.reason}")
+        # A release that is not ready fails the phase without raising out of the transaction.
+        detail.failed = not outcome.ready
+    return outcome
+
+
+def journal_excerpt(att: Attempt) -> list[str]:
+    """Return the journal lines of the unit's current invocation (secrets masked)."""
+    backend = att.edges.backend
+    try:
+        state = backend.state(att.req.unit)
+        lines = backend.journal(att.req.unit, invocation_id=state.invocation_id or None, lines=JOURNAL_LINES)
+        if not lines:
+            lines = backend.journal(att.req.unit, lines=JOURNAL_LINES)
+    except SystemdError as exc:
+        return [f"(journal unavailable: {exc})"]
+    return [history.mask_secrets(line, att.env) for line in lines]
+
+
+def running_now(att: Attempt, state: UnitState | None, rev: str | None) -> None:
+    """Record which process runs (verified) and the revision it was started from."""
+    if state is not None and state.invocation_id:
+        att.record.invocation_id, att.record.running_rev = state.invocation_id, rev

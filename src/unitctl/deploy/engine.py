@@ -1,0 +1,432 @@
+"""The deploy engine: lock → recover → capture → plan → pre-flight → switch → guard → (undo), journaled.
+
+Facts are captured once into a frozen ``Facts``; ``model.plan_from`` decides what to do. Every step that
+changes the world (checkout, unit write, daemon-reload, restart) first registers its undo in an ``UndoLog``
+and appends its intent to the unit's journal, then acts. Any failure after that runs the undo log with
+SIGINT/SIGTERM held off; a deploy that died is finished the same way by the next command (``recover``).
+Every way out ends in a known state:
+
+- refused before systemd was touched (bad unit, dirty tree, broken import, lock held, full disk): exit 3,
+  the service untouched; after a rejected release the working tree is put back at the last good revision;
+- the release failed after the switch: the undo log (previous revision, previous unit bytes or no unit,
+  daemon-reload, reset-failed, restart) and the readiness check on the previous release, exit 4 when it
+  is verified ready, exit 5 when not;
+- Ctrl-C / SIGTERM: the same undo; SIGHUP and a closed stdout/stderr change nothing about the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from unitctl import fsutil, history
+from unitctl.deploy import signals
+from unitctl.deploy.attempt import (
+    Attempt,
+    TransactionError,
+    conclude,
+    fail,
+    guard_phase,
+    journal_excerpt,
+    now_iso,
+    running_now,
+)
+from unitctl.deploy.capture import capture
+from unitctl.deploy.journal import Journal, Transaction, history_dirs, remember
+from unitctl.deploy.model import STRATEGIES, ApplyRequest, ApplyResult, Edges, Facts, Plan
+from unitctl.deploy.output import Reporter
+from unitctl.deploy.preflight import preflight, rebuild
+from unitctl.deploy.rollback import restore_files, rollback
+from unitctl.deploy.signals import Interrupted
+from unitctl.deploy.undo import Undo
+from unitctl.errors import ExitCode, InputError, LockHeldError, RefusedError, SystemdError, UnitctlError, UsageError
+from unitctl.history import Record
+from unitctl.probe import ProbeResult
+
+
+def run(req: ApplyRequest, edges: Edges) -> ApplyResult:
+    """Run one guarded (or plain) apply under the unit's lock; raise the UnitctlError it ends with."""
+    result, error = run_result(req, edges)
+    if error is not None:
+        raise error
+    return result
+
+
+def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlError | None]:
+    """Run one apply; return its result and the error to exit with (None on success).
+
+    Usage errors are raised (there is no attempt); a refusal because the lock is held is recorded, then raised.
+    The caller going away (SIGHUP, closed output) changes nothing: the outcome is journaled and recorded.
+    """
+    if edges.reporter is None:
+        edges.reporter = Reporter()
+    _validate(req)
+    probe = edges.probe_factory(req.ready_url) if req.guarded and req.ready_url else None
+    record = Record(time=now_iso(), unit=req.unit, command=req.command, outcome="ok", exit_code=0)
+    record.repo = str(req.repo) if req.repo else None
+    record.ready_url = req.ready_url
+    record.strategy = req.strategy
+    decided: list[tuple[ApplyResult, UnitctlError | None]] = []
+    with signals.caller_independent(edges.install_signal_handlers):
+        try:
+            with signals.raising(edges.install_signal_handlers), _locked(req, edges, record):
+                _attempt(req, edges, record, probe, decided)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            if decided:
+                return decided[0]  # the outcome was recorded before the signal: it stands
+            signame = exc.signame if isinstance(exc, Interrupted) else "SIGINT"
+            raise RefusedError(
+                f"{req.unit}: interrupted by {signame} before the transaction began", hint="nothing was changed"
+            ) from None
+    return decided[0]
+
+
+def _attempt(
+    req: ApplyRequest,
+    edges: Edges,
+    record: Record,
+    probe: Callable[[], ProbeResult] | None,
+    decided: list[tuple[ApplyResult, UnitctlError | None]],
+) -> None:
+    """Under the lock: finish a dead transaction of the unit, then run and record this one into ``decided``."""
+    assert edges.reporter is not None
+    journal = Journal(req.history_dir, req.unit)
+    if not req.dry_run:
+        recover(req.unit, history_dir=req.history_dir, edges=edges, by=req.command)
+    elif (dead := journal.unfinished()) is not None:
+        edges.reporter.line(
+            f"warning: an earlier {dead.begin.get('command')} (pid {dead.begin.get('pid')}) died at step "
+            f"{dead.last_step}; a dry run does not finish it (apply, rollback or status will)"
+        )
+    if not req.dry_run:
+        record.tx = _begin(journal, req, record)
+    att = Attempt(req=req, edges=edges, record=record, journal=journal, probe=probe)
+    error: UnitctlError | None = None
+    try:
+        result = _transaction(att)
+    except TransactionError as exc:
+        result, error = exc.result, exc.error
+    # The outcome is decided: a signal now must not lose its record, nor turn it into another one.
+    with signals.held(edges.install_signal_handlers):
+        _finish(att, result)
+        decided.append((result, error))
+
+
+def _begin(journal: Journal, req: ApplyRequest, record: Record) -> str:
+    """Start the journal of this attempt; without a journal there is no safe deploy: refuse, nothing changed."""
+    try:
+        tx = journal.begin(
+            unit=req.unit, command=req.command, argv=list(req.argv), time=record.time, repo=record.repo,
+            ready_url=req.ready_url, ready_interval=req.ready_interval, successes_needed=req.successes_needed,
+            strategy=req.strategy,
+        )  # fmt: skip
+        remember(req.history_dir, req.unit)
+        return tx
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the deploy journal {journal.path}: {exc.strerror}",
+            hint="check --history-dir: permissions and free space (nothing was changed)",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _locked(req: ApplyRequest, edges: Edges, record: Record) -> Iterator[None]:
+    """Hold the unit's lock; a refusal because it is held is recorded (not for a dry run), then raised."""
+    from unitctl import lock
+    from unitctl.deploy.journal import fault_pause
+
+    fault_pause("lock")
+    directory = lock.default_dir()
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lock.unit_lock(directory, req.unit, command=req.argv or None))
+        except LockHeldError as exc:
+            record.outcome, record.exit_code, record.reason = "refused", int(exc.exit_code), str(exc)
+            if not req.dry_run:
+                with contextlib.suppress(OSError, UnitctlError):
+                    history.append(req.history_dir, record)
+            raise
+        yield
+
+
+def _validate(req: ApplyRequest) -> None:
+    if req.strategy not in STRATEGIES:
+        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {req.strategy!r}")
+    if req.guarded and not req.ready_url:
+        raise UsageError(
+            f"a guarded apply of {req.unit} needs a readiness URL",
+            hint="pass --ready-url http://127.0.0.1:PORT/health/ready (or set ready_url in [apply] of unitctl.toml)",
+        )
+    if req.ready_timeout <= 0 or req.ready_interval <= 0:
+        raise UsageError("--ready-timeout and --ready-interval must be positive")
+    if req.pre_import and req.no_pre_import:
+        raise UsageError("--pre-import and --no-pre-import contradict each other", hint="pass one of them")
+    if req.pre_import:
+        from unitctl.preimport import parse_target
+
+        parse_target(req.pre_import)
+    if req.build_cmd is not None:
+        try:
+            if not shlex.split(req.build_cmd):
+                raise ValueError("empty")
+        except ValueError as exc:
+            raise UsageError(f"--build-cmd {req.build_cmd!r} is not a command line: {exc}") from exc
+        if req.repo is None:
+            raise UsageError("--build-cmd runs in the app's checkout: pass --repo too")
+    if req.rev is not None and req.repo is None:
+        raise UsageError("--rev needs --repo DIR (the checkout to switch)")
+
+
+def _finish(att: Attempt, result: ApplyResult) -> None:
+    """Record the attempt: journal the decided outcome, append it to the history, close the transaction."""
+    rec = att.record
+    rec.exit_code = result.exit_code
+    rec.reason = history.mask_secrets(rec.reason, att.env)
+    rec.journal = [history.mask_secrets(line, att.env) for line in rec.journal]
+    rec.output = history.mask_secrets(rec.output, att.env)[-20000:]
+    if att.req.dry_run:
+        return
+    _record(att.journal, att.req.history_dir, rec, att.reporter)
+
+
+def _record(journal: Journal, history_dir: Path, rec: Record, reporter: Reporter) -> None:
+    try:
+        journal.step("record", record=rec.to_json())
+    except OSError as exc:
+        reporter.line(f"warning: could not journal the outcome in {journal.path}: {exc}")
+    try:
+        history.append(history_dir, rec)
+    except (OSError, UnitctlError) as exc:
+        reporter.line(f"warning: could not record this attempt in {history_dir}: {exc}")
+        return  # the journal keeps the outcome: the next command records it
+    with contextlib.suppress(OSError):
+        journal.end()
+
+
+def _transaction(att: Attempt) -> ApplyResult:
+    try:
+        att.step("capture")
+        capture(att)
+        assert att.plan is not None
+        if not att.plan.changes:
+            return _finish_without_switch(att)
+        preflight(att)
+        if att.req.dry_run:
+            return _finish_without_switch(att)
+        _switch(att)
+        plan = att.plan
+        if not att.req.guarded:
+            return conclude(att, "ok", ExitCode.OK, f"{att.req.unit}: applied ({plan.action}), not guarded")
+        att.step("guard")
+        outcome = guard_phase(att, "guard", att.req.ready_timeout)
+        if outcome.ready:
+            _keep_unit(att)
+            running_now(att, outcome.last_state, plan.to_rev)
+            rev = f" at {plan.to_rev[:12]}" if plan.to_rev else ""
+            return conclude(att, "ok", ExitCode.OK, f"{att.req.unit}: deployed{rev} and ready ({outcome.reason})")
+        failure = f"the new release failed: {outcome.reason}"
+        att.record.reason = failure
+        att.record.journal = journal_excerpt(att)
+        raise rollback(att, failure, "rolled-back")
+    except TransactionError:
+        raise
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signame = exc.signame if isinstance(exc, Interrupted) else "SIGINT"
+        raise _on_interrupt(att, signame) from None
+    except UnitctlError as exc:
+        if att.undo.touched_systemd:
+            if isinstance(exc, RefusedError):
+                raise rollback(att, str(exc), "rolled-back") from None
+            att.record.journal = journal_excerpt(att)
+            raise rollback(att, f"the switch failed: {exc}", "rolled-back") from None
+        restore_files(att)
+        raise fail(att, exc, "refused") from None
+    except Exception as exc:
+        # A bug or an unexpected OS error: still end in a known state.
+        if att.undo.touched_systemd:
+            raise rollback(att, f"unexpected error: {type(exc).__name__}: {exc}", "rolled-back") from exc
+        restore_files(att)
+        raise fail(att, RefusedError(f"{att.req.unit}: unexpected error before the switch: {exc}"), "refused") from exc
+
+
+def _on_interrupt(att: Attempt, signame: str) -> TransactionError:
+    att.record.reason = f"interrupted by {signame}"
+    if att.undo.touched_systemd:
+        return rollback(att, f"interrupted by {signame} during the deploy", "interrupted")
+    restore_files(att)
+    return fail(
+        att,
+        RefusedError(f"{att.req.unit}: interrupted by {signame} before the switch; nothing was changed"),
+        "interrupted",
+    )
+
+
+def _finish_without_switch(att: Attempt) -> ApplyResult:
+    plan = att.plan
+    assert plan is not None
+    summary = _plan_summary(plan)
+    if att.req.dry_run:
+        restore_files(att)
+        if plan.changes:
+            return conclude(att, "would-change", ExitCode.CHANGES_PENDING, f"{att.req.unit}: dry run: would {summary}")
+        return conclude(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: dry run: nothing to do ({plan.why})")
+    facts = att.facts
+    assert facts is not None
+    if facts.running_rev is not None or facts.running_ready:
+        # Verified just now: the same process, answering ready, started from the deployed revision.
+        running_now(att, facts.state, facts.running_rev or plan.to_rev)
+    return conclude(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: nothing to do ({plan.why})")
+
+
+def _plan_summary(plan: Plan) -> str:
+    parts = []
+    if plan.unit_changed:
+        parts.append(f"{'install' if plan.first_deploy else 'replace'} {plan.unit_path}")
+    if plan.code_changed and plan.to_rev:
+        parts.append(f"deploy revision {plan.to_rev[:12]}")
+    parts.append(f"{plan.action} {plan.unit} ({plan.why})")
+    return ", ".join(parts)
+
+
+def _switch(att: Attempt) -> None:
+    req, plan, facts = att.req, att.plan, att.facts
+    assert plan is not None and facts is not None
+    backend = att.edges.backend
+    # Once the new release may run, undoing it means the last good code (or where the tree was).
+    back_to = facts.rollback.rev if facts.rollback is not None else (facts.head if att.undo.get("tree") else None)
+    if att.repo is not None and back_to is not None:
+        att.register(Undo("tree", rev=back_to, repo=str(att.repo.path), build_cmd=rebuild(att)))
+    with att.phase("switch") as detail:
+        if plan.unit_changed:
+            _write_unit(att, facts)
+            detail.append(f"wrote {facts.unit_path}")
+        if plan.daemon_reload:
+            att.step("daemon-reload", Undo("daemon"))
+            backend.daemon_reload()
+            detail.append("daemon-reload")
+        att.step("restart", Undo("service", was_active=facts.state.is_active))
+        if plan.action == "reload":
+            backend.reload(req.unit)
+        else:
+            # A unit that hit its start limit (StartLimitBurst=) refuses a start until it is reset.
+            with contextlib.suppress(SystemdError):
+                backend.reset_failed(req.unit)
+            backend.restart(req.unit)
+        detail.append(f"{plan.action} ({plan.why})")
+
+
+def _write_unit(att: Attempt, facts: Facts) -> None:
+    snap = facts.installed
+    if snap.data is not None:
+        # The previous bytes must outlive this process: a later command may have to put them back.
+        history.store_unit(att.req.history_dir, snap.data)
+    att.step(
+        "unit-write",
+        Undo("unit", path=str(snap.path), sha256=snap.sha256, mode=snap.mode, uid=snap.uid, gid=snap.gid),
+    )
+    try:
+        fsutil.atomic_write(snap.path, facts.candidate)
+    except OSError as exc:
+        # An atomic write that failed left the old file in place: nothing changed, so nothing to undo.
+        att.unregister("unit")
+        raise InputError(
+            f"{snap.path}: cannot write the new unit: {exc.strerror}",
+            hint="free space in its file system (nothing was changed)",
+        ) from exc
+
+
+def _keep_unit(att: Attempt) -> None:
+    assert att.facts is not None
+    candidate = att.facts.candidate
+    att.record.unit_sha256 = fsutil.sha256(candidate)
+    try:
+        history.store_unit(att.req.history_dir, candidate)
+    except (OSError, UnitctlError) as exc:
+        att.reporter.line(f"warning: could not keep a copy of the unit for 'unitctl rollback': {exc}")
+
+
+def recover(unit: str, *, history_dir: Path, edges: Edges, by: str) -> Record | None:
+    """Finish a transaction of ``unit`` that died (its lock is held by us now); return what was recorded.
+
+    When it had decided its outcome, that outcome is recorded; otherwise its undo log is run, exactly as
+    the dead process would have, and the attempt is recorded as interrupted (exit 4/5, or 3 when it had not
+    touched systemd yet). A journal in another history directory (the dead deploy's --history-dir) counts too,
+    and its record goes there.
+    """
+    recorded = None
+    for directory in history_dirs(unit, history_dir):
+        recorded = _recover_in(unit, directory, edges, by) or recorded
+    return recorded
+
+
+def _recover_in(unit: str, history_dir: Path, edges: Edges, by: str) -> Record | None:
+    if edges.reporter is None:
+        edges.reporter = Reporter()
+    journal = Journal(history_dir, unit)
+    tx = journal.unfinished()
+    if tx is None:
+        return None
+    journal.tx = tx.tx
+    reporter: Reporter = edges.reporter
+    if any(r.tx == tx.tx for r in history.read(history_dir, unit)):
+        # Recorded in the history; only the journal's closing line is missing.
+        journal.end()
+        return None
+    if tx.record is not None:
+        rec = Record.from_json(tx.record)
+        rec.recovered_by = by
+        _record(journal, history_dir, rec, reporter)
+        reporter.line(f"recorded the outcome of an earlier {rec.command} (pid {tx.begin.get('pid')}): {rec.outcome}")
+        return rec
+    att = _attempt_from(tx, unit, history_dir, edges, by)
+    pid = tx.begin.get("pid")
+    reporter.line(f"an earlier {att.req.command} (pid {pid}) died at step {tx.last_step}: finishing its rollback first")
+    failure = f"interrupted at step {tx.last_step} (pid {pid} died); rolled back by 'unitctl {by}'"
+    att.record.reason = failure
+    if att.undo.touched_systemd:
+        error = rollback(att, failure, "interrupted").error
+        att.record.exit_code = int(error.exit_code)
+        if att.record.outcome == "rollback-failed":
+            att.record.journal = att.record.journal or journal_excerpt(att)
+        message = str(error)
+    else:
+        restore_files(att)
+        att.record.outcome, att.record.exit_code = "interrupted", int(ExitCode.REFUSED)
+        message = f"{unit}: {failure}; nothing in systemd was changed"
+    reporter.line(message)
+    _record(journal, history_dir, att.record, reporter)
+    return att.record
+
+
+def _attempt_from(tx: Transaction, unit: str, history_dir: Path, edges: Edges, by: str) -> Attempt:
+    b = tx.begin
+    repo = Path(b["repo"]) if b.get("repo") else None
+    req = ApplyRequest(
+        unit=unit,
+        guarded=bool(b.get("ready_url")),
+        repo=repo,
+        ready_url=b.get("ready_url"),
+        ready_interval=float(b.get("ready_interval") or 0.5),
+        ready_timeout=float(b.get("rollback_timeout") or 60.0),
+        build_cmd=b.get("build_cmd"),
+        history_dir=history_dir,
+        command=str(b.get("command") or "apply"),
+        successes_needed=int(b.get("successes_needed") or 3),
+    )
+    record = Record(time=str(b.get("time") or now_iso()), unit=unit, command=req.command, outcome="interrupted",
+                    exit_code=int(ExitCode.ROLLED_BACK))  # fmt: skip
+    record.pid = int(b.get("pid") or 0)
+    record.tx, record.interrupted_step, record.recovered_by = tx.tx, tx.last_step, by
+    record.repo, record.ready_url, record.strategy = b.get("repo"), req.ready_url, b.get("strategy")
+    record.from_rev, record.to_rev = b.get("from_rev"), b.get("to_rev")
+    record.rollback_source = b.get("rollback_source")
+    record.unit_sha256, record.candidate_sha256 = b.get("unit_sha256"), b.get("candidate_sha256")
+    probe = edges.probe_factory(req.ready_url) if req.ready_url else None
+    journal = Journal(history_dir, unit)
+    journal.tx = tx.tx
+    att = Attempt(req=req, edges=edges, record=record, journal=journal, probe=probe, undo=tx.undo_log())
+    att.was_active = bool(b.get("was_active", True))
+    att.rollback_timeout = req.ready_timeout
+    return att

@@ -1,0 +1,272 @@
+"""The data of a deploy: the request, the facts captured once, and the pure plan made from them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from unitctl import fsutil, history
+from unitctl.deploy.output import Reporter
+from unitctl.desired import RewriteSpec
+from unitctl.errors import UsageError
+from unitctl.gitrepo import RollbackTarget
+from unitctl.history import Record
+from unitctl.probe import ProbeResult
+from unitctl.systemd.base import SystemdBackend, UnitState
+
+Strategy = Literal["auto", "restart", "reload"]
+Action = Literal["none", "restart", "reload"]
+STRATEGIES = ("auto", "restart", "reload")
+DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+DEFAULT_READY_TIMEOUT = 60.0
+DEFAULT_READY_INTERVAL = 0.5
+# The rollback's readiness check never waits less than this, nor less than twice what the previous release needed.
+ROLLBACK_READY_FLOOR = 20.0
+
+# Every step a deploy announces in its journal before acting (and where the fault hook may pause it), in order.
+STEPS = (
+    "lock",
+    "capture",
+    "ready-url",
+    "verify",
+    "checkout",
+    "build",
+    "pre-import",
+    "unit-write",
+    "daemon-reload",
+    "restart",
+    "guard",
+    "rollback-checkout",
+    "rollback-unit",
+    "rollback-daemon-reload",
+    "rollback-restart",
+    "rollback-guard",
+    "record",
+)
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """Everything a deploy was asked to do (flags merged over unitctl.toml)."""
+
+    unit: str  # validated unit name, e.g. app.service
+    unit_file: Path | None = None  # None: keep the installed unit
+    unit_bytes: bytes | None = None  # the unit to deploy given as bytes (rollback from history, --render)
+    rewrite: RewriteSpec | None = None  # deploy the installed unit rewritten (--workers/--max-workers/--no-preload)
+    guarded: bool = True
+    repo: Path | None = None
+    rev: str | None = None
+    ready_url: str | None = None
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    ready_interval: float = DEFAULT_READY_INTERVAL
+    strategy: Strategy = "restart"
+    pre_import: str | None = None  # MODULE:VAR; None: gunicorn --check-config
+    no_pre_import: bool = False
+    build_cmd: str | None = None
+    dry_run: bool = False
+    history_dir: Path = history.DEFAULT_DIR
+    unit_dir: Path = DEFAULT_UNIT_DIR
+    command: str = "apply"  # apply | rollback
+    successes_needed: int = 3
+    argv: tuple[str, ...] = ()
+
+
+class Verifier(Protocol):
+    def __call__(self, path: Path, *, name: str | None = None) -> Any: ...  # -> VerifyReport(.errors, .warnings)
+
+
+@dataclass
+class Edges:
+    """The side-effect edges a transaction goes through (real ones by default, fakes in unit tests)."""
+
+    backend: SystemdBackend
+    probe_factory: Callable[[str], Callable[[], ProbeResult]]
+    verifier: Verifier | None = None
+    reporter: Reporter | None = None  # None: one on stderr
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    install_signal_handlers: bool = True
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the world looked like before the deploy touched anything: captured once, never re-read."""
+
+    unit: str
+    unit_path: Path  # where the unit change is written (decided by engine.unit_target)
+    installed: fsutil.FileSnapshot  # the unit file there: bytes, mode, owner, or absent
+    state: UnitState  # systemd's view: active state, MainPID, NeedDaemonReload, FragmentPath, drop-ins
+    candidate: bytes  # the unit to deploy
+    preload: bool  # the candidate's Gunicorn preloads the app
+    head: str | None  # the checkout's HEAD (it was clean)
+    to_rev: str | None  # the revision to deploy
+    deployed_rev: str | None  # the revision of the last good deploy recorded in the history
+    rollback: RollbackTarget | None  # the revision to return to
+    previous_ready_seconds: float | None  # how long the last good release needed to become ready
+    # The revision the running process was started from: a recorded attempt that left this InvocationID running.
+    running_rev: str | None = None
+    running_unrecorded: bool = False  # deploys record their process, but none started the one running now
+    running_ready: bool | None = None  # one probe of the running release (asked only when nothing else changed)
+
+
+def choose_action(
+    strategy: Strategy,
+    *,
+    unit_changed: bool,
+    code_changed: bool,
+    preload: bool,
+    was_active: bool,
+    stale_reload: bool = False,
+    running_unrecorded: bool = False,
+    running_ready: bool | None = None,
+) -> tuple[Action, str]:
+    """Decide how to switch to the new release and say why."""
+    if not was_active:
+        return "restart", "the service is not running: start it"
+    if unit_changed:
+        if strategy == "reload":
+            return "restart", "the unit changed: a reload would not apply it, restarting"
+        return "restart", "the unit changed"
+    if stale_reload:
+        return "restart", "systemd has not loaded the unit on disk (NeedDaemonReload=yes): daemon-reload and restart"
+    if not code_changed:
+        if running_unrecorded:
+            return "restart", "the running process was not started by a recorded deploy: restart it under the guard"
+        if running_ready is False:
+            return "restart", "the running release does not answer ready: restart it under the guard"
+        return "none", "the unit and the code are what is deployed and running"
+    if strategy == "restart":
+        return "restart", "code changed (--strategy restart)"
+    if preload:
+        if strategy == "reload":
+            raise UsageError(
+                "--strategy reload cannot load new code: Gunicorn runs with --preload, so a HUP keeps the old app",
+                hint="use --strategy restart (or auto), or drop --preload",
+            )
+        return "restart", "code changed and Gunicorn preloads the app: a HUP would keep the old code"
+    return "reload", "only the code changed and Gunicorn does not preload: graceful reload (HUP)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a deploy will do, decided from the captured facts and the request."""
+
+    unit: str
+    unit_path: str
+    unit_changed: bool
+    first_deploy: bool  # no unit file was installed at unit_path
+    was_active: bool
+    from_rev: str | None  # the revision to return to (last good)
+    rollback_source: str | None
+    to_rev: str | None  # the revision being deployed
+    code_changed: bool
+    preload: bool
+    action: Action
+    why: str
+    candidate_sha256: str
+    installed_sha256: str | None
+    daemon_reload: bool = False  # the unit changed, or systemd has not loaded the one on disk
+
+    @property
+    def changes(self) -> bool:
+        return self.action != "none"
+
+
+def make_plan(
+    *,
+    unit: str,
+    unit_path: Path,
+    installed: bytes | None,
+    candidate: bytes,
+    state: UnitState,
+    deployed_rev: str | None,
+    rollback: RollbackTarget | None,
+    to_rev: str | None,
+    preload: bool,
+    strategy: Strategy,
+    running_rev: str | None = None,
+    running_unrecorded: bool = False,
+    running_ready: bool | None = None,
+) -> Plan:
+    """Decide the plan (pure)."""
+    unit_changed = installed != candidate
+    # Without a recorded deploy the running code is unknown: treat the revision as new. A process known to run
+    # another revision than the one to deploy (a rollback's, say) is a code change too.
+    code_changed = to_rev is not None and (to_rev != deployed_rev or running_rev not in (None, to_rev))
+    stale = state.need_daemon_reload and installed is not None
+    action, why = choose_action(
+        strategy,
+        unit_changed=unit_changed,
+        code_changed=code_changed,
+        preload=preload,
+        was_active=state.is_active,
+        stale_reload=stale,
+        running_unrecorded=running_unrecorded and state.is_active,
+        running_ready=running_ready,
+    )
+    return Plan(
+        unit=unit,
+        unit_path=str(unit_path),
+        unit_changed=unit_changed,
+        first_deploy=installed is None,
+        was_active=state.is_active,
+        from_rev=rollback.rev if rollback else deployed_rev,
+        rollback_source=rollback.source if rollback else None,
+        to_rev=to_rev,
+        code_changed=code_changed,
+        preload=preload,
+        action=action,
+        why=why,
+        candidate_sha256=fsutil.sha256(candidate),
+        installed_sha256=fsutil.sha256(installed) if installed is not None else None,
+        daemon_reload=unit_changed or stale,
+    )
+
+
+def plan_from(facts: Facts, strategy: Strategy) -> Plan:
+    """Decide the plan from the captured facts (pure)."""
+    return make_plan(
+        unit=facts.unit,
+        unit_path=facts.unit_path,
+        installed=facts.installed.data,
+        candidate=facts.candidate,
+        state=facts.state,
+        deployed_rev=facts.deployed_rev,
+        rollback=facts.rollback,
+        to_rev=facts.to_rev,
+        preload=facts.preload,
+        strategy=strategy,
+        running_rev=facts.running_rev,
+        running_unrecorded=facts.running_unrecorded,
+        running_ready=facts.running_ready,
+    )
+
+
+def rollback_ready_timeout(deploy_timeout: float, previous_ready_seconds: float | None) -> float:
+    """Return how long the rollback waits for the previous release: its own budget, not the deploy's."""
+    previous = 2 * previous_ready_seconds if previous_ready_seconds else 0.0
+    return max(ROLLBACK_READY_FLOOR, previous, deploy_timeout)
+
+
+@dataclass
+class ApplyResult:
+    """How an apply/rollback ended (the error, if any, is raised after the record is written)."""
+
+    record: Record
+    plan: Plan | None
+    message: str
+    exit_code: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "unit": self.record.unit,
+            "command": self.record.command,
+            "outcome": self.record.outcome,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "plan": asdict(self.plan) if self.plan else None,
+            "record": self.record.to_json(),
+        }

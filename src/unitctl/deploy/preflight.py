@@ -1,0 +1,205 @@
+"""Pre-flight: checks of the new release before the service is touched (readiness URL, verify, build, import)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from unitctl.deploy.attempt import Attempt, Detail
+from unitctl.deploy.capture import transient_prefix
+from unitctl.deploy.undo import Undo
+from unitctl.errors import PreImportError, ReadyUrlError, RefusedError, VerificationError
+from unitctl.probe import ProbeResult
+
+BUILD_TIMEOUT = 1800.0
+# Pre-flight check of the readiness URL: retry a connection failure for at most this long, this often.
+READY_URL_CHECK_SECONDS = 3.0
+READY_URL_CHECK_INTERVAL = 0.5
+
+
+def preflight(att: Attempt) -> None:
+    """Check the new release before the service is touched: readiness URL, verify, checkout, build, import."""
+    req, plan, facts = att.req, att.plan, att.facts
+    assert plan is not None and facts is not None
+    if att.probe is not None:
+        att.step("ready-url")
+        with att.phase("ready-url") as detail:
+            _check_ready_url(att, att.probe, detail)
+    att.step("verify")
+    with att.phase("verify") as detail:
+        report = _verify(att)
+        if report is not None:
+            if report.errors:
+                more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+                raise VerificationError(
+                    f"{req.unit}: the new unit does not verify: {report.errors[0]}{more}",
+                    hint="fix the unit; nothing was changed",
+                )
+            detail.append(f"{len(report.warnings)} warning(s)" if report.warnings else "clean")
+        else:
+            detail.append("skipped")
+    if att.repo is not None and plan.to_rev and facts.head != plan.to_rev and not req.dry_run:
+        att.step("checkout", Undo("tree", rev=facts.head, repo=str(att.repo.path)))
+        with att.phase("checkout") as detail:
+            changed = att.repo.checkout(plan.to_rev)
+            detail.append(f"{plan.to_rev[:12]} ({len(changed)} file(s) changed, bytecode purged)")
+    if req.build_cmd and not req.dry_run and plan.code_changed:
+        att.step("build")
+        with att.phase("build") as detail:
+            _reject_on_failure(att, lambda: build(att, req.build_cmd or ""))
+            detail.append(req.build_cmd)
+    if req.no_pre_import or not req.guarded:
+        return
+    if req.dry_run and att.repo is not None and plan.to_rev != facts.head:
+        att.reporter.line(f"pre-import skipped in a dry run: {plan.to_rev} is not checked out")
+        return
+    att.step("pre-import")
+    with att.phase("pre-import") as detail:
+        _reject_on_failure(att, lambda: _pre_import(att, detail))
+
+
+def _reject_on_failure(att: Attempt, check: Callable[[], None]) -> None:
+    """Run a check of the new code; when it fails, the tree's target becomes the last good revision.
+
+    A later restart of the old process (by anyone) must not load code that was just proven broken.
+    """
+    try:
+        check()
+    except RefusedError:
+        target = _last_good_rev(att)
+        if att.repo is not None and target is not None:
+            att.register(Undo("tree", rev=target, repo=str(att.repo.path), build_cmd=rebuild(att)))
+        raise
+
+
+def _last_good_rev(att: Attempt) -> str | None:
+    facts = att.facts
+    assert facts is not None
+    return facts.rollback.rev if facts.rollback is not None else facts.head
+
+
+def rebuild(att: Attempt) -> str | None:
+    """Return the build command to run again after a checkout back (only when the code changed)."""
+    return att.req.build_cmd if att.plan is not None and att.plan.code_changed else None
+
+
+def _check_ready_url(att: Attempt, probe: Callable[[], ProbeResult], detail: Detail) -> None:
+    """Refuse a readiness URL that does not answer while the service runs: the guard and its rollback would fail."""
+    from unitctl.probe import parse_target
+
+    req = att.req
+    assert att.facts is not None and req.ready_url is not None
+    state = att.facts.state
+    if not state.is_active:
+        detail.append(f"skipped: {req.unit} is {state.active_state}/{state.sub_state}, nothing runs to answer yet")
+        return
+    where = parse_target(req.ready_url).display()
+    deadline = att.edges.clock() + READY_URL_CHECK_SECONDS
+    answer = probe()
+    # A service under load may drop a connection now and then: retry, but only briefly.
+    while answer.status_code is None and att.edges.clock() + READY_URL_CHECK_INTERVAL + answer.elapsed < deadline:
+        att.edges.sleep(READY_URL_CHECK_INTERVAL)
+        answer = probe()
+    if answer.status_code is None:
+        reason = (answer.error or "no answer").replace(f" at {where}", "")
+        if req.command == "rollback":
+            # A release that runs but does not answer is what 'unitctl rollback' is for: not a reason to refuse it.
+            detail.append(f"warning: {where} does not answer ({reason}): rolling back from a release that does not")
+            return
+        raise ReadyUrlError(
+            f"{where} does not answer while {req.unit} is active ({reason})",
+            hint="check --ready-url: host, port, path or socket (nothing was changed)",
+        )
+    if 300 <= answer.status_code < 400:
+        raise ReadyUrlError(
+            f"{where} answers {answer.describe()} while {req.unit} is active; unitctl never follows redirects",
+            hint="point --ready-url at the final URL (nothing was changed)",
+        )
+    if not answer.ok:
+        detail.append(
+            f"warning: the running release is not ready ({answer.describe()}): "
+            "a rollback would return to an unready release"
+        )
+        return
+    detail.append(f"{answer.describe()} from the running release")
+
+
+def _verify(att: Attempt) -> Any:
+    verifier = att.edges.verifier
+    if verifier is None:
+        from unitctl.verify import verify_unit
+
+        verifier = verify_unit
+    req = att.req
+    assert att.facts is not None
+    if req.unit_file is not None and req.unit_bytes is None:
+        return verifier(req.unit_file, name=req.unit)
+    with tempfile.TemporaryDirectory(prefix="unitctl-verify-") as tmp:
+        path = Path(tmp) / req.unit
+        path.write_bytes(att.facts.candidate)
+        return verifier(path, name=req.unit)
+
+
+def build(att: Attempt, build_cmd: str, repo: Path | None = None) -> None:
+    """Run ``build_cmd`` in the checkout (argv split, no shell); a failure refuses with its last line."""
+    cwd = repo or att.req.repo
+    assert cwd is not None
+    argv = shlex.split(build_cmd)
+    try:
+        proc = subprocess.run(
+            argv,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=BUILD_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise RefusedError(f"--build-cmd: {argv[0]!r} not found", hint="fix --build-cmd") from None
+    except subprocess.TimeoutExpired:
+        raise RefusedError(f"--build-cmd {build_cmd!r} did not finish within {BUILD_TIMEOUT:g}s") from None
+    if proc.returncode != 0:
+        att.record.output = proc.stdout + proc.stderr
+        last = _last_line(proc.stderr or proc.stdout)
+        raise RefusedError(
+            f"--build-cmd {build_cmd!r} exited {proc.returncode}: {last}",
+            hint="fix the build; the full output is in the history",
+        )
+
+
+def _pre_import(att: Attempt, detail: list[str]) -> None:
+    from unitctl.preimport import check_spec
+
+    assert att.facts is not None
+    spec = check_spec(
+        att.facts.candidate.decode("utf-8", "replace"),
+        unit=att.req.unit,
+        unit_dir=att.req.unit_dir,
+        pre_import=att.req.pre_import,
+    )
+    spec = replace(spec, name_prefix=transient_prefix(att.req.unit))
+    detail.append(" ".join(shlex.quote(a) for a in spec.argv)[:200])
+    result = att.edges.backend.run_transient(spec)
+    if result.returncode != 0:
+        att.record.output = result.output
+        last = _last_line(result.output) or f"exit status {result.returncode}"
+        raise PreImportError(
+            f"{att.req.unit}: the new code does not import in the service's environment: {last}",
+            hint="fix the release; the service was not restarted and the full output is in 'unitctl history'",
+        )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    # The exception line of a traceback is the last; Gunicorn may add a shutdown line after it.
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line[:300]
+    return lines[-1][:300] if lines else ""

@@ -1,0 +1,182 @@
+"""Undo: replay the undo log (tree, unit, daemon-reload, service) with signals held, then check the previous release."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from unitctl import fsutil, history
+from unitctl.deploy import signals
+from unitctl.deploy.attempt import Attempt, TransactionError, fail, guard_phase, journal_excerpt, running_now
+from unitctl.deploy.preflight import build
+from unitctl.deploy.undo import Undo
+from unitctl.errors import InputError, RollbackFailedError, RolledBackError, SystemdError, UnitctlError
+from unitctl.gitrepo import GitRepo
+
+
+def restore_files(att: Attempt) -> None:
+    """Put the working tree where the undo log says (nothing in systemd was touched), signals held off."""
+    tree = att.undo.get("tree")
+    if tree is None or tree.repo is None:
+        return
+    with signals.held(att.edges.install_signal_handlers):
+        try:
+            unmoved = att.facts is not None and att.facts.head == tree.rev
+            if unmoved and GitRepo(Path(tree.repo)).head() == tree.rev:
+                return
+            with att.phase("restore-tree") as detail:
+                _undo_tree(att, tree, detail)
+        except UnitctlError as exc:
+            att.reporter.line(f"warning: could not put {tree.repo} back at {(tree.rev or '')[:12]}: {exc}")
+
+
+def _undo_tree(att: Attempt, undo: Undo, detail: list[str]) -> None:
+    assert undo.repo is not None and undo.rev is not None
+    changed = GitRepo(Path(undo.repo)).checkout(undo.rev)
+    detail.append(f"checked out {undo.rev[:12]} ({len(changed)} file(s), bytecode purged)")
+    if undo.build_cmd:
+        # Keep the output of the check that failed, not of the rebuild.
+        failed_output, att.record.output = att.record.output, ""
+        try:
+            build(att, undo.build_cmd, Path(undo.repo))
+        finally:
+            att.record.output = failed_output + att.record.output
+        detail.append("build re-run")
+
+
+def rollback(att: Attempt, failure: str, outcome: history.Outcome) -> TransactionError:
+    """Run the undo log with signals held off; return the error (exit 4 or 5) to raise."""
+    with signals.held(att.edges.install_signal_handlers) as noted:
+        try:
+            healthy, state_text = run_undo(att)
+        except (UnitctlError, OSError) as exc:
+            healthy, state_text = False, f"the rollback itself failed: {exc}"
+    # Signals held off during the rollback are delivered (to a handler that only notes them) on unblocking.
+    if noted:
+        import signal
+
+        names = ", ".join(signal.Signals(s).name for s in noted)
+        att.reporter.line(f"{names} received during the rollback: ignored until it finished")
+    error, final = _rollback_error(att, failure, outcome, healthy, state_text)
+    unit = att.undo.get("unit")
+    if unit is not None and unit.path:
+        att.record.unit_sha256 = fsutil.snapshot(Path(unit.path)).sha256
+    return fail(att, error, final)
+
+
+def _rollback_error(
+    att: Attempt, failure: str, outcome: history.Outcome, healthy: bool, state_text: str
+) -> tuple[UnitctlError, history.Outcome]:
+    unit = att.req.unit
+    rev = att.record.from_rev[:12] if att.record.from_rev and att.record.rollback_source else None
+    checked_out = f"; {att.req.repo} is at {_head_or_unknown(att)}" if att.req.repo else ""
+    journal = f"; see 'journalctl -u {unit}' and 'unitctl history {unit.removesuffix('.service')}'"
+    if healthy:
+        prev = f"previous release {rev}" if rev else "previous release"
+        return RolledBackError(f"{unit}: {failure}; rolled back to the {prev}: {state_text}{journal}"), outcome
+    return (
+        RollbackFailedError(
+            f"{unit}: {failure}; ROLLBACK FAILED: {state_text}{checked_out}{journal}",
+            hint="a human is needed: fix the service by hand, then run 'unitctl status'",
+        ),
+        "rollback-failed",
+    )
+
+
+def _head_or_unknown(att: Attempt) -> str:
+    try:
+        return GitRepo(att.req.repo).head()[:12] if att.req.repo else "-"
+    except UnitctlError:
+        return "an unknown revision"
+
+
+def run_undo(att: Attempt) -> tuple[bool, str]:
+    """Replay the undo log (tree, unit, daemon-reload, service), then check the previous release."""
+    req = att.req
+    backend = att.edges.backend
+    problems: list[str] = []
+    removed = False  # a first deploy: the unit is gone again
+    with att.phase("rollback") as detail:
+        for undo in att.undo.entries():
+            if undo.resource == "tree":
+                att.announce("rollback-checkout")
+                try:
+                    _undo_tree(att, undo, detail)
+                except UnitctlError as exc:
+                    problems.append(f"checkout/build of {(undo.rev or '')[:12]} failed: {exc}")
+            elif undo.resource == "unit":
+                att.announce("rollback-unit")
+                removed = _undo_unit(att, undo, detail)
+            elif undo.resource == "daemon":
+                att.announce("rollback-daemon-reload")
+                with contextlib.suppress(SystemdError):
+                    backend.reset_failed(req.unit)
+                backend.daemon_reload()
+            elif undo.resource == "service":
+                att.announce("rollback-restart")
+                if removed:
+                    continue
+                if not undo.was_active:
+                    with contextlib.suppress(SystemdError):
+                        backend.stop(req.unit)
+                    detail.append("left stopped, as it was")
+                    continue
+                try:
+                    with contextlib.suppress(SystemdError):
+                        backend.reset_failed(req.unit)
+                    backend.restart(req.unit)
+                    detail.append("restarted")
+                except SystemdError as exc:
+                    problems.append(f"restart of the previous release failed: {exc}")
+        if att.undo.get("service") is None and not removed:
+            # The unit was written but systemd never restarted the service: the old process still runs.
+            detail.append("not restarted: the running service was never switched")
+    if removed:
+        detail.append("first deploy: no unit left")
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"the first deploy was undone: {req.unit} is not installed"
+    if not att.was_active:
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"{req.unit} is stopped, as it was before the deploy"
+    if problems:
+        return False, "; ".join(problems) + f"; {req.unit} is {_state_text(att)}"
+    if att.probe is None:
+        state = backend.state(req.unit)
+        return state.is_active, f"{req.unit} is {state.active_state}/{state.sub_state} (not guarded)"
+    att.announce("rollback-guard")
+    outcome = guard_phase(att, "rollback-guard", att.rollback_timeout or req.ready_timeout)
+    if outcome.ready:
+        tree = att.undo.get("tree")
+        running_now(att, outcome.last_state, tree.rev if tree is not None else att.record.from_rev)
+        return True, f"ready again ({outcome.reason})"
+    att.record.journal += ["-- after the rollback --", *journal_excerpt(att)]
+    return False, f"the previous release is not ready either: {outcome.reason}"
+
+
+def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> bool:
+    """Put the unit file back (or remove it after a first deploy); return True when it was removed."""
+    assert undo.path is not None
+    path = Path(undo.path)
+    if undo.sha256 is None:
+        # A first deploy: nothing ran before, so stop it before the unit disappears.
+        with contextlib.suppress(SystemdError):
+            att.edges.backend.stop(att.req.unit)
+        fsutil.remove(path)
+        detail.append(f"removed {path}")
+        return True
+    data = att.kept.get(undo.sha256) or history.load_unit(att.req.history_dir, undo.sha256)
+    if data is None:
+        raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
+    fsutil.restore(fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid))
+    detail.append(f"restored {path}")
+    return False
+
+
+def _state_text(att: Attempt) -> str:
+    try:
+        s = att.edges.backend.state(att.req.unit)
+    except SystemdError:
+        return "in an unknown state"
+    return f"{s.active_state}/{s.sub_state}"

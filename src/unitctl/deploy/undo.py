@@ -1,0 +1,77 @@
+"""Steps with their own undo: each step that changes the world registers how to put it back before it acts.
+
+An undo names the resource it restores (the checkout, the unit file, systemd's loaded configuration, the
+running service) and the value to restore, as plain data: the same entries are written to the intent journal,
+so a later unitctl can rebuild the log of a deploy that died and finish its rollback.
+
+The rollback replays the log in registration order: each undo re-applies its step with the previous value, and
+the steps depend on each other going back as going forward (files first, then daemon-reload, then the restart).
+A resource registered twice keeps its first place and takes the later target (a rejected release moves the
+tree's target from "where it was" to "the last good revision").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Resource = Literal["tree", "unit", "daemon", "service"]
+RESOURCES: tuple[Resource, ...] = ("tree", "unit", "daemon", "service")
+
+
+@dataclass(frozen=True)
+class Undo:
+    """How to put one resource back."""
+
+    resource: Resource
+    rev: str | None = None  # tree: the revision to check out
+    repo: str | None = None  # tree: the checkout
+    build_cmd: str | None = None  # tree: run again after the checkout
+    path: str | None = None  # unit: the file
+    sha256: str | None = None  # unit: its previous bytes (kept in the history's unit store); None: it was absent
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    was_active: bool = True  # service: running before the deploy (restart it) or not (leave it stopped)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Undo:
+        if data.get("resource") not in RESOURCES:
+            raise ValueError(f"unknown undo resource {data.get('resource')!r}")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class UndoLog:
+    """The undos registered so far, one per resource, in the order they were first registered."""
+
+    def __init__(self, undos: Iterable[Undo] = ()) -> None:
+        self._undos: dict[Resource, Undo] = {}
+        for undo in undos:
+            self.register(undo)
+
+    def register(self, undo: Undo) -> None:
+        """Record how to put ``undo.resource`` back (a later registration updates the target, not the order)."""
+        self._undos[undo.resource] = undo
+
+    def drop(self, resource: Resource) -> None:
+        """Forget a resource's undo: its step failed without changing anything."""
+        self._undos.pop(resource, None)
+
+    def get(self, resource: Resource) -> Undo | None:
+        return self._undos.get(resource)
+
+    def entries(self) -> list[Undo]:
+        return list(self._undos.values())
+
+    @property
+    def touched_systemd(self) -> bool:
+        """Whether any registered step changed what systemd runs or loads (a refusal can no longer say "nothing")."""
+        return any(r in self._undos for r in ("unit", "daemon", "service"))
+
+    def __bool__(self) -> bool:
+        return bool(self._undos)
