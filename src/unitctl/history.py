@@ -21,6 +21,8 @@ from unitctl import fsutil, masking
 from unitctl.errors import InputError
 
 DEFAULT_DIR = Path("/var/lib/unitctl")
+# A history this large is refused with its size rather than read into memory (a year of deploys is a few MiB).
+HISTORY_LIMIT = 256 * 2**20
 HISTORY_NAME = "history.jsonl"
 Outcome = Literal["ok", "nothing-to-do", "refused", "rolled-back", "rollback-failed", "interrupted", "would-change"]
 GOOD_OUTCOMES = ("ok",)
@@ -151,11 +153,14 @@ def read(directory: Path, unit: str | None = None) -> list[Record]:
     """Return the recorded attempts (of ``unit``), oldest first; skip lines a crash may have cut short."""
     path = directory / HISTORY_NAME
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        path.stat()
     except FileNotFoundError:
         return []
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check its permissions") from exc
+    except OSError as exc:  # e.g. --history-dir names a file: "Not a directory"
+        raise InputError(f"{path}: cannot read: {exc.strerror}", hint="check --history-dir") from exc
+    # Capped, regular files only: a FIFO or a device planted as history.jsonl must not hang or exhaust unitctl.
+    data = fsutil.read_input(path, what="history file", hint=f"check --history-dir {directory}", limit=HISTORY_LIMIT)
+    lines = data.decode("utf-8", errors="replace").splitlines()
     records: list[Record] = []
     for line in lines:
         if not line.strip():
@@ -206,10 +211,7 @@ def load_unit(directory: Path, digest: str) -> bytes | None:
     """Return the unit bytes stored under ``digest``, or None if they were not kept."""
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         return None
-    try:
-        return (directory / "units" / digest).read_bytes()
-    except OSError:
-        return None
+    return fsutil.read_capped(directory / "units" / digest, fsutil.MAX_INPUT_BYTES)
 
 
 def iter_lines(records: Iterable[Record]) -> Iterable[str]:

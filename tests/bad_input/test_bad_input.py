@@ -7,7 +7,7 @@ The cases live in cases.jsonl, one JSON object a line, so that adding one is one
 argv may name the inputs world.build() makes ({unit}, {broken}, {not_gunicorn}, {jinja}, {fifo}, {dir},
 {link_to_fifo}, {socket}, {huge}, {dev_zero}, {missing}, {template}, {root}, {history}, {long_name}...); "line" is a
 regular expression the one error line must match; optional keys: "toml" (text of ./unitctl.toml), "toml_hex" (its
-bytes), "setup" (toml-fifo, toml-dir, toml-huge, lock-on-dev-full) and "hint": false for a message known to lack
+bytes), "setup" (toml-fifo, toml-dir, toml-huge, history-fifo, lock-on-dev-full) and "hint": false for a message known to lack
 its "; what to do" part. Each case runs ``python -m unitctl`` as a subprocess with a timeout, in a fresh
 directory that is compared before and after. Commands that need systemd get only inputs refused before it is asked.
 """
@@ -60,6 +60,8 @@ def prepare(case: dict[str, Any], tmp: Path) -> tuple[list[str], Path]:
     elif setup == "toml-huge":
         with open(toml, "wb") as fh:
             fh.truncate(world.HUGE_BYTES)
+    elif setup == "history-fifo":  # a FIFO planted as the history must not hang history, status or apply
+        os.mkfifo(tmp / "history" / "history.jsonl")
     elif setup == "lock-on-dev-full":  # writing the lock fails as on a full disk
         (tmp / "lock" / "app.service.lock").symlink_to("/dev/full")
     elif setup is not None:
