@@ -7,8 +7,8 @@ The cases live in cases.jsonl, one JSON object a line, so that adding one is one
 argv may name the inputs world.build() makes ({unit}, {broken}, {not_gunicorn}, {jinja}, {fifo}, {dir},
 {link_to_fifo}, {socket}, {huge}, {dev_zero}, {missing}, {template}, {root}, {history}, {long_name}...); "line" is a
 regular expression the one error line must match; optional keys: "toml" (text of ./unitctl.toml), "toml_hex" (its
-bytes), "setup" (toml-fifo, toml-dir, toml-huge, history-fifo, lock-on-dev-full) and "hint": false for a message known to lack
-its "; what to do" part. Each case runs ``python -m unitctl`` as a subprocess with a timeout, in a fresh
+bytes), "setup" (toml-fifo, toml-dir, toml-huge, history-fifo, lock-on-dev-full) and "hint": false for a message
+known to lack its "; what to do" part. Each case runs ``python -m unitctl`` as a subprocess with a timeout, in a fresh
 directory that is compared before and after. Commands that need systemd get only inputs refused before it is asked.
 """
 
