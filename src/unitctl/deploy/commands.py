@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from unitctl import history
 from unitctl.config import Kind
@@ -19,10 +19,9 @@ from unitctl.deploy.model import (
     DEFAULT_READY_INTERVAL,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_UNIT_DIR,
-    STRATEGIES,
     ApplyRequest,
     Edges,
-    Strategy,
+    parse_strategy,
 )
 from unitctl.deploy.output import Reporter, safe_write, settle
 from unitctl.desired import DesiredOptions
@@ -229,9 +228,7 @@ def request_from_settings(
     """Build an ApplyRequest from merged flag/config settings and the desired-state options (as ``diff`` takes)."""
     from unitctl.desired import resolve
 
-    strategy = s.get("strategy") or "restart"
-    if strategy not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    strategy = parse_strategy(s.get("strategy") or "restart")
     unit = unit_name(s.get("name"))
     # unit_file may come from unitctl.toml: it takes part in the "one way to say what the unit becomes" check.
     opts = replace(desired or DesiredOptions(), unit_file=s.get("unit_file") or None)
@@ -252,7 +249,7 @@ def request_from_settings(
         ready_url=s.get("ready_url"),
         ready_timeout=float(s.get("ready_timeout") or DEFAULT_READY_TIMEOUT),
         ready_interval=float(s.get("ready_interval") or DEFAULT_READY_INTERVAL),
-        strategy=cast(Strategy, strategy),
+        strategy=strategy,
         pre_import=s.get("pre_import"),
         no_pre_import=bool(s.get("no_pre_import")),
         build_cmd=s.get("build_cmd"),

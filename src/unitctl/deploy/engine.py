@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from unitctl import fsutil, history
+from unitctl.config import is_positive_number
 from unitctl.deploy import signals
 from unitctl.deploy.attempt import (
     Attempt,
@@ -35,7 +36,7 @@ from unitctl.deploy.attempt import (
 )
 from unitctl.deploy.capture import capture
 from unitctl.deploy.journal import Journal, Transaction, history_dirs, remember
-from unitctl.deploy.model import STRATEGIES, ApplyRequest, ApplyResult, Edges, Facts, Plan
+from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan, parse_strategy
 from unitctl.deploy.output import Reporter
 from unitctl.deploy.preflight import preflight, rebuild
 from unitctl.deploy.rollback import restore_files, rollback
@@ -152,15 +153,17 @@ def _locked(req: ApplyRequest, edges: Edges, record: Record) -> Iterator[None]:
 
 
 def _validate(req: ApplyRequest) -> None:
-    if req.strategy not in STRATEGIES:
-        raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, not {req.strategy!r}")
+    parse_strategy(req.strategy)
     if req.guarded and not req.ready_url:
         raise UsageError(
             f"a guarded apply of {req.unit} needs a readiness URL",
             hint="pass --ready-url http://127.0.0.1:PORT/health/ready (or set ready_url in [apply] of unitctl.toml)",
         )
-    if req.ready_timeout <= 0 or req.ready_interval <= 0:
-        raise UsageError("--ready-timeout and --ready-interval must be positive")
+    if not (is_positive_number(req.ready_timeout) and is_positive_number(req.ready_interval)):
+        raise UsageError(
+            "--ready-timeout and --ready-interval must be finite numbers of seconds above 0",
+            hint="e.g. --ready-timeout 60 --ready-interval 0.5",
+        )
     if req.pre_import and req.no_pre_import:
         raise UsageError("--pre-import and --no-pre-import contradict each other", hint="pass one of them")
     if req.pre_import:
@@ -172,11 +175,14 @@ def _validate(req: ApplyRequest) -> None:
             if not shlex.split(req.build_cmd):
                 raise ValueError("empty")
         except ValueError as exc:
-            raise UsageError(f"--build-cmd {req.build_cmd!r} is not a command line: {exc}") from exc
+            raise UsageError(
+                f"--build-cmd {req.build_cmd!r} is not a command line: {exc}",
+                hint="give it as one quoted argument, e.g. --build-cmd 'pip install -r requirements.txt'",
+            ) from exc
         if req.repo is None:
-            raise UsageError("--build-cmd runs in the app's checkout: pass --repo too")
+            raise UsageError("--build-cmd runs in the app's checkout", hint="pass --repo DIR too")
     if req.rev is not None and req.repo is None:
-        raise UsageError("--rev needs --repo DIR (the checkout to switch)")
+        raise UsageError("--rev needs --repo DIR (the checkout to switch)", hint="pass --repo DIR, the app's checkout")
 
 
 def _finish(att: Attempt, result: ApplyResult) -> None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from unitctl import fsutil, history
 from unitctl.deploy.output import Reporter
@@ -20,6 +20,18 @@ from unitctl.systemd.base import SystemdBackend, UnitState
 Strategy = Literal["auto", "restart", "reload"]
 Action = Literal["none", "restart", "reload"]
 STRATEGIES = ("auto", "restart", "reload")
+
+
+def parse_strategy(value: str) -> Strategy:
+    """Return ``value`` as a Strategy; raise UsageError for anything else (flags and unitctl.toml alike)."""
+    if value not in STRATEGIES:
+        raise UsageError(
+            f"--strategy must be one of {', '.join(STRATEGIES)}, not {value!r}",
+            hint="auto reloads when only the code changed and restarts otherwise",
+        )
+    return cast(Strategy, value)
+
+
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_READY_INTERVAL = 0.5
