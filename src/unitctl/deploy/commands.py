@@ -321,6 +321,13 @@ def cli_status(s: dict[str, Any], *, history_dir: Path | None, as_json: bool) ->
         ready_url=s.get("ready_url"),
         probe_factory=probe_factory,
     )
+    if st.state.load_state == "not-found" and st.last is None and st.in_progress is None:
+        # As `systemctl status nosuch` does: a unit systemd does not know and unitctl never deployed is a mistake.
+        raise InputError(
+            f"{unit}: no such unit (systemd does not know it) and no deploy of it is recorded in "
+            f"{history_dir or history.DEFAULT_DIR}",
+            hint="check the name (systemctl list-units --all) or --history-dir",
+        )
     if as_json:
         safe_write(sys.stdout, dumps(st.to_json()) + "\n")
     else:
