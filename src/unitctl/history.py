@@ -67,6 +67,7 @@ class Record:
     running_rev: str | None = None  # the revision that process was started from
     interrupted_step: str = ""  # the step an interrupted deploy had announced last (outcome "interrupted")
     recovered_by: str = ""  # the later command that finished an interrupted deploy ("apply", "status", ...)
+    trigger: dict[str, str] = field(default_factory=lambda: current_trigger())  # who and what started it (audit)
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as unitctl writes it anywhere (history, --json, step summary): free text masked."""
@@ -84,6 +85,7 @@ class Record:
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
         values["phases"] = [Phase(**p) for p in data.get("phases", [])]
+        values.setdefault("trigger", {})  # an older record: who started it is unknown, not whoever reads it now
         return cls(**values)
 
 
@@ -214,13 +216,45 @@ def load_unit(directory: Path, digest: str) -> bytes | None:
     return fsutil.read_capped(directory / "units" / digest, fsutil.MAX_INPUT_BYTES)
 
 
+def current_trigger(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Say who and what started this attempt, from what the process can tell: for the audit, never for a decision.
+
+    ``user`` is the person behind sudo (SUDO_USER) or the login; ``ssh_from`` the client address of an SSH
+    session; under GitHub Actions the actor, repository, workflow, commit and the run's URL.
+    """
+    import pwd
+
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    user = env.get("SUDO_USER") or env.get("LOGNAME") or env.get("USER")
+    if not user:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = str(os.getuid())
+    out["user"] = user
+    if env.get("SSH_CLIENT"):
+        out["ssh_from"] = env["SSH_CLIENT"].split()[0]
+    if env.get("GITHUB_ACTIONS") == "true":
+        for key, name in (("GITHUB_ACTOR", "actor"), ("GITHUB_REPOSITORY", "repository"),
+                          ("GITHUB_WORKFLOW", "workflow"), ("GITHUB_SHA", "sha")):  # fmt: skip
+            if env.get(key):
+                out[name] = env[key][:200]
+        if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+            server = env.get("GITHUB_SERVER_URL") or "https://github.com"
+            out["run_url"] = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    return out
+
+
 def iter_lines(records: Iterable[Record]) -> Iterable[str]:
     """Yield one human line per record."""
     for rec in records:
         rev = f"{_short(rec.from_rev)} -> {_short(rec.to_rev)}"
         total = sum(p.seconds for p in rec.phases)
         reason = f"  {rec.reason}" if rec.reason and rec.outcome != "ok" else ""
-        yield f"{rec.time}  {rec.command:<8} {rec.outcome:<15} exit {rec.exit_code}  {rev}  {total:.1f}s{reason}"
+        who = rec.trigger.get("actor") or rec.trigger.get("user")
+        by = f"  by {who}" if who else ""
+        yield f"{rec.time}  {rec.command:<8} {rec.outcome:<15} exit {rec.exit_code}  {rev}  {total:.1f}s{by}{reason}"
 
 
 def _short(rev: str | None) -> str:

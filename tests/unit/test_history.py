@@ -133,3 +133,37 @@ def test_a_world_writable_history_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="writable by every user"):
         history.append(shared, rec("ok", "a"))
     assert _mode(shared) == 0o777 and not (shared / "history.jsonl").exists()
+
+
+def test_each_record_says_who_started_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUDO_USER", "alice")
+    monkeypatch.setenv("SSH_CLIENT", "203.0.113.7 52314 22")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "shop/app")
+    monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    monkeypatch.setenv("GITHUB_WORKFLOW", "deploy")
+    monkeypatch.delenv("GITHUB_SERVER_URL", raising=False)
+    rec = history.Record(time="2026-11-30T00:00:00Z", unit="app.service", command="apply", outcome="ok", exit_code=0)
+    assert rec.trigger == {
+        "user": "alice",
+        "ssh_from": "203.0.113.7",
+        "actor": "octocat",
+        "repository": "shop/app",
+        "workflow": "deploy",
+        "run_url": "https://github.com/shop/app/actions/runs/42",
+    }
+    history.append(tmp_path, rec)
+    (back,) = history.read(tmp_path, "app.service")
+    assert back.trigger == rec.trigger
+    assert "by octocat" in next(iter(history.iter_lines([back])))
+
+
+def test_an_older_record_without_a_trigger_is_not_given_the_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUDO_USER", "mallory")
+    data = {"time": "t", "unit": "app.service", "command": "apply", "outcome": "ok", "exit_code": 0}
+    assert history.Record.from_json(data).trigger == {}
+
+
+def test_outside_github_only_the_user_is_recorded() -> None:
+    assert history.current_trigger({"SUDO_USER": "bob", "GITHUB_ACTOR": "x"}) == {"user": "bob"}
