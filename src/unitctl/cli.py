@@ -436,6 +436,14 @@ def verify(
     name: Annotated[
         str | None, typer.Option("--name", help="Load it as this unit name (default: the file name).")
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Checking away from the server (in CI): do not look for the programs, users and directories "
+            "the unit names on this machine.",
+        ),
+    ] = False,
 ) -> None:
     """Check a candidate unit with systemd-analyze verify and unitctl's own checks.
 
@@ -446,7 +454,7 @@ def verify(
     from unitctl.errors import VerificationError
     from unitctl.verify import verify_unit
 
-    report = verify_unit(Path(file), name=name)
+    report = verify_unit(Path(file), name=name, offline=offline)
     for error in report.errors:
         typer.echo(f"error: {error}")
     for warning in report.warnings:

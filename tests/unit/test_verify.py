@@ -185,3 +185,26 @@ def test_missing_user_group_and_working_directory_on_this_host_warn(tmp_path: Pa
     assert warnings == ""
     _, warnings = findings(tmp_path, good("User=no-such-user-xyz\nDynamicUser=yes\n"))
     assert "does not exist" not in warnings
+
+
+SERVER_ONLY = (
+    "[Service]\nType=notify\nUser=no-such-user-here\nWorkingDirectory=/srv/only-on-the-server\n"
+    "ExecStart=/srv/only-on-the-server/venv/bin/gunicorn app:app\nExecReload=/bin/kill -s HUP $MAINPID\n"
+)
+
+
+def test_offline_does_not_look_for_what_only_the_server_has(tmp_path: Path) -> None:
+    path = unit(tmp_path, SERVER_ONLY)
+    here = verify_unit(path)
+    assert any("is not executable" in e for e in here.errors)
+    assert any("no-such-user-here does not exist on this host" in w for w in here.warnings)
+    offline = verify_unit(path, offline=True)
+    assert offline.errors == (), offline.errors
+    assert not any("on this host" in w or "is not executable" in w for w in offline.warnings)
+
+
+def test_offline_still_refuses_what_is_wrong_in_the_file_itself(tmp_path: Path) -> None:
+    report = verify_unit(unit(tmp_path, SERVER_ONLY + "NotifyAccess=none\n"), offline=True)
+    assert any("NotifyAccess=none" in e for e in report.errors)
+    report = verify_unit(unit(tmp_path, SERVER_ONLY.replace("[Service]", "[Service"), name="b.service"), offline=True)
+    assert not report.ok
