@@ -232,7 +232,8 @@ fi
 # -- 2. rewrite the copy -------------------------------------------------------------------------
 
 rewrite_args=()
-[ "$keep_preload" = 1 ] || rewrite_args+=(--no-preload)
+# --strict: a gunicorn.conf.py that sets preload_app keeps preload on whatever the unit says: refuse the deploy.
+[ "$keep_preload" = 1 ] || rewrite_args+=(--no-preload --strict)
 [ -z "$workers" ] || rewrite_args+=(--workers "$workers")
 rc=0
 if [ "${#rewrite_args[@]}" -gt 0 ]; then

@@ -295,6 +295,14 @@ def rewrite(
     check: Annotated[
         bool, typer.Option("--check", help="Write nothing; exit 1 when the rewrite would change the unit, else 0.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse (exit 3, nothing written) when --no-preload cannot turn preload off: a gunicorn.conf.py "
+            "or GUNICORN_CMD_ARGS in an EnvironmentFile= sets it (otherwise a warning).",
+        ),
+    ] = False,
 ) -> None:
     """Rewrite the Gunicorn command line inside an existing unit, changing nothing else.
 
@@ -342,6 +350,13 @@ def rewrite(
         read_file=default_read_file,
         path=file,
     )
+    if strict and result.preload_kept:
+        from unitctl.errors import RefusedError
+
+        raise RefusedError(
+            f"{file}: --no-preload was asked, but preload stays on: {result.preload_kept} sets it",
+            hint="remove preload_app (or --preload) there; nothing was written",
+        )
     for warning in result.warnings:
         typer.echo(f"unitctl: warning: {warning}", err=True)
     summary = ", ".join(result.changes) or "no changes"

@@ -47,6 +47,7 @@ class RewriteResult:
     text: str
     changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    preload_kept: str = ""  # with no_preload: where preload stays on all the same (a config file), "" when off
 
     @property
     def changed(self) -> bool:
@@ -372,8 +373,10 @@ def rewrite_unit(
                 f"GUNICORN_CMD_ARGS would read {now!r} instead of {env_expected!r}",
                 hint="write GUNICORN_CMD_ARGS without escapes and retry",
             )
+    preload_kept = ""
     if no_preload and after.preload.value is not False:
         src = after.preload.source
+        preload_kept = src.removeprefix("config file ").removesuffix(" (computed)")
         if src.startswith("config file"):
             warnings.append(
                 f"{src.removeprefix('config file ').removesuffix(' (computed)')} sets preload_app; Gunicorn has no "
@@ -389,7 +392,7 @@ def rewrite_unit(
     new_text = uf.serialize()
     if not changes:
         assert new_text == text
-    return RewriteResult(new_text, changes, list(dict.fromkeys(warnings)))
+    return RewriteResult(new_text, changes, list(dict.fromkeys(warnings)), preload_kept)
 
 
 def dropin_for(
@@ -417,7 +420,7 @@ def dropin_for(
         path=path,
     )
     if not result.changes:
-        return RewriteResult("", [], result.warnings)
+        return RewriteResult("", [], result.warnings, result.preload_kept)
     uf = UnitFile.parse(result.text, path=path)  # parse() is lossless: the rewritten unit, read back
     found = find_gunicorn(uf)
     value, cmd = found.entry.value, found.command
@@ -430,4 +433,4 @@ def dropin_for(
         new_args = env["GUNICORN_CMD_ARGS"][0] if "GUNICORN_CMD_ARGS" in env else ""
         if new_args != original_env["GUNICORN_CMD_ARGS"][0]:
             out.append("Environment=" + execline.quote("GUNICORN_CMD_ARGS=" + new_args))
-    return RewriteResult("\n".join(out) + "\n", result.changes, result.warnings)
+    return RewriteResult("\n".join(out) + "\n", result.changes, result.warnings, result.preload_kept)

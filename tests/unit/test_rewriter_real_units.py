@@ -68,3 +68,20 @@ def test_rewrite_and_verify_agree_on_a_placeholder_in_a_comment(tmp_path: Path) 
     path.write_text(text.replace("/usr/bin/true", "@VENV@/bin/gunicorn app:app"))
     report = verify_unit(path, name="x.service")
     assert any("placeholder '@VENV@' (line 3)" in e for e in report.errors), report.errors
+
+
+def test_strict_refuses_when_a_config_file_keeps_preload_on(tmp_path: Path) -> None:
+    (tmp_path / "gunicorn.conf.py").write_text("preload_app = True\n")
+    unit = tmp_path / "app.service"
+    original = f"[Service]\nWorkingDirectory={tmp_path}\nExecStart=/srv/v/bin/gunicorn --preload app:app\n"
+    unit.write_text(original)
+    lax = runner.invoke(app, ["rewrite", str(unit), "--no-preload"])
+    assert lax.exit_code == 0 and "sets preload_app" in lax.stderr
+    strict = runner.invoke(app, ["rewrite", str(unit), "--no-preload", "--strict", "--in-place"])
+    assert strict.exit_code == 3, strict.output
+    assert strict.stderr.count("\n") == 1 and "preload stays on" in strict.stderr
+    assert unit.read_text() == original, "nothing written"
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 3\n")
+    ok = runner.invoke(app, ["rewrite", str(unit), "--no-preload", "--strict", "--in-place"])
+    assert ok.exit_code == 0, ok.output
+    assert "--preload" not in unit.read_text()

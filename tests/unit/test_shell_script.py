@@ -169,7 +169,7 @@ def test_rewrites_a_copy_then_runs_the_guarded_apply_with_everything(fake: dict[
     rewrite, apply = calls(fake)
     candidate = rewrite.split()[1]
     assert Path(candidate).name == "demoapp.service", "the copy keeps the unit's name for verification"
-    assert rewrite == f"rewrite {candidate} --no-preload --workers auto --in-place"
+    assert rewrite == f"rewrite {candidate} --no-preload --strict --workers auto --in-place"
     assert apply == (
         f"apply demoapp --guarded --unit-file {candidate} --repo {fake['repo']} --rev 0123abc "
         "--ready-url http://127.0.0.1:8000/health/ready --ready-timeout 20 --json --strategy=auto --build-cmd make x"
