@@ -200,7 +200,7 @@ fi
 if [ -z "$unitctl_bin" ] || [ ! -x "$unitctl_bin" ] || [ -d "$unitctl_bin" ]; then
   where=""
   [ -z "$unitctl_bin" ] || where=" at $unitctl_bin"
-  die 2 "unitctl not found$where; install it (pip install unitctl) or pass --unitctl PATH"
+  die 2 "unitctl not found$where; install it (scripts/install-server.sh) or pass --unitctl PATH"
 fi
 
 # -- 1. the unit to start from -------------------------------------------------------------------
