@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from unitctl import desired, fsutil, history
+from unitctl import desired, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
 from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
@@ -903,3 +903,72 @@ def test_apply_render_with_socket_activation_is_refused(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=r"--render makes app\.socket too"):
         commands.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True))
+
+
+# -- the git checks wired into the engine ------------------------------------------------------------
+
+
+def _detail(record: history.Record, phase: str) -> str:
+    return "; ".join(p.detail for p in record.phases if p.name == phase)
+
+
+def test_untracked_file_in_the_targets_way_is_refused_up_front_even_in_a_dry_run(world: World) -> None:
+    installed(world)
+    (world.repo / "new.py").write_text("N = 'released'\n")
+    git(world.repo, "add", "new.py")
+    git(world.repo, "commit", "-q", "-m", "v3")
+    v3 = world.head()
+    git(world.repo, "checkout", "-q", world.revs["v2"])
+    (world.repo / "new.py").write_text("N = 'local data'\n")  # untracked at v2, tracked by v3
+    with pytest.raises(GitStateError, match=r"untracked files a target revision tracks \(new\.py"):
+        world.run(dry_run=True, rev=v3)
+    assert (world.repo / "new.py").read_text() == "N = 'local data'\n" and world.head() == world.revs["v2"]
+    assert set(world.fake.ops()) <= {"state"}
+
+
+def test_a_stale_git_lock_is_never_nothing_to_do_and_its_repair_is_shown(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])  # the deployed revision: otherwise nothing to do
+    lock = world.repo / ".git" / "index.lock"
+    lock.write_text("")  # left by a killed git: no process holds it
+    result = world.run()
+    assert result.exit_code == 0 and result.record.outcome == "ok"
+    assert not lock.exists() and world.head() == world.revs["v1"]
+    assert "index.lock left by a killed git" in _detail(result.record, "capture")
+    assert f"removed {lock}" in _detail(world.records()[-1], "checkout")
+
+
+def test_a_deleted_tracked_file_at_the_deployed_revision_is_checked_out_again(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    (world.repo / "app.py").unlink()
+    result = world.run()
+    assert result.record.outcome == "ok" and "the tree needs a checkout" in _detail(result.record, "capture")
+    assert (world.repo / "app.py").read_text() == "V = 1\n"
+    assert world.fake.ops(UNIT).count("restart") + world.fake.ops(UNIT).count("reload") == 1
+
+
+def test_an_interrupted_checkout_is_never_nothing_to_do(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    git(world.repo, "update-ref", gitrepo.CHECKOUT_REF, world.revs["v2"])  # a checkout of v2 was killed
+    result = world.run()
+    assert result.record.outcome == "ok" and "was interrupted" in _detail(result.record, "capture")
+    assert world.head() == world.revs["v1"] and git(world.repo, "status", "--porcelain") == ""
+
+
+def test_the_rollback_names_the_tracked_files_it_overwrote(world: World) -> None:
+    installed(world)
+    world.answers = [503]
+
+    def release_writes(n: int) -> None:
+        if n == 1:
+            (world.repo / "app.py").write_text("V = 'written by the failed release'\n")
+        if n == 25:
+            world.answers = [200]  # the previous release answers again
+
+    world.sleep_hook = release_writes
+    with pytest.raises(RolledBackError):
+        world.run()
+    assert world.head() == world.revs["v1"] and (world.repo / "app.py").read_text() == "V = 1\n"
+    assert "changes to tracked files overwritten: app.py" in _detail(world.records()[-1], "rollback")

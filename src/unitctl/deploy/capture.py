@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from unitctl import fsutil, history
-from unitctl.deploy.attempt import Attempt, Detail
+from unitctl.deploy.attempt import Attempt, Detail, git_findings
 from unitctl.deploy.model import ApplyRequest, Facts, plan_from, rollback_ready_timeout
 from unitctl.errors import GitStateError, InputError, SystemdError
-from unitctl.gitrepo import GitRepo
+from unitctl.gitrepo import GitRepo, regenerable
 from unitctl.history import Record
 from unitctl.systemd.base import UnitState
 
@@ -40,12 +40,12 @@ def capture(att: Attempt) -> None:
         last = history.last_good(records)
         deployed_rev = last.to_rev if last else None
         head: str | None = None
+        tree_reason = ""
         to_rev: str | None = None
         rollback = None
         if req.repo is not None:
             att.repo = GitRepo(req.repo)
             att.repo.check_repo()
-            att.repo.check_clean()
             head = att.repo.head()
             recorded = last.to_rev if last and last.repo == str(req.repo) else None
             rollback = att.repo.rollback_target(recorded)
@@ -65,6 +65,13 @@ def capture(att: Attempt) -> None:
                 to_rev = target
             else:
                 to_rev = head
+            # Checked against both revisions a deploy may switch to: an untracked file in the way is refused
+            # up front (a dry run too), not half-way through a rollback.
+            att.repo.check_clean(to_rev, rollback.rev if rollback is not None else None)
+            att.git_notes_shown = git_findings(att.repo, detail)
+            tree_reason = tree_needs_checkout(att.repo)
+            if tree_reason:
+                detail.append(f"the tree needs a checkout: {tree_reason}")
             detail.append(f"HEAD {head[:12]}")
             if rollback is not None:
                 detail.append(f"rollback target {rollback.rev[:12]} (from {rollback.source})")
@@ -88,6 +95,7 @@ def capture(att: Attempt) -> None:
             deployed_rev=deployed_rev,
             rollback=rollback,
             previous_ready_seconds=_ready_seconds(last),
+            tree_reason=tree_reason,
             **_running(records, state),
         )
         plan = plan_from(facts, req.strategy)
@@ -118,6 +126,20 @@ def capture(att: Attempt) -> None:
         unit_sha256=snapshot.sha256, candidate_sha256=att.record.candidate_sha256, was_active=state.is_active,
         rollback_timeout=att.rollback_timeout, build_cmd=req.build_cmd,
     )  # fmt: skip
+
+
+def tree_needs_checkout(repo: GitRepo) -> str:
+    """Return why the working tree is not simply at its HEAD (an interrupted checkout, a stale lock, changed
+    tracked files other than bytecode), or "": a tree like that is never "nothing to do"."""
+    reasons = []
+    interrupted = repo.interrupted_target()
+    if interrupted is not None:
+        reasons.append(f"unitctl's checkout of {interrupted[:12]} was interrupted")
+    reasons.extend(f"{lock.name} left by a killed git" for lock in repo._locks())
+    dirty = [p for p in repo.dirty_files() if not regenerable(p)]
+    if dirty:
+        reasons.append(f"changed tracked files ({', '.join(dirty[:5])}{' ...' if len(dirty) > 5 else ''})")
+    return "; ".join(reasons)
 
 
 def _remove_stale_checks(att: Attempt) -> list[str]:

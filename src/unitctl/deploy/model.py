@@ -110,6 +110,7 @@ class Facts:
     running_rev: str | None = None
     running_unrecorded: bool = False  # deploys record their process, but none started the one running now
     running_ready: bool | None = None  # one probe of the running release (asked only when nothing else changed)
+    tree_reason: str = ""  # why the checkout is not simply at HEAD (interrupted, stale lock, changed files), or ""
 
 
 def choose_action(
@@ -190,12 +191,16 @@ def make_plan(
     running_rev: str | None = None,
     running_unrecorded: bool = False,
     running_ready: bool | None = None,
+    tree_reason: str = "",
 ) -> Plan:
     """Decide the plan (pure)."""
     unit_changed = installed != candidate
     # Without a recorded deploy the running code is unknown: treat the revision as new. A process known to run
     # another revision than the one to deploy (a rollback's, say) is a code change too.
-    code_changed = to_rev is not None and (to_rev != deployed_rev or running_rev not in (None, to_rev))
+    # A torn or changed tree is not at any revision: it needs a checkout, so the code counts as changed.
+    code_changed = to_rev is not None and (
+        to_rev != deployed_rev or running_rev not in (None, to_rev) or bool(tree_reason)
+    )
     stale = state.need_daemon_reload and installed is not None
     action, why = choose_action(
         strategy,
@@ -242,6 +247,7 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
         running_rev=facts.running_rev,
         running_unrecorded=facts.running_unrecorded,
         running_ready=facts.running_ready,
+        tree_reason=facts.tree_reason,
     )
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 
 from unitctl import fsutil, history
 from unitctl.deploy import signals
-from unitctl.deploy.attempt import Attempt, TransactionError, fail, guard_phase, journal_excerpt, running_now
+from unitctl.deploy.attempt import (
+    Attempt,
+    TransactionError,
+    fail,
+    git_findings,
+    guard_phase,
+    journal_excerpt,
+    running_now,
+)
 from unitctl.deploy.preflight import build
 from unitctl.deploy.undo import Undo
 from unitctl.errors import InputError, RollbackFailedError, RolledBackError, SystemdError, UnitctlError
@@ -32,8 +40,10 @@ def restore_files(att: Attempt) -> None:
 
 def _undo_tree(att: Attempt, undo: Undo, detail: list[str]) -> None:
     assert undo.repo is not None and undo.rev is not None
-    changed = GitRepo(Path(undo.repo)).checkout(undo.rev)
+    repo = GitRepo(Path(undo.repo))
+    changed = repo.checkout(undo.rev)
     detail.append(f"checked out {undo.rev[:12]} ({len(changed)} file(s), bytecode purged)")
+    git_findings(repo, detail)
     if undo.build_cmd:
         # Keep the output of the check that failed, not of the rebuild.
         failed_output, att.record.output = att.record.output, ""
