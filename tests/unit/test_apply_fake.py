@@ -40,7 +40,7 @@ from unitctl.errors import (
 from unitctl.lock import unit_lock
 from unitctl.probe import Probe, ProbeResult
 from unitctl.systemd.base import TransientResult, TransientSpec, UnitState
-from unitctl.systemd.fake import FakeSystemd, failed_state, running_state
+from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, running_state
 
 UNIT = "app.service"
 URL = "http://127.0.0.1:8000/health/ready"
@@ -176,7 +176,7 @@ def world(tmp_path: Path) -> World:
     revs = {"v1": commit(repo, "V = 1\n", "v1"), "v2": commit(repo, "V = 2\n", "v2")}
     units = tmp_path / "units"
     units.mkdir()
-    fake = FakeSystemd()
+    fake = FakeSystemd(unit_dir=str(units))
     return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(), revs)
 
 
@@ -206,7 +206,7 @@ def installed(world: World, data: bytes | None = None) -> bytes:
 
 
 def test_first_deploy_installs_restarts_guards_and_records(world: World) -> None:
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     world.answers = [503, 503, 200]
     result = world.run(unit_file=_write(world, unit_text()))
     assert result.exit_code == 0 and result.record.outcome == "ok"
@@ -339,7 +339,7 @@ def test_both_broken_needs_a_human(world: World) -> None:
 
 
 def test_first_deploy_failure_removes_the_unit(world: World) -> None:
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     world.fake.on_restart(UNIT, [failed_state(UNIT)])
     with pytest.raises(RolledBackError, match="first deploy was undone"):
         world.run(unit_file=_write(world, unit_text()))
@@ -530,7 +530,7 @@ def test_first_deploy_from_a_single_commit_needs_no_rollback_revision(world: Wor
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     only = commit(repo, "V = 1\n", "only")
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     result = world.run(repo=repo, unit_file=_write(world, unit_text()))
     assert result.exit_code == 0 and result.record.to_rev == only and result.record.from_rev is None
 
@@ -689,7 +689,7 @@ def test_failed_first_deploy_with_rev_puts_the_tree_back(world: World, tmp_path:
     git(repo, "checkout", "-q", first)
     git(repo, "reflog", "expire", "--expire=all", "--all")
     git(repo, "update-ref", "-d", "ORIG_HEAD") if (repo / ".git" / "ORIG_HEAD").exists() else None
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     world.fake.on_restart(UNIT, [failed_state(UNIT)])
     with pytest.raises(RolledBackError, match="first deploy was undone"):
         world.run(repo=repo, rev=second, unit_file=_write(world, unit_text()))
@@ -780,7 +780,8 @@ def test_unready_running_release_is_a_warning_not_a_refusal(world: World) -> Non
 
 def test_ready_url_check_is_skipped_for_a_stopped_service(world: World) -> None:
     installed(world)
-    world.fake.units[UNIT] = dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead")
+    stopped = failed_state(UNIT, unit_dir=str(world.units))
+    world.fake.units[UNIT] = dataclasses.replace(stopped, active_state="inactive", sub_state="dead")
     seen: list[str] = []
     world.handler = _refused_connection(seen)
     # The guard would then fail (refused): the point here is only that the pre-flight does not refuse.
@@ -855,7 +856,7 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
     # The flag wins over the table; the rest comes from the table.
     assert "--workers 4 --bind 127.0.0.1:8000 shop.wsgi:application" in text
     assert "User=shop\n" in text and "WorkingDirectory=/srv/shop\n" in text and "--workers 7" not in text
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     result = engine.run(dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0), world.edges())
     assert result.exit_code == 0, result.message
     assert world.unit_path.read_bytes() == req.unit_bytes

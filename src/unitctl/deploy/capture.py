@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from unitctl import fsutil, history
+from unitctl import fsutil, history, unitpath
 from unitctl.deploy.attempt import Attempt, Detail, git_findings
 from unitctl.deploy.model import ApplyRequest, Facts, plan_from, rollback_ready_timeout
 from unitctl.errors import GitStateError, InputError, SystemdError
@@ -17,11 +16,10 @@ from unitctl.systemd.base import UnitState
 TRANSIENT_PREFIX = "unitctl-run-"
 
 
-def unit_target(req: ApplyRequest, state: UnitState) -> Path:
-    """Return the file a change of ``req.unit`` is written to (the one seam for where units live)."""
-    # Units live in req.unit_dir for now; unitpath resolves /usr/lib units (-> a drop-in), template instances and
-    # symlinks from state.fragment_path and state.dropin_paths when it is merged in.
-    return req.unit_dir / req.unit
+def unit_target(req: ApplyRequest, state: UnitState) -> unitpath.WriteTarget:
+    """Return where a change of ``req.unit`` is written so systemd reads it (the one seam for where units live)."""
+    # Raises UnitPathError (exit 3) for what unitctl must not write: nothing has changed yet.
+    return unitpath.resolve(req.unit, state, unit_dir=req.unit_dir, allow_template=req.edit_template)
 
 
 def capture(att: Attempt) -> None:
@@ -33,9 +31,10 @@ def capture(att: Attempt) -> None:
         if removed:
             detail.append(f"removed {len(removed)} leftover check unit(s)")
         state = backend.state(req.unit)
-        unit_path = unit_target(req, state)
-        snapshot = fsutil.snapshot(unit_path)
-        candidate = _candidate(req, snapshot, state, detail)
+        target = unit_target(req, state)
+        snapshot = fsutil.snapshot(target.path)
+        installed = unitpath.loaded_bytes(target)  # what systemd runs now: the vendor file for a vendor copy
+        candidate = _candidate(req, target, installed, detail)
         records = history.read(req.history_dir, req.unit)
         last = history.last_good(records)
         deployed_rev = last.to_rev if last else None
@@ -49,7 +48,7 @@ def capture(att: Attempt) -> None:
             head = att.repo.head()
             recorded = last.to_rev if last and last.repo == str(req.repo) else None
             rollback = att.repo.rollback_target(recorded)
-            if rollback is None and snapshot.data is not None:
+            if rollback is None and not target.first_deploy:
                 shallow = att.repo.is_shallow()
                 raise GitStateError(
                     f"{req.repo}: no revision to roll back to (no deploy recorded, no ORIG_HEAD, reflog or parent"
@@ -59,10 +58,10 @@ def capture(att: Attempt) -> None:
                     else "deploy from a repository with at least two commits, or record a first deploy",
                 )
             if req.rev is not None:
-                target = att.repo.resolve(req.rev)
-                if target is None:
+                wanted = att.repo.resolve(req.rev)
+                if wanted is None:
                     raise GitStateError(f"{req.repo} has no revision {req.rev!r}", hint="fetch it or fix --rev")
-                to_rev = target
+                to_rev = wanted
             else:
                 to_rev = head
             # Checked against both revisions a deploy may switch to: an untracked file in the way is refused
@@ -85,8 +84,10 @@ def capture(att: Attempt) -> None:
         att.env = dict(view.env)
         facts = Facts(
             unit=req.unit,
-            unit_path=unit_path,
+            unit_path=target.path,
             installed=snapshot,
+            loaded=installed,
+            target=target,
             state=state,
             candidate=candidate,
             preload=view.preload,
@@ -117,10 +118,8 @@ def capture(att: Attempt) -> None:
             detail.append("NeedDaemonReload=yes: systemd runs an older copy of the unit")
         if facts.running_unrecorded:
             detail.append(f"the running process (InvocationID {state.invocation_id[:12]}) was not started by a deploy")
-        detail.append(
-            f"unit {'absent' if snapshot.data is None else 'installed'}, "
-            f"{state.active_state}/{state.sub_state} (backend {backend.name})"
-        )
+        detail.append(target.describe())
+        detail.append(f"{state.active_state}/{state.sub_state} (backend {backend.name})")
     att.journal.note(
         from_rev=att.record.from_rev, to_rev=to_rev, rollback_source=att.record.rollback_source,
         unit_sha256=snapshot.sha256, candidate_sha256=att.record.candidate_sha256, was_active=state.is_active,
@@ -176,37 +175,27 @@ def _ready_seconds(record: Record | None) -> float | None:
     return seconds[-1] if seconds else None
 
 
-def _candidate(req: ApplyRequest, snapshot: fsutil.FileSnapshot, state: UnitState, detail: Detail) -> bytes:
+def _candidate(req: ApplyRequest, target: unitpath.WriteTarget, installed: bytes | None, detail: Detail) -> bytes:
     if req.unit_bytes is not None:
         return req.unit_bytes
     if req.unit_file is not None:
         return fsutil.read_unit_bytes(req.unit_file, hint="check --unit-file")
-    data, path = _installed_unit(req, snapshot, state.fragment_path)
+    if installed is None:
+        what = "rewrite" if req.rewrite is not None else "keep"
+        raise InputError(
+            f"{req.unit} is not installed in {req.unit_dir} and no --unit-file was given: there is no unit to {what}",
+            hint="pass --unit-file FILE or --render for a first deploy",
+        )
     if req.rewrite is None:
-        return data
+        return installed
     from unitctl.desired import check_rewrite_target, rewrite_text
     from unitctl.preimport import _dropins
 
     # The same rewrite 'unitctl diff NAME --workers/--no-preload' shows; a drop-in that replaced ExecStart=
     # would make a rewrite of the unit file a no-op that still restarts the service.
-    installed_text = data.decode("utf-8", "surrogateescape")
+    path = target.loaded_from or str(target.path)
+    installed_text = installed.decode("utf-8", "surrogateescape")
     check_rewrite_target(installed_text, path=path, dropins=_dropins(req.unit, req.unit_dir), unit=req.unit)
     text, warnings = rewrite_text(installed_text, req.rewrite, path=path)
     detail.extend(f"warning: {w}" for w in warnings)
     return text.encode("utf-8", "surrogateescape")
-
-
-def _installed_unit(req: ApplyRequest, snapshot: fsutil.FileSnapshot, fragment: str) -> tuple[bytes, str]:
-    """Return the installed unit's bytes and path (the unit kept, or the one a rewrite starts from)."""
-    if snapshot.data is not None:
-        return snapshot.data, str(snapshot.path)
-    if fragment:
-        try:
-            return Path(fragment).read_bytes(), fragment
-        except OSError as exc:
-            raise InputError(f"{fragment}: cannot read the installed unit: {exc.strerror}") from exc
-    what = "rewrite" if req.rewrite is not None else "keep"
-    raise InputError(
-        f"{req.unit} is not installed in {req.unit_dir} and no --unit-file was given: there is no unit to {what}",
-        hint="pass --unit-file FILE or --render for a first deploy",
-    )

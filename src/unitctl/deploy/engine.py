@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from unitctl import fsutil, history
+from unitctl import fsutil, history, unitpath
 from unitctl.deploy import signals
 from unitctl.deploy.attempt import (
     Attempt,
@@ -306,7 +306,9 @@ def _switch(att: Attempt) -> None:
             att.step("daemon-reload", Undo("daemon"))
             backend.daemon_reload()
             detail.append("daemon-reload")
-        att.step("restart", Undo("service", was_active=facts.state.is_active))
+        # What ran before is restarted by a rollback, what was stopped stays stopped (unitpath decides).
+        then = unitpath.undo_plan(facts.target, facts.state).then
+        att.step("restart", Undo("service", was_active=then == "restart"))
         if plan.action == "reload":
             backend.reload(req.unit)
         else:
@@ -324,7 +326,15 @@ def _write_unit(att: Attempt, facts: Facts) -> None:
         history.store_unit(att.req.history_dir, snap.data)
     att.step(
         "unit-write",
-        Undo("unit", path=str(snap.path), sha256=snap.sha256, mode=snap.mode, uid=snap.uid, gid=snap.gid),
+        Undo(
+            "unit",
+            path=str(snap.path),
+            sha256=snap.sha256,
+            mode=snap.mode,
+            uid=snap.uid,
+            gid=snap.gid,
+            first_deploy=unitpath.undo_plan(facts.target, facts.state).stop_first,
+        ),  # fmt: skip
     )
     try:
         fsutil.atomic_write(snap.path, facts.candidate)

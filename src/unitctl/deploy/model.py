@@ -16,6 +16,7 @@ from unitctl.gitrepo import RollbackTarget
 from unitctl.history import Record
 from unitctl.probe import ProbeResult
 from unitctl.systemd.base import SystemdBackend, UnitState
+from unitctl.unitpath import WriteTarget
 
 Strategy = Literal["auto", "restart", "reload"]
 Action = Literal["none", "restart", "reload"]
@@ -67,6 +68,7 @@ class ApplyRequest:
     no_pre_import: bool = False
     build_cmd: str | None = None
     dry_run: bool = False
+    edit_template: bool = False  # an instance app@1.service may change its template app@.service
     history_dir: Path = history.DEFAULT_DIR
     unit_dir: Path = DEFAULT_UNIT_DIR
     command: str = "apply"  # apply | rollback
@@ -96,8 +98,10 @@ class Facts:
     """What the world looked like before the deploy touched anything: captured once, never re-read."""
 
     unit: str
-    unit_path: Path  # where the unit change is written (decided by engine.unit_target)
-    installed: fsutil.FileSnapshot  # the unit file there: bytes, mode, owner, or absent
+    unit_path: Path  # where the unit change is written (decided by capture.unit_target)
+    installed: fsutil.FileSnapshot  # the unit file there: bytes, mode, owner, or absent (what an undo restores)
+    loaded: bytes | None  # the unit systemd runs now (a vendor copy's vendor file; None: a new unit)
+    target: WriteTarget  # where the change is written and what undoing it means (unitpath.resolve)
     state: UnitState  # systemd's view: active state, MainPID, NeedDaemonReload, FragmentPath, drop-ins
     candidate: bytes  # the unit to deploy
     preload: bool  # the candidate's Gunicorn preloads the app
@@ -158,7 +162,7 @@ class Plan:
     unit: str
     unit_path: str
     unit_changed: bool
-    first_deploy: bool  # no unit file was installed at unit_path
+    first_deploy: bool  # systemd knew nothing of the unit: a failed release is undone by removing it
     was_active: bool
     from_rev: str | None  # the revision to return to (last good)
     rollback_source: str | None
@@ -192,6 +196,7 @@ def make_plan(
     running_unrecorded: bool = False,
     running_ready: bool | None = None,
     tree_reason: str = "",
+    first_deploy: bool | None = None,
 ) -> Plan:
     """Decide the plan (pure)."""
     unit_changed = installed != candidate
@@ -216,7 +221,7 @@ def make_plan(
         unit=unit,
         unit_path=str(unit_path),
         unit_changed=unit_changed,
-        first_deploy=installed is None,
+        first_deploy=installed is None if first_deploy is None else first_deploy,
         was_active=state.is_active,
         from_rev=rollback.rev if rollback else deployed_rev,
         rollback_source=rollback.source if rollback else None,
@@ -236,7 +241,7 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
     return make_plan(
         unit=facts.unit,
         unit_path=facts.unit_path,
-        installed=facts.installed.data,
+        installed=facts.loaded,
         candidate=facts.candidate,
         state=facts.state,
         deployed_rev=facts.deployed_rev,
@@ -248,6 +253,7 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
         running_unrecorded=facts.running_unrecorded,
         running_ready=facts.running_ready,
         tree_reason=facts.tree_reason,
+        first_deploy=facts.target.first_deploy,
     )
 
 

@@ -166,16 +166,19 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
 
 
 def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> bool:
-    """Put the unit file back (or remove it after a first deploy); return True when it was removed."""
+    """Put the unit file back, or remove the one the deploy created; return True when a first deploy was undone."""
     assert undo.path is not None
     path = Path(undo.path)
-    if undo.sha256 is None:
-        # A first deploy: nothing ran before, so stop it before the unit disappears.
+    # A first deploy: nothing ran before, so stop it before its unit changes back (or disappears).
+    first = undo.first_deploy if undo.first_deploy is not None else undo.sha256 is None
+    if first:
         with contextlib.suppress(SystemdError):
             att.edges.backend.stop(att.req.unit)
+    if undo.sha256 is None:
+        # Otherwise (a vendor copy, a new template file) the unit it shadowed is back once the file is gone.
         fsutil.remove(path)
         detail.append(f"removed {path}")
-        return True
+        return first
     data = att.kept.get(undo.sha256) or history.load_unit(att.req.history_dir, undo.sha256)
     if data is None:
         raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
