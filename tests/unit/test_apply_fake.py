@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from unitctl import desired, fsutil, gitrepo, history
+from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
 from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
@@ -973,3 +973,69 @@ def test_the_rollback_names_the_tracked_files_it_overwrote(world: World) -> None
         world.run()
     assert world.head() == world.revs["v1"] and (world.repo / "app.py").read_text() == "V = 1\n"
     assert "changes to tracked files overwritten: app.py" in _detail(world.records()[-1], "rollback")
+
+
+# -- where the unit is written (unitpath) -------------------------------------------------------------------
+
+
+def _loaded_from(world: World, unit: str, fragment: Path) -> None:
+    """Make systemd run ``unit`` (a healthy process) from the unit file ``fragment``."""
+    world.fake.add_unit(unit, dataclasses.replace(running_state(unit), fragment_path=str(fragment)))
+
+
+def test_a_failed_release_of_a_vendor_unit_removes_the_etc_copy_and_restarts_never_stops(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitctl import unitpath
+
+    vendor = world.tmp / "usr-lib-systemd-system"
+    vendor.mkdir()
+    monkeypatch.setattr(unitpath, "VENDOR_DIRS", (str(vendor),))  # /usr/lib itself: test_unitpath_real.py
+    shipped = unit_text()
+    (vendor / UNIT).write_bytes(shipped)
+    _loaded_from(world, UNIT, vendor / UNIT)
+    world.answers = [503] * 30 + [200]
+    with pytest.raises(RolledBackError, match="rolled back to the previous release") as info:
+        world.run(repo=None, unit_file=_write(world, unit_text(extra=" --timeout 30")))
+    assert info.value.exit_code == ExitCode.ROLLED_BACK
+    assert not world.unit_path.exists() and (vendor / UNIT).read_bytes() == shipped
+    assert "stop" not in world.fake.ops(UNIT) and world.fake.ops(UNIT).count("restart") == 2
+    rec = world.records()[-1]
+    assert "a copy that shadows" in rec.phases[0].detail and f"removed {world.unit_path}" in rec.phases[-2].detail
+
+
+def test_keeping_a_vendor_unit_compares_with_the_vendor_file_and_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitctl import unitpath
+
+    vendor = world.tmp / "vendor"
+    vendor.mkdir()
+    monkeypatch.setattr(unitpath, "VENDOR_DIRS", (str(vendor),))
+    (vendor / UNIT).write_bytes(unit_text())
+    _loaded_from(world, UNIT, vendor / UNIT)
+    result = world.run(repo=None, unit_file=_write(world, unit_text()), dry_run=True)
+    assert result.plan is not None and not result.plan.unit_changed and not result.plan.first_deploy
+    assert not world.unit_path.exists()
+
+
+def test_a_template_instance_is_refused_without_edit_template(world: World) -> None:
+    template = world.units / "app@.service"
+    template.write_bytes(unit_text())
+    _loaded_from(world, "app@1.service", template)
+    with pytest.raises(errors.UnitPathError, match=r"every instance of app@; pass --edit-template") as info:
+        world.run(unit="app@1.service", repo=None, unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
+    assert info.value.exit_code == ExitCode.REFUSED and "\n" not in str(info.value)
+    assert template.read_bytes() == unit_text() and set(world.fake.ops()) <= {"state"}
+
+
+def test_a_failed_release_of_a_template_restores_it_byte_for_byte_and_restarts_the_instance(world: World) -> None:
+    template = world.units / "app@.service"
+    before = unit_text() + b"# kept as it was\r\n"
+    template.write_bytes(before)
+    _loaded_from(world, "app@1.service", template)
+    world.answers = [503] * 30 + [200]
+    with pytest.raises(RolledBackError):
+        world.run(unit="app@1.service", repo=None, edit_template=True, unit_file=_write(world, unit_text(bind="x:9")))
+    assert template.read_bytes() == before and not (world.units / "app@1.service").exists()
+    assert "stop" not in world.fake.ops() and world.fake.ops("app@1.service").count("restart") == 2
