@@ -1017,6 +1017,9 @@ def test_keeping_a_vendor_unit_compares_with_the_vendor_file_and_writes_nothing(
     result = world.run(repo=None, unit_file=_write(world, unit_text()), dry_run=True)
     assert result.plan is not None and not result.plan.unit_changed and not result.plan.first_deploy
     assert not world.unit_path.exists()
+    changed = world.run(repo=None, unit_file=_write(world, unit_text(bind="0.0.0.0:9")), dry_run=True)
+    assert changed.exit_code == ExitCode.CHANGES_PENDING and not world.unit_path.exists()
+    assert f"would write {world.unit_path}, a copy that shadows {vendor / UNIT}; undo: remove it" in changed.message
 
 
 def test_a_template_instance_is_refused_without_edit_template(world: World) -> None:

@@ -266,7 +266,8 @@ def _on_interrupt(att: Attempt, signame: str) -> TransactionError:
 def _finish_without_switch(att: Attempt) -> ApplyResult:
     plan = att.plan
     assert plan is not None
-    summary = _plan_summary(plan)
+    assert att.facts is not None
+    summary = _plan_summary(plan, att.facts.target.describe())
     if att.req.dry_run:
         restore_files(att)
         if plan.changes:
@@ -280,10 +281,10 @@ def _finish_without_switch(att: Attempt) -> ApplyResult:
     return conclude(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: nothing to do ({plan.why})")
 
 
-def _plan_summary(plan: Plan) -> str:
+def _plan_summary(plan: Plan, unit_line: str) -> str:
     parts = []
     if plan.unit_changed:
-        parts.append(f"{'install' if plan.first_deploy else 'replace'} {plan.unit_path}")
+        parts.append(unit_line)  # what is written where, and how it is undone (unitpath)
     if plan.code_changed and plan.to_rev:
         parts.append(f"deploy revision {plan.to_rev[:12]}")
     parts.append(f"{plan.action} {plan.unit} ({plan.why})")
@@ -334,7 +335,7 @@ def _write_unit(att: Attempt, facts: Facts) -> None:
             uid=snap.uid,
             gid=snap.gid,
             first_deploy=unitpath.undo_plan(facts.target, facts.state).stop_first,
-        ),  # fmt: skip
+        ),
     )
     try:
         fsutil.atomic_write(snap.path, facts.candidate)
