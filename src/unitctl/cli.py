@@ -124,6 +124,13 @@ _ReadyInterval = Annotated[
 ]
 
 # Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
+_EditTemplate = Annotated[
+    bool,
+    typer.Option(
+        "--edit-template",
+        help="For an instance (app@1.service) run from its template: change the template (every instance).",
+    ),
+]
 _MaxWorkers = Annotated[int | None, typer.Option("--max-workers", min=1, help="Upper limit for --workers auto.")]
 _RenderApp = Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")]
 _RenderBind = Annotated[
@@ -540,6 +547,7 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Capture and check, print the plan, change nothing (exit 1: changes).")
     ] = False,
+    edit_template: _EditTemplate = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
     history_dir: Annotated[
         str | None, typer.Option("--history-dir", help="Where history and locks live [default: /var/lib/unitctl].")
@@ -570,7 +578,7 @@ def apply(
         bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
         env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
     )  # fmt: skip
-    request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired)
+    request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired, edit_template=edit_template)
     # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.
     with naming(request.history_dir):
         code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
@@ -585,6 +593,7 @@ def rollback(
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
     build_cmd: Annotated[str | None, typer.Option("--build-cmd", help="Run in the checkout after it.")] = None,
+    edit_template: _EditTemplate = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl.")] = None,
@@ -602,7 +611,7 @@ def rollback(
         "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
     s = settings("rollback", ROLLBACK_SCHEMA, flags)
-    request = request_from_settings(s, command="rollback")
+    request = request_from_settings(s, command="rollback", edit_template=edit_template)
     with naming(request.history_dir):
         code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
     raise typer.Exit(code)

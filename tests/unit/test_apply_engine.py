@@ -20,7 +20,15 @@ from unitctl.deploy import capture, engine, journal, model
 from unitctl.deploy.commands import status
 from unitctl.deploy.output import Reporter, safe_write
 from unitctl.deploy.undo import Undo, UndoLog
-from unitctl.errors import ExitCode, InputError, LockHeldError, RefusedError, RollbackFailedError, RolledBackError
+from unitctl.errors import (
+    ExitCode,
+    InputError,
+    LockHeldError,
+    RefusedError,
+    RollbackFailedError,
+    RolledBackError,
+    UnitPathError,
+)
 from unitctl.systemd.base import TransientResult
 
 UNIT = "app.service"
@@ -270,14 +278,16 @@ def test_nothing_to_do_is_not_said_while_the_running_release_is_not_ready(world:
     assert rec.outcome in ("rolled-back", "rollback-failed") and "HTTP 503" in rec.phases[0].detail
 
 
-def test_need_daemon_reload_is_never_nothing_to_do(world: World) -> None:
-    installed(world)
+def test_need_daemon_reload_is_refused_never_nothing_to_do(world: World) -> None:
+    # Someone changed the unit files since systemd loaded them: unitpath refuses to deploy over that change.
+    data = installed(world)
     git(world.repo, "checkout", "-q", world.revs["v1"])
     world.fake.units[UNIT] = dataclasses.replace(world.fake.units[UNIT], need_daemon_reload=True)
-    result = world.run()
-    assert result.exit_code == 0 and result.plan is not None and result.plan.daemon_reload
-    ops = world.fake.ops()
-    assert ops.index("daemon_reload") < ops.index("restart")
+    with pytest.raises(UnitPathError, match=r"NeedDaemonReload=yes\); check that change") as info:
+        world.run()
+    assert info.value.exit_code == ExitCode.REFUSED
+    assert set(world.fake.ops()) <= {"state"} and world.unit_path.read_bytes() == data
+    assert world.records()[-1].outcome == "refused"
 
 
 def test_plan_decisions_from_reality() -> None:

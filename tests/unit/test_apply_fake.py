@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from unitctl import desired, fsutil, history
+from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
 from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
@@ -40,7 +40,7 @@ from unitctl.errors import (
 from unitctl.lock import unit_lock
 from unitctl.probe import Probe, ProbeResult
 from unitctl.systemd.base import TransientResult, TransientSpec, UnitState
-from unitctl.systemd.fake import FakeSystemd, failed_state, running_state
+from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, running_state
 
 UNIT = "app.service"
 URL = "http://127.0.0.1:8000/health/ready"
@@ -176,7 +176,7 @@ def world(tmp_path: Path) -> World:
     revs = {"v1": commit(repo, "V = 1\n", "v1"), "v2": commit(repo, "V = 2\n", "v2")}
     units = tmp_path / "units"
     units.mkdir()
-    fake = FakeSystemd()
+    fake = FakeSystemd(unit_dir=str(units))
     return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(), revs)
 
 
@@ -206,7 +206,7 @@ def installed(world: World, data: bytes | None = None) -> bytes:
 
 
 def test_first_deploy_installs_restarts_guards_and_records(world: World) -> None:
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     world.answers = [503, 503, 200]
     result = world.run(unit_file=_write(world, unit_text()))
     assert result.exit_code == 0 and result.record.outcome == "ok"
@@ -339,7 +339,7 @@ def test_both_broken_needs_a_human(world: World) -> None:
 
 
 def test_first_deploy_failure_removes_the_unit(world: World) -> None:
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     world.fake.on_restart(UNIT, [failed_state(UNIT)])
     with pytest.raises(RolledBackError, match="first deploy was undone"):
         world.run(unit_file=_write(world, unit_text()))
@@ -530,7 +530,7 @@ def test_first_deploy_from_a_single_commit_needs_no_rollback_revision(world: Wor
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     only = commit(repo, "V = 1\n", "only")
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     result = world.run(repo=repo, unit_file=_write(world, unit_text()))
     assert result.exit_code == 0 and result.record.to_rev == only and result.record.from_rev is None
 
@@ -689,7 +689,7 @@ def test_failed_first_deploy_with_rev_puts_the_tree_back(world: World, tmp_path:
     git(repo, "checkout", "-q", first)
     git(repo, "reflog", "expire", "--expire=all", "--all")
     git(repo, "update-ref", "-d", "ORIG_HEAD") if (repo / ".git" / "ORIG_HEAD").exists() else None
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     world.fake.on_restart(UNIT, [failed_state(UNIT)])
     with pytest.raises(RolledBackError, match="first deploy was undone"):
         world.run(repo=repo, rev=second, unit_file=_write(world, unit_text()))
@@ -780,7 +780,8 @@ def test_unready_running_release_is_a_warning_not_a_refusal(world: World) -> Non
 
 def test_ready_url_check_is_skipped_for_a_stopped_service(world: World) -> None:
     installed(world)
-    world.fake.units[UNIT] = dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead")
+    stopped = failed_state(UNIT, unit_dir=str(world.units))
+    world.fake.units[UNIT] = dataclasses.replace(stopped, active_state="inactive", sub_state="dead")
     seen: list[str] = []
     world.handler = _refused_connection(seen)
     # The guard would then fail (refused): the point here is only that the pre-flight does not refuse.
@@ -855,7 +856,7 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
     # The flag wins over the table; the rest comes from the table.
     assert "--workers 4 --bind 127.0.0.1:8000 shop.wsgi:application" in text
     assert "User=shop\n" in text and "WorkingDirectory=/srv/shop\n" in text and "--workers 7" not in text
-    world.fake.add_unit(UNIT, dataclasses.replace(failed_state(UNIT), active_state="inactive", sub_state="dead"))
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     result = engine.run(dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0), world.edges())
     assert result.exit_code == 0, result.message
     assert world.unit_path.read_bytes() == req.unit_bytes
@@ -903,3 +904,141 @@ def test_apply_render_with_socket_activation_is_refused(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=r"--render makes app\.socket too"):
         commands.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True))
+
+
+# -- the git checks wired into the engine ------------------------------------------------------------
+
+
+def _detail(record: history.Record, phase: str) -> str:
+    return "; ".join(p.detail for p in record.phases if p.name == phase)
+
+
+def test_untracked_file_in_the_targets_way_is_refused_up_front_even_in_a_dry_run(world: World) -> None:
+    installed(world)
+    (world.repo / "new.py").write_text("N = 'released'\n")
+    git(world.repo, "add", "new.py")
+    git(world.repo, "commit", "-q", "-m", "v3")
+    v3 = world.head()
+    git(world.repo, "checkout", "-q", world.revs["v2"])
+    (world.repo / "new.py").write_text("N = 'local data'\n")  # untracked at v2, tracked by v3
+    with pytest.raises(GitStateError, match=r"untracked files a target revision tracks \(new\.py"):
+        world.run(dry_run=True, rev=v3)
+    assert (world.repo / "new.py").read_text() == "N = 'local data'\n" and world.head() == world.revs["v2"]
+    assert set(world.fake.ops()) <= {"state"}
+
+
+def test_a_stale_git_lock_is_never_nothing_to_do_and_its_repair_is_shown(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])  # the deployed revision: otherwise nothing to do
+    lock = world.repo / ".git" / "index.lock"
+    lock.write_text("")  # left by a killed git: no process holds it
+    result = world.run()
+    assert result.exit_code == 0 and result.record.outcome == "ok"
+    assert not lock.exists() and world.head() == world.revs["v1"]
+    assert "index.lock left by a killed git" in _detail(result.record, "capture")
+    assert f"removed {lock}" in _detail(world.records()[-1], "checkout")
+
+
+def test_a_deleted_tracked_file_at_the_deployed_revision_is_checked_out_again(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    (world.repo / "app.py").unlink()
+    result = world.run()
+    assert result.record.outcome == "ok" and "the tree needs a checkout" in _detail(result.record, "capture")
+    assert (world.repo / "app.py").read_text() == "V = 1\n"
+    assert world.fake.ops(UNIT).count("restart") + world.fake.ops(UNIT).count("reload") == 1
+
+
+def test_an_interrupted_checkout_is_never_nothing_to_do(world: World) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+    git(world.repo, "update-ref", gitrepo.CHECKOUT_REF, world.revs["v2"])  # a checkout of v2 was killed
+    result = world.run()
+    assert result.record.outcome == "ok" and "was interrupted" in _detail(result.record, "capture")
+    assert world.head() == world.revs["v1"] and git(world.repo, "status", "--porcelain") == ""
+
+
+def test_the_rollback_names_the_tracked_files_it_overwrote(world: World) -> None:
+    installed(world)
+    world.answers = [503]
+
+    def release_writes(n: int) -> None:
+        if n == 1:
+            (world.repo / "app.py").write_text("V = 'written by the failed release'\n")
+        if n == 25:
+            world.answers = [200]  # the previous release answers again
+
+    world.sleep_hook = release_writes
+    with pytest.raises(RolledBackError):
+        world.run()
+    assert world.head() == world.revs["v1"] and (world.repo / "app.py").read_text() == "V = 1\n"
+    assert "changes to tracked files overwritten: app.py" in _detail(world.records()[-1], "rollback")
+
+
+# -- where the unit is written (unitpath) -------------------------------------------------------------------
+
+
+def _loaded_from(world: World, unit: str, fragment: Path) -> None:
+    """Make systemd run ``unit`` (a healthy process) from the unit file ``fragment``."""
+    world.fake.add_unit(unit, dataclasses.replace(running_state(unit), fragment_path=str(fragment)))
+
+
+def test_a_failed_release_of_a_vendor_unit_removes_the_etc_copy_and_restarts_never_stops(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitctl import unitpath
+
+    vendor = world.tmp / "usr-lib-systemd-system"
+    vendor.mkdir()
+    monkeypatch.setattr(unitpath, "VENDOR_DIRS", (str(vendor),))  # /usr/lib itself: test_unitpath_real.py
+    shipped = unit_text()
+    (vendor / UNIT).write_bytes(shipped)
+    _loaded_from(world, UNIT, vendor / UNIT)
+    world.answers = [503] * 30 + [200]
+    with pytest.raises(RolledBackError, match="rolled back to the previous release") as info:
+        world.run(repo=None, unit_file=_write(world, unit_text(extra=" --timeout 30")))
+    assert info.value.exit_code == ExitCode.ROLLED_BACK
+    assert not world.unit_path.exists() and (vendor / UNIT).read_bytes() == shipped
+    assert "stop" not in world.fake.ops(UNIT) and world.fake.ops(UNIT).count("restart") == 2
+    rec = world.records()[-1]
+    assert "a copy that shadows" in rec.phases[0].detail and f"removed {world.unit_path}" in rec.phases[-2].detail
+
+
+def test_keeping_a_vendor_unit_compares_with_the_vendor_file_and_writes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitctl import unitpath
+
+    vendor = world.tmp / "vendor"
+    vendor.mkdir()
+    monkeypatch.setattr(unitpath, "VENDOR_DIRS", (str(vendor),))
+    (vendor / UNIT).write_bytes(unit_text())
+    _loaded_from(world, UNIT, vendor / UNIT)
+    result = world.run(repo=None, unit_file=_write(world, unit_text()), dry_run=True)
+    assert result.plan is not None and not result.plan.unit_changed and not result.plan.first_deploy
+    assert not world.unit_path.exists()
+    changed = world.run(repo=None, unit_file=_write(world, unit_text(bind="0.0.0.0:9")), dry_run=True)
+    assert changed.exit_code == ExitCode.CHANGES_PENDING and not world.unit_path.exists()
+    assert f"would write {world.unit_path}, a copy that shadows {vendor / UNIT}; undo: remove it" in changed.message
+
+
+def test_a_template_instance_is_refused_without_edit_template(world: World) -> None:
+    template = world.units / "app@.service"
+    template.write_bytes(unit_text())
+    _loaded_from(world, "app@1.service", template)
+    with pytest.raises(errors.UnitPathError, match=r"every instance of app@; pass --edit-template") as info:
+        world.run(unit="app@1.service", repo=None, unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
+    assert info.value.exit_code == ExitCode.REFUSED and "\n" not in str(info.value)
+    assert template.read_bytes() == unit_text() and set(world.fake.ops()) <= {"state"}
+
+
+def test_a_failed_release_of_a_template_restores_it_byte_for_byte_and_restarts_the_instance(world: World) -> None:
+    template = world.units / "app@.service"
+    before = unit_text() + b"# kept as it was\r\n"
+    template.write_bytes(before)
+    _loaded_from(world, "app@1.service", template)
+    world.answers = [503] * 30 + [200]
+    with pytest.raises(RolledBackError):
+        world.run(unit="app@1.service", repo=None, edit_template=True, unit_file=_write(world, unit_text(bind="x:9")))
+    assert template.read_bytes() == before and not (world.units / "app@1.service").exists()
+    assert "stop" not in world.fake.ops() and world.fake.ops("app@1.service").count("restart") == 2

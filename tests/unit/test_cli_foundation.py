@@ -89,7 +89,7 @@ def test_a_bug_is_not_dressed_up_as_an_error_line() -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["rewrite", "--frobnicate"], "No such option: --frobnicate; see 'unitctl rewrite --help'"),
+        (["rewrite", "--qqq"], "No such option: --qqq; see 'unitctl rewrite --help'"),
         (["rewrite"], "Missing argument 'file'; see 'unitctl rewrite --help'"),
         (["history", "app", "--limit", "many"], "Invalid value for '--limit'"),
         (["deploy-everything"], "No such command 'deploy-everything'; see 'unitctl --help'"),

@@ -37,6 +37,16 @@ class Detail(list[str]):
     failed: bool = False
 
 
+def git_findings(repo: GitRepo, detail: list[str], shown: int = 0) -> int:
+    """Add what git found or did since note ``shown`` (repairs, files saved aside or discarded); return the count."""
+    detail.extend(repo.notes[shown:])
+    if repo.saved:
+        detail.append(f"untracked files moved aside into the git directory: {', '.join(repo.saved)}")
+    if repo.discarded:
+        detail.append(f"changes to tracked files overwritten: {', '.join(repo.discarded)}")
+    return len(repo.notes)
+
+
 def now_iso() -> str:
     """Return the current UTC time as ISO 8601 with microseconds."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -55,6 +65,7 @@ class Attempt:
     facts: Facts | None = None
     plan: Plan | None = None
     repo: GitRepo | None = None
+    git_notes_shown: int = 0  # repo.notes already shown in a phase's detail
     env: dict[str, str] = field(default_factory=dict)
     kept: dict[str, bytes] = field(default_factory=dict)  # unit bytes the undo may put back, by sha256
     rollback_timeout: float = 0.0

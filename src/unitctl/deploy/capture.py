@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from unitctl import fsutil, history
-from unitctl.deploy.attempt import Attempt, Detail
+from unitctl import fsutil, history, unitpath
+from unitctl.deploy.attempt import Attempt, Detail, git_findings
 from unitctl.deploy.model import ApplyRequest, Facts, plan_from, rollback_ready_timeout
 from unitctl.errors import GitStateError, InputError, SystemdError
-from unitctl.gitrepo import GitRepo
+from unitctl.gitrepo import GitRepo, regenerable
 from unitctl.history import Record
 from unitctl.systemd.base import UnitState
 
 TRANSIENT_PREFIX = "unitctl-run-"
 
 
-def unit_target(req: ApplyRequest, state: UnitState) -> Path:
-    """Return the file a change of ``req.unit`` is written to (the one seam for where units live)."""
-    # Units live in req.unit_dir for now; unitpath resolves /usr/lib units (-> a drop-in), template instances and
-    # symlinks from state.fragment_path and state.dropin_paths when it is merged in.
-    return req.unit_dir / req.unit
+def unit_target(req: ApplyRequest, state: UnitState) -> unitpath.WriteTarget:
+    """Return where a change of ``req.unit`` is written so systemd reads it (the one seam for where units live)."""
+    # Raises UnitPathError (exit 3) for what unitctl must not write: nothing has changed yet.
+    return unitpath.resolve(req.unit, state, unit_dir=req.unit_dir, allow_template=req.edit_template)
 
 
 def capture(att: Attempt) -> None:
@@ -33,23 +31,24 @@ def capture(att: Attempt) -> None:
         if removed:
             detail.append(f"removed {len(removed)} leftover check unit(s)")
         state = backend.state(req.unit)
-        unit_path = unit_target(req, state)
-        snapshot = fsutil.snapshot(unit_path)
-        candidate = _candidate(req, snapshot, state, detail)
+        target = unit_target(req, state)
+        snapshot = fsutil.snapshot(target.path)
+        installed = unitpath.loaded_bytes(target)  # what systemd runs now: the vendor file for a vendor copy
+        candidate = _candidate(req, target, installed, detail)
         records = history.read(req.history_dir, req.unit)
         last = history.last_good(records)
         deployed_rev = last.to_rev if last else None
         head: str | None = None
+        tree_reason = ""
         to_rev: str | None = None
         rollback = None
         if req.repo is not None:
             att.repo = GitRepo(req.repo)
             att.repo.check_repo()
-            att.repo.check_clean()
             head = att.repo.head()
             recorded = last.to_rev if last and last.repo == str(req.repo) else None
             rollback = att.repo.rollback_target(recorded)
-            if rollback is None and snapshot.data is not None:
+            if rollback is None and not target.first_deploy:
                 shallow = att.repo.is_shallow()
                 raise GitStateError(
                     f"{req.repo}: no revision to roll back to (no deploy recorded, no ORIG_HEAD, reflog or parent"
@@ -59,12 +58,19 @@ def capture(att: Attempt) -> None:
                     else "deploy from a repository with at least two commits, or record a first deploy",
                 )
             if req.rev is not None:
-                target = att.repo.resolve(req.rev)
-                if target is None:
+                wanted = att.repo.resolve(req.rev)
+                if wanted is None:
                     raise GitStateError(f"{req.repo} has no revision {req.rev!r}", hint="fetch it or fix --rev")
-                to_rev = target
+                to_rev = wanted
             else:
                 to_rev = head
+            # Checked against both revisions a deploy may switch to: an untracked file in the way is refused
+            # up front (a dry run too), not half-way through a rollback.
+            att.repo.check_clean(to_rev, rollback.rev if rollback is not None else None)
+            att.git_notes_shown = git_findings(att.repo, detail)
+            tree_reason = tree_needs_checkout(att.repo)
+            if tree_reason:
+                detail.append(f"the tree needs a checkout: {tree_reason}")
             detail.append(f"HEAD {head[:12]}")
             if rollback is not None:
                 detail.append(f"rollback target {rollback.rev[:12]} (from {rollback.source})")
@@ -78,8 +84,10 @@ def capture(att: Attempt) -> None:
         att.env = dict(view.env)
         facts = Facts(
             unit=req.unit,
-            unit_path=unit_path,
+            unit_path=target.path,
             installed=snapshot,
+            loaded=installed,
+            target=target,
             state=state,
             candidate=candidate,
             preload=view.preload,
@@ -88,6 +96,7 @@ def capture(att: Attempt) -> None:
             deployed_rev=deployed_rev,
             rollback=rollback,
             previous_ready_seconds=_ready_seconds(last),
+            tree_reason=tree_reason,
             **_running(records, state),
         )
         plan = plan_from(facts, req.strategy)
@@ -109,15 +118,27 @@ def capture(att: Attempt) -> None:
             detail.append("NeedDaemonReload=yes: systemd runs an older copy of the unit")
         if facts.running_unrecorded:
             detail.append(f"the running process (InvocationID {state.invocation_id[:12]}) was not started by a deploy")
-        detail.append(
-            f"unit {'absent' if snapshot.data is None else 'installed'}, "
-            f"{state.active_state}/{state.sub_state} (backend {backend.name})"
-        )
+        detail.append(target.describe())
+        detail.append(f"{state.active_state}/{state.sub_state} (backend {backend.name})")
     att.journal.note(
         from_rev=att.record.from_rev, to_rev=to_rev, rollback_source=att.record.rollback_source,
         unit_sha256=snapshot.sha256, candidate_sha256=att.record.candidate_sha256, was_active=state.is_active,
         rollback_timeout=att.rollback_timeout, build_cmd=req.build_cmd,
     )  # fmt: skip
+
+
+def tree_needs_checkout(repo: GitRepo) -> str:
+    """Return why the working tree is not simply at its HEAD (an interrupted checkout, a stale lock, changed
+    tracked files other than bytecode), or "": a tree like that is never "nothing to do"."""
+    reasons = []
+    interrupted = repo.interrupted_target()
+    if interrupted is not None:
+        reasons.append(f"unitctl's checkout of {interrupted[:12]} was interrupted")
+    reasons.extend(f"{lock.name} left by a killed git" for lock in repo._locks())
+    dirty = [p for p in repo.dirty_files() if not regenerable(p)]
+    if dirty:
+        reasons.append(f"changed tracked files ({', '.join(dirty[:5])}{' ...' if len(dirty) > 5 else ''})")
+    return "; ".join(reasons)
 
 
 def _remove_stale_checks(att: Attempt) -> list[str]:
@@ -154,37 +175,27 @@ def _ready_seconds(record: Record | None) -> float | None:
     return seconds[-1] if seconds else None
 
 
-def _candidate(req: ApplyRequest, snapshot: fsutil.FileSnapshot, state: UnitState, detail: Detail) -> bytes:
+def _candidate(req: ApplyRequest, target: unitpath.WriteTarget, installed: bytes | None, detail: Detail) -> bytes:
     if req.unit_bytes is not None:
         return req.unit_bytes
     if req.unit_file is not None:
         return fsutil.read_unit_bytes(req.unit_file, hint="check --unit-file")
-    data, path = _installed_unit(req, snapshot, state.fragment_path)
+    if installed is None:
+        what = "rewrite" if req.rewrite is not None else "keep"
+        raise InputError(
+            f"{req.unit} is not installed in {req.unit_dir} and no --unit-file was given: there is no unit to {what}",
+            hint="pass --unit-file FILE or --render for a first deploy",
+        )
     if req.rewrite is None:
-        return data
+        return installed
     from unitctl.desired import check_rewrite_target, rewrite_text
     from unitctl.preimport import _dropins
 
     # The same rewrite 'unitctl diff NAME --workers/--no-preload' shows; a drop-in that replaced ExecStart=
     # would make a rewrite of the unit file a no-op that still restarts the service.
-    installed_text = data.decode("utf-8", "surrogateescape")
+    path = target.loaded_from or str(target.path)
+    installed_text = installed.decode("utf-8", "surrogateescape")
     check_rewrite_target(installed_text, path=path, dropins=_dropins(req.unit, req.unit_dir), unit=req.unit)
     text, warnings = rewrite_text(installed_text, req.rewrite, path=path)
     detail.extend(f"warning: {w}" for w in warnings)
     return text.encode("utf-8", "surrogateescape")
-
-
-def _installed_unit(req: ApplyRequest, snapshot: fsutil.FileSnapshot, fragment: str) -> tuple[bytes, str]:
-    """Return the installed unit's bytes and path (the unit kept, or the one a rewrite starts from)."""
-    if snapshot.data is not None:
-        return snapshot.data, str(snapshot.path)
-    if fragment:
-        try:
-            return Path(fragment).read_bytes(), fragment
-        except OSError as exc:
-            raise InputError(f"{fragment}: cannot read the installed unit: {exc.strerror}") from exc
-    what = "rewrite" if req.rewrite is not None else "keep"
-    raise InputError(
-        f"{req.unit} is not installed in {req.unit_dir} and no --unit-file was given: there is no unit to {what}",
-        hint="pass --unit-file FILE or --render for a first deploy",
-    )

@@ -223,7 +223,12 @@ def unit_name(value: str | None) -> str:
 
 
 def request_from_settings(
-    s: dict[str, Any], *, command: str, dry_run: bool = False, desired: DesiredOptions | None = None
+    s: dict[str, Any],
+    *,
+    command: str,
+    dry_run: bool = False,
+    desired: DesiredOptions | None = None,
+    edit_template: bool = False,
 ) -> ApplyRequest:
     """Build an ApplyRequest from merged flag/config settings and the desired-state options (as ``diff`` takes)."""
     from unitctl.desired import resolve
@@ -254,6 +259,7 @@ def request_from_settings(
         no_pre_import=bool(s.get("no_pre_import")),
         build_cmd=s.get("build_cmd"),
         dry_run=dry_run,
+        edit_template=edit_template,
         history_dir=Path(s.get("history_dir") or history.DEFAULT_DIR),
         unit_dir=DEFAULT_UNIT_DIR,
         command=command,

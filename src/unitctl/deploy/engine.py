@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from unitctl import fsutil, history
+from unitctl import fsutil, history, unitpath
 from unitctl.config import is_positive_number
 from unitctl.deploy import signals
 from unitctl.deploy.attempt import (
@@ -272,7 +272,8 @@ def _on_interrupt(att: Attempt, signame: str) -> TransactionError:
 def _finish_without_switch(att: Attempt) -> ApplyResult:
     plan = att.plan
     assert plan is not None
-    summary = _plan_summary(plan)
+    assert att.facts is not None
+    summary = _plan_summary(plan, att.facts.target.describe())
     if att.req.dry_run:
         restore_files(att)
         if plan.changes:
@@ -286,10 +287,10 @@ def _finish_without_switch(att: Attempt) -> ApplyResult:
     return conclude(att, "nothing-to-do", ExitCode.OK, f"{att.req.unit}: nothing to do ({plan.why})")
 
 
-def _plan_summary(plan: Plan) -> str:
+def _plan_summary(plan: Plan, unit_line: str) -> str:
     parts = []
     if plan.unit_changed:
-        parts.append(f"{'install' if plan.first_deploy else 'replace'} {plan.unit_path}")
+        parts.append(unit_line)  # what is written where, and how it is undone (unitpath)
     if plan.code_changed and plan.to_rev:
         parts.append(f"deploy revision {plan.to_rev[:12]}")
     parts.append(f"{plan.action} {plan.unit} ({plan.why})")
@@ -312,7 +313,9 @@ def _switch(att: Attempt) -> None:
             att.step("daemon-reload", Undo("daemon"))
             backend.daemon_reload()
             detail.append("daemon-reload")
-        att.step("restart", Undo("service", was_active=facts.state.is_active))
+        # What ran before is restarted by a rollback, what was stopped stays stopped (unitpath decides).
+        then = unitpath.undo_plan(facts.target, facts.state).then
+        att.step("restart", Undo("service", was_active=then == "restart"))
         if plan.action == "reload":
             backend.reload(req.unit)
         else:
@@ -330,7 +333,15 @@ def _write_unit(att: Attempt, facts: Facts) -> None:
         history.store_unit(att.req.history_dir, snap.data)
     att.step(
         "unit-write",
-        Undo("unit", path=str(snap.path), sha256=snap.sha256, mode=snap.mode, uid=snap.uid, gid=snap.gid),
+        Undo(
+            "unit",
+            path=str(snap.path),
+            sha256=snap.sha256,
+            mode=snap.mode,
+            uid=snap.uid,
+            gid=snap.gid,
+            first_deploy=unitpath.undo_plan(facts.target, facts.state).stop_first,
+        ),
     )
     try:
         fsutil.atomic_write(snap.path, facts.candidate)

@@ -16,6 +16,7 @@ from unitctl.gitrepo import RollbackTarget
 from unitctl.history import Record
 from unitctl.probe import ProbeResult
 from unitctl.systemd.base import SystemdBackend, UnitState
+from unitctl.unitpath import WriteTarget
 
 Strategy = Literal["auto", "restart", "reload"]
 Action = Literal["none", "restart", "reload"]
@@ -79,6 +80,7 @@ class ApplyRequest:
     no_pre_import: bool = False
     build_cmd: str | None = None
     dry_run: bool = False
+    edit_template: bool = False  # an instance app@1.service may change its template app@.service
     history_dir: Path = history.DEFAULT_DIR
     unit_dir: Path = DEFAULT_UNIT_DIR
     command: str = "apply"  # apply | rollback
@@ -108,8 +110,10 @@ class Facts:
     """What the world looked like before the deploy touched anything: captured once, never re-read."""
 
     unit: str
-    unit_path: Path  # where the unit change is written (decided by engine.unit_target)
-    installed: fsutil.FileSnapshot  # the unit file there: bytes, mode, owner, or absent
+    unit_path: Path  # where the unit change is written (decided by capture.unit_target)
+    installed: fsutil.FileSnapshot  # the unit file there: bytes, mode, owner, or absent (what an undo restores)
+    loaded: bytes | None  # the unit systemd runs now (a vendor copy's vendor file; None: a new unit)
+    target: WriteTarget  # where the change is written and what undoing it means (unitpath.resolve)
     state: UnitState  # systemd's view: active state, MainPID, NeedDaemonReload, FragmentPath, drop-ins
     candidate: bytes  # the unit to deploy
     preload: bool  # the candidate's Gunicorn preloads the app
@@ -122,6 +126,7 @@ class Facts:
     running_rev: str | None = None
     running_unrecorded: bool = False  # deploys record their process, but none started the one running now
     running_ready: bool | None = None  # one probe of the running release (asked only when nothing else changed)
+    tree_reason: str = ""  # why the checkout is not simply at HEAD (interrupted, stale lock, changed files), or ""
 
 
 def choose_action(
@@ -169,7 +174,7 @@ class Plan:
     unit: str
     unit_path: str
     unit_changed: bool
-    first_deploy: bool  # no unit file was installed at unit_path
+    first_deploy: bool  # systemd knew nothing of the unit: a failed release is undone by removing it
     was_active: bool
     from_rev: str | None  # the revision to return to (last good)
     rollback_source: str | None
@@ -202,12 +207,17 @@ def make_plan(
     running_rev: str | None = None,
     running_unrecorded: bool = False,
     running_ready: bool | None = None,
+    tree_reason: str = "",
+    first_deploy: bool | None = None,
 ) -> Plan:
     """Decide the plan (pure)."""
     unit_changed = installed != candidate
     # Without a recorded deploy the running code is unknown: treat the revision as new. A process known to run
     # another revision than the one to deploy (a rollback's, say) is a code change too.
-    code_changed = to_rev is not None and (to_rev != deployed_rev or running_rev not in (None, to_rev))
+    # A torn or changed tree is not at any revision: it needs a checkout, so the code counts as changed.
+    code_changed = to_rev is not None and (
+        to_rev != deployed_rev or running_rev not in (None, to_rev) or bool(tree_reason)
+    )
     stale = state.need_daemon_reload and installed is not None
     action, why = choose_action(
         strategy,
@@ -223,7 +233,7 @@ def make_plan(
         unit=unit,
         unit_path=str(unit_path),
         unit_changed=unit_changed,
-        first_deploy=installed is None,
+        first_deploy=installed is None if first_deploy is None else first_deploy,
         was_active=state.is_active,
         from_rev=rollback.rev if rollback else deployed_rev,
         rollback_source=rollback.source if rollback else None,
@@ -243,7 +253,7 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
     return make_plan(
         unit=facts.unit,
         unit_path=facts.unit_path,
-        installed=facts.installed.data,
+        installed=facts.loaded,
         candidate=facts.candidate,
         state=facts.state,
         deployed_rev=facts.deployed_rev,
@@ -254,6 +264,8 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
         running_rev=facts.running_rev,
         running_unrecorded=facts.running_unrecorded,
         running_ready=facts.running_ready,
+        tree_reason=facts.tree_reason,
+        first_deploy=facts.target.first_deploy,
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from unitctl.deploy.attempt import Attempt, Detail
+from unitctl.deploy.attempt import Attempt, Detail, git_findings
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Undo
 from unitctl.errors import PreImportError, ReadyUrlError, RefusedError, VerificationError
@@ -43,11 +43,13 @@ def preflight(att: Attempt) -> None:
             detail.append(f"{len(report.warnings)} warning(s)" if report.warnings else "clean")
         else:
             detail.append("skipped")
-    if att.repo is not None and plan.to_rev and facts.head != plan.to_rev and not req.dry_run:
+    needs_checkout = facts.head != plan.to_rev or bool(facts.tree_reason)
+    if att.repo is not None and plan.to_rev and needs_checkout and not req.dry_run:
         att.step("checkout", Undo("tree", rev=facts.head, repo=str(att.repo.path)))
         with att.phase("checkout") as detail:
             changed = att.repo.checkout(plan.to_rev)
             detail.append(f"{plan.to_rev[:12]} ({len(changed)} file(s) changed, bytecode purged)")
+            att.git_notes_shown = git_findings(att.repo, detail, att.git_notes_shown)
     if req.build_cmd and not req.dry_run and plan.code_changed:
         att.step("build")
         with att.phase("build") as detail:

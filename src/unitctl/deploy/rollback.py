@@ -7,7 +7,15 @@ from pathlib import Path
 
 from unitctl import fsutil, history
 from unitctl.deploy import signals
-from unitctl.deploy.attempt import Attempt, TransactionError, fail, guard_phase, journal_excerpt, running_now
+from unitctl.deploy.attempt import (
+    Attempt,
+    TransactionError,
+    fail,
+    git_findings,
+    guard_phase,
+    journal_excerpt,
+    running_now,
+)
 from unitctl.deploy.preflight import build
 from unitctl.deploy.undo import Undo
 from unitctl.errors import InputError, RollbackFailedError, RolledBackError, SystemdError, UnitctlError
@@ -32,8 +40,10 @@ def restore_files(att: Attempt) -> None:
 
 def _undo_tree(att: Attempt, undo: Undo, detail: list[str]) -> None:
     assert undo.repo is not None and undo.rev is not None
-    changed = GitRepo(Path(undo.repo)).checkout(undo.rev)
+    repo = GitRepo(Path(undo.repo))
+    changed = repo.checkout(undo.rev)
     detail.append(f"checked out {undo.rev[:12]} ({len(changed)} file(s), bytecode purged)")
+    git_findings(repo, detail)
     if undo.build_cmd:
         # Keep the output of the check that failed, not of the rebuild.
         failed_output, att.record.output = att.record.output, ""
@@ -156,16 +166,19 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
 
 
 def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> bool:
-    """Put the unit file back (or remove it after a first deploy); return True when it was removed."""
+    """Put the unit file back, or remove the one the deploy created; return True when a first deploy was undone."""
     assert undo.path is not None
     path = Path(undo.path)
-    if undo.sha256 is None:
-        # A first deploy: nothing ran before, so stop it before the unit disappears.
+    # A first deploy: nothing ran before, so stop it before its unit changes back (or disappears).
+    first = undo.first_deploy if undo.first_deploy is not None else undo.sha256 is None
+    if first:
         with contextlib.suppress(SystemdError):
             att.edges.backend.stop(att.req.unit)
+    if undo.sha256 is None:
+        # Otherwise (a vendor copy, a new template file) the unit it shadowed is back once the file is gone.
         fsutil.remove(path)
         detail.append(f"removed {path}")
-        return True
+        return first
     data = att.kept.get(undo.sha256) or history.load_unit(att.req.history_dir, undo.sha256)
     if data is None:
         raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")

@@ -30,6 +30,9 @@ class Undo:
     build_cmd: str | None = None  # tree: run again after the checkout
     path: str | None = None  # unit: the file
     sha256: str | None = None  # unit: its previous bytes (kept in the history's unit store); None: it was absent
+    # unit: nothing ran before (stop the service, then remove the file); None: an older journal, where an
+    # absent file meant exactly that. A vendor copy is absent too, but its service ran: remove it, restart.
+    first_deploy: bool | None = None
     mode: int = 0o644
     uid: int = 0
     gid: int = 0

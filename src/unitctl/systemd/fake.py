@@ -29,8 +29,13 @@ from unitctl.systemd.base import (
 Call = tuple[str, ...]
 
 
-def running_state(name: str, *, main_pid: int = 100, n_restarts: int = 0, invocation_id: str = "") -> UnitState:
-    """Return the state of a healthy, running service."""
+UNIT_DIR = "/etc/systemd/system"
+
+
+def running_state(
+    name: str, *, main_pid: int = 100, n_restarts: int = 0, invocation_id: str = "", unit_dir: str = UNIT_DIR
+) -> UnitState:
+    """Return the state of a healthy, running service loaded from ``unit_dir``."""
     return UnitState(
         name=name,
         load_state="loaded",
@@ -39,13 +44,15 @@ def running_state(name: str, *, main_pid: int = 100, n_restarts: int = 0, invoca
         main_pid=main_pid,
         n_restarts=n_restarts,
         invocation_id=invocation_id or uuid.uuid4().hex,
-        fragment_path=f"/etc/systemd/system/{name}",
+        fragment_path=f"{unit_dir}/{name}",
         unit_file_state="static",
     )
 
 
-def failed_state(name: str, *, status: int = 1, result: str = "exit-code", invocation_id: str = "") -> UnitState:
-    """Return the state of a service whose main process exited non-zero."""
+def failed_state(
+    name: str, *, status: int = 1, result: str = "exit-code", invocation_id: str = "", unit_dir: str = UNIT_DIR
+) -> UnitState:
+    """Return the state of a service loaded from ``unit_dir`` whose main process exited non-zero."""
     return UnitState(
         name=name,
         load_state="loaded",
@@ -55,8 +62,13 @@ def failed_state(name: str, *, status: int = 1, result: str = "exit-code", invoc
         result=result,
         exec_main_status=status,
         invocation_id=invocation_id,
-        fragment_path=f"/etc/systemd/system/{name}",
+        fragment_path=f"{unit_dir}/{name}",
     )
+
+
+def absent_state(name: str) -> UnitState:
+    """Return the state of a unit systemd knows nothing of (no file, no process): a first deploy's."""
+    return UnitState(name=name, load_state="not-found", active_state="inactive", sub_state="dead")
 
 
 class FakeSystemd:
@@ -65,7 +77,9 @@ class FakeSystemd:
     name = "fake"
     local = False  # its units' pids are made up: never look them up in /proc
 
-    def __init__(self) -> None:
+    def __init__(self, unit_dir: str = UNIT_DIR) -> None:
+        # Where its units' files are (FragmentPath): a test's own unit directory, so unitpath sees them there.
+        self.unit_dir = unit_dir
         self.calls: list[Call] = []
         self.units: dict[str, UnitState] = {}
         self._scripted: dict[str, deque[UnitState]] = {}
@@ -81,7 +95,7 @@ class FakeSystemd:
     def add_unit(self, unit: str, state: UnitState | None = None) -> UnitState:
         """Install ``unit`` (running and healthy unless ``state`` says otherwise)."""
         unit = validate_unit_name(unit)
-        self.units[unit] = state or running_state(unit, main_pid=self._pid())
+        self.units[unit] = state or running_state(unit, main_pid=self._pid(), unit_dir=self.unit_dir)
         return self.units[unit]
 
     def script_states(self, unit: str, states: Iterable[UnitState]) -> None:
@@ -158,7 +172,7 @@ class FakeSystemd:
         if queue:
             self.units[unit] = queue.popleft()
         if unit not in self.units:
-            return UnitState(name=unit, load_state="not-found", active_state="inactive", sub_state="dead")
+            return absent_state(unit)
         return self.units[unit]
 
     def run_transient(self, spec: TransientSpec) -> TransientResult:
@@ -219,7 +233,7 @@ class FakeSystemd:
         # A restart changes the process, never where systemd reads the unit from.
         before = self.units[unit]
         self.units[unit] = dataclasses.replace(
-            running_state(unit, main_pid=self._pid(), n_restarts=n_restarts, invocation_id=inv),
+            running_state(unit, main_pid=self._pid(), n_restarts=n_restarts, invocation_id=inv, unit_dir=self.unit_dir),
             fragment_path=before.fragment_path,
             dropin_paths=before.dropin_paths,
             unit_file_state=before.unit_file_state,
