@@ -1,7 +1,7 @@
 """Console and file output shared by the commands: colour rules and atomic writes.
 
-Colour only when the stream is a terminal and ``NO_COLOR`` is unset (https://no-color.org:
-any non-empty value disables it). Files are replaced atomically through ``fsutil.atomic_write``
+Colour when the stream is a terminal or ``FORCE_COLOR`` is set (not to 0/false), never when ``NO_COLOR`` is
+(https://no-color.org: any non-empty value disables it, and it wins). Files are replaced atomically through ``fsutil.atomic_write``
 (temporary file in the same directory, fsync, rename): a reader sees the old or the new file.
 """
 
