@@ -1,8 +1,8 @@
 """Console and file output shared by the commands: colour rules and atomic writes.
 
 Colour when the stream is a terminal or ``FORCE_COLOR`` is set (not to 0/false), never when ``NO_COLOR`` is
-(https://no-color.org: any non-empty value disables it, and it wins). Files are replaced atomically through ``fsutil.atomic_write``
-(temporary file in the same directory, fsync, rename): a reader sees the old or the new file.
+(https://no-color.org: any non-empty value disables it, and it wins). Files are replaced atomically through
+``fsutil.atomic_write`` (temporary file in the same directory, fsync, rename): a reader sees the old or the new file.
 """
 
 from __future__ import annotations
