@@ -146,9 +146,12 @@ class CellResult:
             out.append(f"unitctl status exited {self.status_exit}")
         if not self.hung:
             allowed = TRUE_OUTCOMES.get(self.exit_code, ())
-            if self.fault == "kill-9" and self.step in ("lock", "record"):
-                # Killed before it took the lock (no attempt yet), or after its outcome was recorded.
-                allowed = ("", "ok", "rolled-back", "interrupted")
+            if self.step == "lock" and self.fault in ("kill-9", "sigterm"):
+                # Stopped before it took the lock: no attempt began, so status still shows the one before it.
+                allowed = ("", "ok")
+            elif self.fault == "kill-9" and self.step == "record":
+                # Killed after its outcome was decided: the next command records that outcome.
+                allowed = ("ok", "rolled-back", "interrupted")
             if self.status_outcome not in allowed:
                 out.append(f"unitctl status calls the attempt {self.status_outcome!r}, expected one of {allowed}")
         if self.leftovers:

@@ -116,7 +116,14 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
                     problems.append(f"checkout/build of {(undo.rev or '')[:12]} failed: {exc}")
             elif undo.resource == "unit":
                 att.announce("rollback-unit")
-                removed = _undo_unit(att, undo, detail)
+                removed, wrote = _undo_unit(att, undo, detail)
+                if wrote and att.undo.get("daemon") is None:
+                    # The deploy died between its unit write and its daemon-reload: systemd must load the file put
+                    # back too (a rewritten file is NeedDaemonReload=yes even with the old bytes: its mtime moved).
+                    with contextlib.suppress(SystemdError):
+                        backend.reset_failed(req.unit)
+                    backend.daemon_reload()
+                    detail.append("daemon-reload")
             elif undo.resource == "daemon":
                 att.announce("rollback-daemon-reload")
                 with contextlib.suppress(SystemdError):
@@ -165,8 +172,12 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
     return False, f"the previous release is not ready either: {outcome.reason}"
 
 
-def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> bool:
-    """Put the unit file back, or remove the one the deploy created; return True when a first deploy was undone."""
+def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> tuple[bool, bool]:
+    """Put the unit file back, or remove the one the deploy created.
+
+    Return (a first deploy was undone, the file on disk changed). A file that already holds what the undo would
+    put back is left alone: rewriting it would only make systemd see a changed file.
+    """
     assert undo.path is not None
     path = Path(undo.path)
     # A first deploy: nothing ran before, so stop it before its unit changes back (or disappears).
@@ -174,17 +185,25 @@ def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> bool:
     if first:
         with contextlib.suppress(SystemdError):
             att.edges.backend.stop(att.req.unit)
+    current = fsutil.snapshot(path)
     if undo.sha256 is None:
         # Otherwise (a vendor copy, a new template file) the unit it shadowed is back once the file is gone.
+        if current.data is None:
+            detail.append(f"{path} was never written")
+            return first, False
         fsutil.remove(path)
         detail.append(f"removed {path}")
-        return first
+        return first, True
     data = att.kept.get(undo.sha256) or history.load_unit(att.req.history_dir, undo.sha256)
     if data is None:
         raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
-    fsutil.restore(fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid))
+    wanted = fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid)
+    if (current.data, current.mode, current.uid, current.gid) == (data, undo.mode, undo.uid, undo.gid):
+        detail.append(f"{path} unchanged")
+        return False, False
+    fsutil.restore(wanted)
     detail.append(f"restored {path}")
-    return False
+    return False, True
 
 
 def _state_text(att: Attempt) -> str:
