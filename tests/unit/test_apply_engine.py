@@ -110,6 +110,27 @@ def test_undo_of_a_unit_write_restores_bytes_mode_and_reloads(world: World) -> N
     assert rec is not None and rec.outcome == "interrupted" and rec.exit_code == 4 and rec.recovered_by == "status"
 
 
+def test_undo_of_a_unit_write_that_died_before_its_daemon_reload_reloads_all_the_same(world: World) -> None:
+    data = installed(world)
+    sha = history.store_unit(world.hist, data)
+    world.unit_path.write_bytes(b"[Service]\nExecStart=/broken\n")
+    _died_with(world, Undo("unit", path=str(world.unit_path), sha256=sha, mode=0o644))  # no daemon-reload yet
+    engine.recover(UNIT, history_dir=world.hist, edges=world.edges(), by="apply")
+    assert world.unit_path.read_bytes() == data
+    # systemd must load the file put back: a rewritten file is NeedDaemonReload=yes even with the old bytes.
+    assert world.fake.ops().count("daemon_reload") == 1
+
+
+def test_undo_of_a_unit_write_that_never_happened_leaves_the_file_alone(world: World) -> None:
+    data = installed(world)
+    sha = history.store_unit(world.hist, data)
+    before = world.unit_path.stat().st_mtime_ns
+    _died_with(world, Undo("unit", path=str(world.unit_path), sha256=sha, mode=world.unit_path.stat().st_mode & 0o777))
+    engine.recover(UNIT, history_dir=world.hist, edges=world.edges(), by="apply")
+    assert world.unit_path.read_bytes() == data and world.unit_path.stat().st_mtime_ns == before
+    assert "daemon_reload" not in world.fake.ops()
+
+
 def test_undo_of_a_first_deploy_stops_and_removes_the_unit(world: World) -> None:
     world.fake.add_unit(UNIT)
     world.unit_path.write_bytes(unit_text())
