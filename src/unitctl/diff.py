@@ -16,14 +16,6 @@ from unitctl import masking
 from unitctl.desired import RewriteSpec
 from unitctl.output import style
 
-MASK = masking.MASK
-is_secret_name = masking.is_secret_name
-
-
-def mask_secrets(text: str) -> str:
-    """Return unit ``text`` with secret values masked by position (``masking.mask_unit_text``)."""
-    return masking.mask_unit_text(text)
-
 
 @dataclass(frozen=True)
 class UnitDiff:
@@ -59,7 +51,7 @@ def unified(old: str, new: str, *, old_name: str, new_name: str, context: int = 
 def compare(old: str, new: str, *, old_name: str, new_name: str, summary: str = "") -> UnitDiff:
     """Diff two unit texts with secrets masked on both sides."""
     differs = old != new
-    lines = unified(mask_secrets(old), mask_secrets(new), old_name=old_name, new_name=new_name)
+    lines = unified(masking.mask_unit_text(old), masking.mask_unit_text(new), old_name=old_name, new_name=new_name)
     if differs and not lines and not summary:
         summary = "secret values differ (masked)"
     elif differs and not summary:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from unitctl.masking import mask as mask_secrets
+from unitctl import masking
 
 JOURNAL_LINES = 20
 MESSAGE_LIMIT = 4000  # GitHub shows at most a few KB of an annotation; keep the end with the cause
@@ -122,7 +122,7 @@ def annotation_lines(result: Any, *, error: Any = None) -> list[str]:
     code = int(data.get("exit_code", 0))
     if code == 0:
         return []
-    message = mask_secrets(str(data.get("error") or data.get("message") or "failed"))
+    message = masking.mask(str(data.get("error") or data.get("message") or "failed"))
     level = "notice" if code == 1 else "error"
     return [annotation(level, message, title=_title(data))]
 
@@ -135,7 +135,7 @@ def summary_markdown(result: Any, *, error: Any = None) -> str:
     code = int(data.get("exit_code", 0))
     mark = "✅" if code == 0 else ("ℹ️" if code == 1 else "❌")
     out = [f"### {mark} {_title(data)} (exit {code})", ""]
-    message = mask_secrets(str(data.get("error") or data.get("message") or ""))
+    message = masking.mask(str(data.get("error") or data.get("message") or ""))
     if message:
         out += [f"> {_cell(message)}", ""]
 
@@ -150,7 +150,7 @@ def summary_markdown(result: Any, *, error: Any = None) -> str:
     if plan.get("action"):
         facts.append(f"| switch | {_cell(plan['action'])}: {_cell(plan.get('why', ''))} |")
     if record.get("ready_url"):
-        facts.append(f"| readiness URL | `{_cell(mask_secrets(str(record['ready_url'])))}` |")
+        facts.append(f"| readiness URL | `{_cell(masking.mask(str(record['ready_url'])))}` |")
     if record.get("time"):
         facts.append(f"| started | {_cell(record['time'])} |")
     if facts:
@@ -162,14 +162,14 @@ def summary_markdown(result: Any, *, error: Any = None) -> str:
         out += ["| phase | seconds | result | detail |", "|---|---:|---|---|"]
         for p in phases:
             ok = "ok" if p.get("ok", True) else "**FAILED**"
-            detail = _cell(mask_secrets(str(p.get("detail", ""))))
+            detail = _cell(masking.mask(str(p.get("detail", ""))))
             out.append(f"| {_cell(p.get('name', '?'))} | {float(p.get('seconds', 0)):.2f} | {ok} | {detail} |")
         out += [f"| **total** | **{total:.2f}** | | |", ""]
 
-    journal = [mask_secrets(str(line)) for line in (record.get("journal") or [])][-JOURNAL_LINES:]
+    journal = [masking.mask(str(line)) for line in (record.get("journal") or [])][-JOURNAL_LINES:]
     if journal:
         out += _details(f"journal of {_cell(data.get('unit', 'the unit'))} (last {len(journal)} lines)", journal)
-    output = mask_secrets(str(record.get("output") or "")).strip()
+    output = masking.mask(str(record.get("output") or "")).strip()
     if output and code != 0:
         out += _details("output of the failed check", output.splitlines()[-JOURNAL_LINES:])
     return "\n".join(out) + "\n"

@@ -27,8 +27,6 @@ HISTORY_NAME = "history.jsonl"
 Outcome = Literal["ok", "nothing-to-do", "refused", "rolled-back", "rollback-failed", "interrupted", "would-change"]
 GOOD_OUTCOMES = ("ok",)
 
-MASK = masking.MASK
-
 
 @dataclass(frozen=True)
 class Phase:
@@ -87,16 +85,6 @@ class Record:
         values["phases"] = [Phase(**p) for p in data.get("phases", [])]
         values.setdefault("trigger", {})  # an older record: who started it is unknown, not whoever reads it now
         return cls(**values)
-
-
-def mask_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Mask secrets in free ``text``: ``env``'s values and everything ``masking.mask`` hides."""
-    return masking.mask(text, env)
-
-
-def mask_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Return ``env`` with the values of secret-looking names masked."""
-    return masking.mask_env(env)
 
 
 def _ensure_dir(directory: Path) -> None:

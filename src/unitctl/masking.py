@@ -118,11 +118,6 @@ def mask(text: str, env: Mapping[str, str] | None = None) -> str:
     return _INLINE_SECRET.sub(lambda m: m.group(1) + MASK if m.group(2) != MASK else m.group(0), text)
 
 
-def mask_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Return ``env`` with the values of secret-looking names masked (for showing a variable table)."""
-    return {k: (MASK if is_secret_name(k) else mask(v, {k: v})) for k, v in env.items()}
-
-
 def mask_all(texts: Iterable[str], env: Mapping[str, str] | None = None) -> list[str]:
     """Mask each of ``texts``."""
     return [mask(t, env) for t in texts]

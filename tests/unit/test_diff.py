@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from unitctl import diff
+from unitctl import diff, masking
 from unitctl.errors import ExitCode, InputError, NotGunicornError, UsageError
 from unitctl.output import colour_enabled
 
@@ -24,7 +24,7 @@ ExecStart=/usr/bin/gunicorn --workers 3 app:app
 
 
 def test_mask_replaces_secret_values_only() -> None:
-    masked = diff.mask_secrets(UNIT)
+    masked = masking.mask_unit_text(UNIT)
     for secret in ("hunter2", "abc123", "zzz", "ghp_x", "s3cret"):
         assert secret not in masked.replace("kept-in-comment-lines", "")
     assert 'Environment="DB_PASSWORD=****" PLAIN=visible' in masked
@@ -37,17 +37,17 @@ def test_mask_replaces_secret_values_only() -> None:
 
 def test_mask_keeps_unrelated_lines_byte_for_byte() -> None:
     text = "[Service]\nExecStart=/bin/gunicorn --token-file x app:app\nDescription=KEY=value\n"
-    assert diff.mask_secrets(text) == text
+    assert masking.mask_unit_text(text) == text
 
 
 @pytest.mark.parametrize("name", ["PASSWORD", "db_passwd", "Secret_Key", "SLACK_TOKEN", "MY_CREDENTIALS", "PRIVATE"])
 def test_secret_names(name: str) -> None:
-    assert diff.is_secret_name(name)
+    assert masking.is_secret_name(name)
 
 
 @pytest.mark.parametrize("name", ["DJANGO_SETTINGS_MODULE", "PATH", "WEB_CONCURRENCY", "LANG"])
 def test_plain_names(name: str) -> None:
-    assert not diff.is_secret_name(name)
+    assert not masking.is_secret_name(name)
 
 
 def test_compare_masks_both_sides_and_reports_difference() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from unitctl import history
+from unitctl import history, masking
 from unitctl.deploy.journal import Journal
 from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan
 from unitctl.deploy.output import Reporter
@@ -119,7 +119,7 @@ class Attempt:
             yield detail
             ok = not detail.failed
         finally:
-            p = Phase(name, round(self.edges.clock() - t0, 3), ok, history.mask_secrets("; ".join(detail), self.env))
+            p = Phase(name, round(self.edges.clock() - t0, 3), ok, masking.mask("; ".join(detail), self.env))
             self.record.phases.append(p)
             self.reporter.phase(p)
 
@@ -130,12 +130,12 @@ def conclude(att: Attempt, outcome: history.Outcome, code: ExitCode, message: st
     att.record.exit_code = int(code)
     if outcome != "ok":
         att.record.reason = att.record.reason or message
-    return ApplyResult(record=att.record, plan=att.plan, message=history.mask_secrets(message, att.env), exit_code=code)
+    return ApplyResult(record=att.record, plan=att.plan, message=masking.mask(message, att.env), exit_code=code)
 
 
 def fail(att: Attempt, error: UnitctlError, outcome: history.Outcome) -> TransactionError:
     """Conclude the attempt with ``error``; return it ready to raise out of the transaction."""
-    error.message = history.mask_secrets(error.message, att.env)
+    error.message = masking.mask(error.message, att.env)
     return TransactionError(error, conclude(att, outcome, error.exit_code, str(error)))
 
 
@@ -176,7 +176,7 @@ def journal_excerpt(att: Attempt) -> list[str]:
             lines = backend.journal(att.req.unit, lines=JOURNAL_LINES)
     except SystemdError as exc:
         return [f"(journal unavailable: {exc})"]
-    return [history.mask_secrets(line, att.env) for line in lines]
+    return [masking.mask(line, att.env) for line in lines]
 
 
 def running_now(att: Attempt, state: UnitState | None, rev: str | None) -> None:

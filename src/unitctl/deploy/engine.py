@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from unitctl import fsutil, history, unitpath
+from unitctl import fsutil, history, masking, unitpath
 from unitctl.config import is_positive_number
 from unitctl.deploy import signals
 from unitctl.deploy.attempt import (
@@ -189,9 +189,9 @@ def _finish(att: Attempt, result: ApplyResult) -> None:
     """Record the attempt: journal the decided outcome, append it to the history, close the transaction."""
     rec = att.record
     rec.exit_code = result.exit_code
-    rec.reason = history.mask_secrets(rec.reason, att.env)
-    rec.journal = [history.mask_secrets(line, att.env) for line in rec.journal]
-    rec.output = history.mask_secrets(rec.output, att.env)[-20000:]
+    rec.reason = masking.mask(rec.reason, att.env)
+    rec.journal = [masking.mask(line, att.env) for line in rec.journal]
+    rec.output = masking.mask(rec.output, att.env)[-20000:]
     if att.req.dry_run:
         return
     _record(att.journal, att.req.history_dir, rec, att.reporter)
