@@ -402,7 +402,7 @@ class GitRepo:
 
     def _check_locks(self) -> None:
         """Refuse while a process holds a lock file of the checkout (a lock no one holds is stale: a killed git)."""
-        for lock in self._locks():
+        for lock in self.stale_locks():  # every lock present: this check is what makes the rest stale
             holders = _holders(lock, self.path)
             if holders:
                 raise GitStateError(
@@ -411,13 +411,18 @@ class GitRepo:
                     hint="wait for it to finish, then retry",
                 )
 
-    def _locks(self) -> list[Path]:
+    def stale_locks(self) -> list[Path]:
+        """Return the git lock files (index.lock, HEAD.lock) in the checkout: stale once ``check_repo`` passed.
+
+        ``check_repo`` refuses a lock a live git holds, so after it one that is present was left by a killed git
+        and is a sign of an interrupted checkout that ``checkout`` removes.
+        """
         gitdir = _gitdir(self.path)
         return [gitdir / name for name in _LOCK_FILES if _lexists(gitdir / name)]
 
     def _torn(self) -> str:
         """Describe an interrupted checkout (stale lock, unitctl's checkout ref), or return ""."""
-        signs = [f"{lock.name} left by a killed git" for lock in self._locks()]
+        signs = [f"{lock.name} left by a killed git" for lock in self.stale_locks()]
         interrupted = self.interrupted_target()
         if interrupted:
             signs.append(f"unitctl's checkout of {interrupted[:12]} was interrupted")
@@ -468,7 +473,7 @@ class GitRepo:
             self._finish_check(target, interrupted)
             dirty = self.dirty_files()
             self.discarded = [p for p in dirty if not regenerable(p)]
-            if before != target or dirty or interrupted or self._locks():
+            if before != target or dirty or interrupted or self.stale_locks():
                 self._switch(target, interrupted)
             # An interrupted checkout may have written another revision's files: their bytecode goes too.
             stale = set(changed) | set(dirty)
@@ -512,7 +517,7 @@ class GitRepo:
 
     def _is_at(self, target: str) -> bool:
         """Tell whether HEAD is ``target`` and no tracked file differs from it (the real status, not HEAD alone)."""
-        if self.resolve("HEAD") != target or self._locks():
+        if self.resolve("HEAD") != target or self.stale_locks():
             return False
         out = self._git("status", "--porcelain", "-z", "--untracked-files=no", "--ignore-submodules=all").stdout
         return not out.strip("\0")
@@ -520,7 +525,7 @@ class GitRepo:
     def _remove_stale_locks(self) -> None:
         """Remove lock files no process holds (a killed git left them); refuse while a git holds one."""
         self._check_locks()
-        for lock in self._locks():
+        for lock in self.stale_locks():
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
             self._note(f"removed {lock}, left by a killed git")

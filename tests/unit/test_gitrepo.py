@@ -458,6 +458,17 @@ def test_a_tree_torn_by_someone_elses_git_names_the_files(big: tuple[Path, str, 
     assert git(repo, "rev-parse", "HEAD").strip() == v2 and _status(repo) == ""
 
 
+def test_stale_locks_lists_the_lock_files_a_killed_git_left(repo: Path) -> None:
+    commit(repo, {"app.py": "V = 1\n"}, "v1")
+    r = GitRepo(repo)
+    r.check_repo()
+    assert r.stale_locks() == []
+    (repo / ".git/HEAD.lock").write_text("")
+    (repo / ".git/index.lock").write_text("")
+    r.check_repo()  # no process holds them: not refused
+    assert sorted(p.name for p in r.stale_locks()) == ["HEAD.lock", "index.lock"]
+
+
 def test_a_lock_another_process_holds_is_refused(repo: Path) -> None:
     v1 = commit(repo, {"app.py": "V = 1\n"}, "v1")
     holder = subprocess.Popen(

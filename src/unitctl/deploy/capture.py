@@ -134,7 +134,7 @@ def tree_needs_checkout(repo: GitRepo) -> str:
     interrupted = repo.interrupted_target()
     if interrupted is not None:
         reasons.append(f"unitctl's checkout of {interrupted[:12]} was interrupted")
-    reasons.extend(f"{lock.name} left by a killed git" for lock in repo._locks())
+    reasons.extend(f"{lock.name} left by a killed git" for lock in repo.stale_locks())
     dirty = [p for p in repo.dirty_files() if not regenerable(p)]
     if dirty:
         reasons.append(f"changed tracked files ({', '.join(dirty[:5])}{' ...' if len(dirty) > 5 else ''})")
