@@ -25,8 +25,8 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
+from unitctl import sigterm
 from unitctl.errors import SandboxError
 from unitctl.systemd.systemctl import parse_show
 
@@ -228,25 +228,6 @@ def _find_leader(process: subprocess.Popen[bytes], deadline: float) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """While a sandbox is up, turn SIGTERM into SystemExit so the teardown runs."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def booted(
     name: str | None = None,
     *,
@@ -264,7 +245,7 @@ def booted(
     base = SANDBOX_BASE / name
     root = base / "root"
     process: subprocess.Popen[bytes] | None = None
-    with _sigterm_as_exit():
+    with sigterm.raising(_exit_status):
         try:
             base.mkdir(parents=True, exist_ok=False)
             _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(base))
@@ -306,6 +287,11 @@ def booted(
             yield box
         finally:
             _teardown(name, base, process)
+
+
+def _exit_status(signum: int) -> SystemExit:
+    """Return the SystemExit a shell reports for a process killed by ``signum`` (the teardown runs on the way)."""
+    return SystemExit(128 + signum)
 
 
 def _tail(path: Path, n: int = 5) -> str:

@@ -21,7 +21,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from unitctl import fsutil, history, masking, unitpath
+from unitctl import fsutil, history, masking, sigterm, unitpath
 from unitctl.config import is_positive_number
 from unitctl.deploy import signals
 from unitctl.deploy.attempt import (
@@ -72,7 +72,7 @@ def run_result(req: ApplyRequest, edges: Edges) -> tuple[ApplyResult, UnitctlErr
     decided: list[tuple[ApplyResult, UnitctlError | None]] = []
     with signals.caller_independent(edges.install_signal_handlers):
         try:
-            with signals.raising(edges.install_signal_handlers), _locked(req, edges, record):
+            with sigterm.raising(Interrupted, enabled=edges.install_signal_handlers), _locked(req, edges, record):
                 _attempt(req, edges, record, probe, decided)
         except (KeyboardInterrupt, Interrupted) as exc:
             if decided:

@@ -1,12 +1,16 @@
-"""Signals during a deploy: SIGINT/SIGTERM roll back, SIGHUP changes nothing, nothing cuts a rollback short."""
+"""Signals during a deploy: SIGINT/SIGTERM roll back, SIGHUP changes nothing, nothing cuts a rollback short.
+
+SIGTERM becomes ``Interrupted`` through ``unitctl.sigterm.raising``, the handler the sandbox uses too.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Iterator
 from types import FrameType
+
+from unitctl.sigterm import in_main_thread
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
 
@@ -23,17 +27,13 @@ class Interrupted(BaseException):
         return signal.Signals(self.signum).name
 
 
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 @contextlib.contextmanager
 def caller_independent(enabled: bool) -> Iterator[None]:
     """Ignore SIGHUP for the block, in this process and the commands it runs (the ignore is inherited).
 
     A hang-up means the caller went away, not that the deploy should stop: the outcome must not depend on it.
     """
-    if not enabled or not _main_thread():
+    if not enabled or not in_main_thread():
         yield
         return
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -44,27 +44,10 @@ def caller_independent(enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def raising(enabled: bool) -> Iterator[None]:
-    """Turn SIGTERM into Interrupted (SIGINT stays KeyboardInterrupt) for the block."""
-    if not enabled or not _main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def held(enabled: bool) -> Iterator[list[int]]:
     """Block SIGINT/SIGTERM for the block (children inherit the mask); yield the list of signals that arrived."""
     noted: list[int] = []
-    if not enabled or not _main_thread():
+    if not enabled or not in_main_thread():
         yield noted
         return
 
