@@ -84,7 +84,7 @@ class _OneLineErrors(TyperGroup):
             try:
                 typer.echo(line[0], err=True)
             except (OSError, ValueError):  # the caller went away (closed stderr): the exit code still tells
-                from unitctl.deploy.output import silence
+                from unitctl.deploy.progress import silence
 
                 silence(sys.stderr)
             sys.exit(line[1])

@@ -5,13 +5,13 @@ undo.py      Undo / UndoLog: how each step that changed the world is put back
 journal.py   the per-unit intent journal (and the fault-injection test hook)
 engine.py    the transaction and the recovery of one that died
 signals.py   SIGINT/SIGTERM roll back, SIGHUP is ignored, nothing interrupts a rollback
-output.py    phase lines that survive a caller who went away
+progress.py  phase lines and countdowns that survive a caller who went away
 commands.py  apply/rollback/status/history as the CLI calls them
 """
 
 from unitctl.deploy.engine import recover, run, run_result
 from unitctl.deploy.model import STEPS, ApplyRequest, ApplyResult, Edges, Facts, Plan, choose_action, make_plan
-from unitctl.deploy.output import Reporter
+from unitctl.deploy.progress import Reporter
 
 __all__ = [
     "STEPS",

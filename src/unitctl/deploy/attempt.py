@@ -11,7 +11,7 @@ from typing import Any
 from unitctl import history, masking
 from unitctl.deploy.journal import Journal
 from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan
-from unitctl.deploy.output import Reporter
+from unitctl.deploy.progress import Reporter
 from unitctl.deploy.undo import Resource, Undo, UndoLog
 from unitctl.errors import ExitCode, InputError, SystemdError, UnitctlError
 from unitctl.gitrepo import GitRepo

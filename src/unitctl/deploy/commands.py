@@ -23,7 +23,7 @@ from unitctl.deploy.model import (
     Edges,
     parse_strategy,
 )
-from unitctl.deploy.output import Reporter, safe_write, settle
+from unitctl.deploy.progress import Reporter, safe_write, settle
 from unitctl.desired import DesiredOptions
 from unitctl.errors import ExitCode, InputError, LockHeldError, RefusedError, UnitctlError, UsageError
 from unitctl.history import Record

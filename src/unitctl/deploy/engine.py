@@ -37,8 +37,8 @@ from unitctl.deploy.attempt import (
 from unitctl.deploy.capture import capture
 from unitctl.deploy.journal import Journal, Transaction, history_dirs, remember
 from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan, parse_strategy
-from unitctl.deploy.output import Reporter
 from unitctl.deploy.preflight import preflight, rebuild
+from unitctl.deploy.progress import Reporter
 from unitctl.deploy.rollback import restore_files, rollback
 from unitctl.deploy.signals import Interrupted
 from unitctl.deploy.undo import Undo

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 from unitctl import fsutil, history
-from unitctl.deploy.output import Reporter
+from unitctl.deploy.progress import Reporter
 from unitctl.desired import RewriteSpec
 from unitctl.errors import UsageError
 from unitctl.gitrepo import RollbackTarget

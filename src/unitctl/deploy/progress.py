@@ -1,4 +1,4 @@
-"""Output that a deploy can lose without noticing: the caller may go away at any moment.
+"""A deploy's progress lines, which it can lose without noticing: the caller may go away at any moment.
 
 A CI job that is cancelled closes the SSH channel: stdout and stderr become closed pipes (EPIPE), a terminal
 that hangs up answers EIO. Nothing printed is part of the outcome, so a write that fails turns that stream
