@@ -9,7 +9,10 @@ that the release's table exists. Releases are made of a few knobs:
     v3 = repo.release("v3", broken_import=True)         # ImportError at import time (pydantic-style)
     v4 = repo.release("v4", table="items_v4")           # imports, never ready: its table is missing
     v5 = repo.release("v5", ready_after=4.0)            # ready only 4 s after the import
-    unit = repo.unit(venv_bin, port=18101)              # the systemd unit text for this app
+    unit = repo.unit(venv_bin, port=next_port())        # the systemd unit text for this app
+
+``DeployedApp`` bundles one such app with the names a deploy of it uses (unit, port, URL, history directory)
+and runs unitctl on it; test_apply_real's ``Deploy`` and the fault matrix's ``FaultApp`` build on it.
 
 Everything lives in the container (under /srv, never /tmp: the host's /tmp is invisible there);
 git commands run inside it with box.run. Reusable by the demo and other integration tests.
@@ -17,9 +20,11 @@ git commands run inside it with box.run. Reusable by the demo and other integrat
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import textwrap
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +191,38 @@ class AppRepo:
         path = f"{self.root}/units/{label}/{self.name}.service"
         self.box.write_file(path, text)
         return path
+
+
+_ports = itertools.count(18300)
+
+
+def next_port() -> int:
+    """Return a port no earlier app of this run was given (one sandbox serves the whole session)."""
+    return next(_ports)
+
+
+class DeployedApp:
+    """One app under test: its repository, unit name and file, port, URL, history directory; unitctl on it."""
+
+    def __init__(self, box: Sandbox, venv_bin: Path, *, prefix: str) -> None:
+        self.box = box
+        self.venv_bin = venv_bin
+        self.name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.unit = f"{self.name}.service"
+        self.port = next_port()
+        self.repo = AppRepo.create(box, self.name)
+        self.hist = f"{self.repo.root}/hist"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.unit_path = f"/etc/systemd/system/{self.unit}"
+
+    def unitctl_argv(self, *args: str) -> list[str]:
+        """Return the command line that runs ``unitctl ARGS`` in the sandbox."""
+        # env -C: run from /srv (no unitctl.toml there), whatever the host's cwd is.
+        return ["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args]
+
+    def unitctl(self, *args: str, timeout: float = 120) -> Result:
+        """Run ``unitctl ARGS`` in the sandbox and return what it did."""
+        return self.box.run(self.unitctl_argv(*args), timeout=timeout)
 
 
 def ensure_user(box: Sandbox) -> None:

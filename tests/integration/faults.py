@@ -23,17 +23,15 @@ the table quoted in docs/fault-matrix.md).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apphelpers import AppRepo, http_get
+from apphelpers import DeployedApp, http_get
 
-from unitctl.sandbox import Result, Sandbox
+from unitctl.sandbox import Sandbox
 
 # The engine's step names, in the order a deploy (then its rollback) performs them.
 DEPLOY_STEPS = (
@@ -70,8 +68,6 @@ RELEASES = ("good", "bad")
 READY_TIMEOUT = 4.0
 PROCESS_TIMEOUT = 120.0
 PAUSE_TIMEOUT = 90.0
-
-_ports = itertools.count(18700)
 
 
 def steps_for(release: str) -> tuple[str, ...]:
@@ -174,27 +170,19 @@ class CellResult:
         return self.status_outcome or "(no attempt)"
 
 
-class FaultApp:
+class FaultApp(DeployedApp):
     """One app for one cell: v1 deployed, v2 (good or bad) committed on branch ``next`` with a changed unit."""
 
     def __init__(self, box: Sandbox, venv_bin: Path, release: str) -> None:
-        self.box = box
-        self.venv_bin = venv_bin
+        super().__init__(box, venv_bin, prefix="fault")
         self.release = release
-        self.name = f"fault-{uuid.uuid4().hex[:8]}"
-        self.unit = f"{self.name}.service"
-        self.port = next(_ports)
-        self.repo = AppRepo.create(box, self.name)
-        self.hist = f"{self.repo.root}/hist"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.unit_path = f"/etc/systemd/system/{self.unit}"
         self.pause_file = f"{self.repo.root}/pause"
         self.v1 = self.repo.release("v1")
         self.old_unit = self.repo.unit(venv_bin, port=self.port, workers=2).encode()
         self.new_unit = self.repo.unit(venv_bin, port=self.port, workers=3).encode()
         self.box.write_file(f"{self.repo.root}/units/old/{self.unit}", self.old_unit)
         self.box.write_file(f"{self.repo.root}/units/new/{self.unit}", self.new_unit)
-        first = self.unitctl("apply", *self.apply_args(unit="old", rev=None))
+        first = self.unitctl("apply", *self.apply_args(unit="old", rev=None), timeout=PROCESS_TIMEOUT)
         if first.returncode != 0:
             raise AssertionError(f"the first deploy of v1 failed: {first.stderr}")
         self.repo.git("checkout", "-q", "-b", "next")
@@ -207,13 +195,6 @@ class FaultApp:
             "--ready-timeout", str(READY_TIMEOUT), "--ready-interval", "0.2", "--history-dir", self.hist,
             "--unit-file", f"{self.repo.root}/units/{unit}/{self.unit}", *(["--rev", rev] if rev else []),
         ]  # fmt: skip
-
-    def argv(self, *args: str) -> list[str]:
-        # env -C: run from /srv (no unitctl.toml there), whatever the host's cwd is.
-        return ["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args]
-
-    def unitctl(self, *args: str) -> Result:
-        return self.box.run(self.argv(*args), timeout=PROCESS_TIMEOUT)
 
     def revision_name(self) -> str:
         head = self.repo.head()
@@ -269,7 +250,7 @@ def _fault_and_check(app: FaultApp, res: CellResult, step: str, fault: str) -> N
     box = app.box
     pause_host = box.host_path(app.pause_file)
     env = {"UNITCTL_FAULT_PAUSE": step, "UNITCTL_FAULT_FILE": app.pause_file}
-    proc = box.popen(app.argv("apply", *app.apply_args()), env=env)
+    proc = box.popen(app.unitctl_argv("apply", *app.apply_args()), env=env)
     deadline = time.monotonic() + PAUSE_TIMEOUT
     pid = 0
     while time.monotonic() < deadline and proc.poll() is None:
@@ -308,14 +289,14 @@ def _fault_and_check(app: FaultApp, res: CellResult, step: str, fault: str) -> N
     res.unit_state = app.unit_state()
     res.head = app.revision_name()
     res.served_after_fault, res.ready_after_fault = app.served()
-    status = app.unitctl("status", app.name, "--history-dir", app.hist, "--json")
+    status = app.unitctl("status", app.name, "--history-dir", app.hist, "--json", timeout=PROCESS_TIMEOUT)
     res.status_exit = status.returncode
     if "Traceback" in status.stderr:
         res.tracebacks.append("status")
     with contextlib.suppress(ValueError, TypeError):
         data: dict[str, Any] = json.loads(status.stdout)
         res.status_outcome = str(data.get("last_outcome") or data.get("outcome") or "")
-    rerun = app.unitctl("apply", *app.apply_args())
+    rerun = app.unitctl("apply", *app.apply_args(), timeout=PROCESS_TIMEOUT)
     res.rerun_exit = rerun.returncode
     if "Traceback" in rerun.stderr:
         res.tracebacks.append("the re-run")

@@ -4,7 +4,6 @@ Gunicorn app in a real git repository, whose readiness depends on a real (sqlite
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import time
@@ -13,38 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apphelpers import APP_PY, AppRepo, http_get
+from apphelpers import APP_PY, DeployedApp, http_get
 
 from unitctl.sandbox import Result, Sandbox
 
 pytestmark = pytest.mark.systemd
 
-_ports = itertools.count(18300)
 
-
-class Deploy:
-    """One app under test: its repo, unit name, port, history dir, and how to run unitctl on it."""
+class Deploy(DeployedApp):
+    """One app under test for ``unitctl apply --guarded``, optionally driven through one systemd backend."""
 
     def __init__(self, box: Sandbox, venv_bin: Path, backend: str | None = None) -> None:
-        self.box = box
-        self.venv_bin = venv_bin
+        super().__init__(box, venv_bin, prefix="shop")
         self.backend = backend  # --backend for every apply (None: auto)
-        self.name = f"shop-{uuid.uuid4().hex[:8]}"
-        self.unit = f"{self.name}.service"
-        self.port = next(_ports)
-        self.repo = AppRepo.create(box, self.name)
-        self.hist = f"{self.repo.root}/hist"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.unit_path = f"/etc/systemd/system/{self.unit}"
 
     def argv(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> list[str]:
-        # env -C: run from /srv (no unitctl.toml there), whatever the host's cwd is.
-        return [
-            "env", "-C", "/srv", str(self.venv_bin / "unitctl"), "apply", self.name, "--guarded",
+        return self.unitctl_argv(
+            "apply", self.name, "--guarded",
             "--repo", self.repo.path, "--ready-url", ready_url or f"{self.url}/health/ready",
             "--ready-timeout", str(timeout), "--ready-interval", "0.2", "--history-dir", self.hist,
             *(["--backend", self.backend] if self.backend else []), *args,
-        ]  # fmt: skip
+        )  # fmt: skip
 
     def apply(self, *args: str, timeout: float = 30, ready_url: str | None = None) -> Result:
         return self.box.run(self.argv(*args, timeout=timeout, ready_url=ready_url), timeout=timeout * 3 + 120)
@@ -54,9 +42,6 @@ class Deploy:
         res = self.box.run(["cat", f"/run/lock/unitctl/{self.unit}.lock"], check=True)
         holder: dict[str, Any] = json.loads(res.stdout)
         return holder
-
-    def unitctl(self, *args: str) -> Result:
-        return self.box.run(["env", "-C", "/srv", str(self.venv_bin / "unitctl"), *args], timeout=120)
 
     def unit_file(self, label: str, **kw: Any) -> str:
         return self.repo.write_unit_file(self.repo.unit(self.venv_bin, port=self.port, **kw), label)
