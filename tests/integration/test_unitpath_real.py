@@ -169,6 +169,24 @@ def name(stem: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:8]}"
 
 
+def start(box: Sandbox, placed: Placed, unit: str) -> dict[str, str]:
+    """Load and start ``unit`` (stopped after the test); return what systemd runs for it."""
+    placed.units.append(unit)
+    box.systemctl("daemon-reload", check=True)
+    box.systemctl("start", unit, check=True)
+    return loaded(box, unit)
+
+
+def change(deploy: Deploy, out: dict[str, Any], text: str) -> tuple[UndoPlan, fsutil.FileSnapshot, dict[str, str]]:
+    """Write ``text`` through the resolved target and restart, as a deploy does; return the undo and the new state."""
+    unit, path = out["target"]["unit"], out["target"]["path"]
+    plan = undo_plan(deploy_target(out), state_of(out))
+    snap = fsutil.snapshot(deploy.box.host_path(path))
+    deploy.write(path, text.encode())
+    deploy.remote("restart", unit)
+    return plan, snap, loaded(deploy.box, unit)
+
+
 def test_vendor_unit_gets_an_etc_copy_and_the_undo_brings_the_vendor_unit_back_running(
     deploy: Deploy, box: Sandbox, placed: Placed
 ) -> None:
@@ -178,10 +196,7 @@ def test_vendor_unit_gets_an_etc_copy_and_the_undo_brings_the_vendor_unit_back_r
     placed.file(f"{VENDOR}/{unit}.d/10-vendor.conf", "[Service]\nEnvironment=FROM_VENDOR=1\n")
     placed.paths.append(f"{VENDOR}/{unit}.d")
     box.write_file(f"{ETC}/{unit}.d/override.conf", "[Service]\nEnvironment=FROM_ETC=1\n")
-    placed.units.append(unit)
-    box.systemctl("daemon-reload", check=True)
-    box.systemctl("start", unit, check=True)
-    before = loaded(box, unit)
+    before = start(box, placed, unit)
     # Debian's systemd reads /usr/lib through /lib (merged /usr) and reports that path.
     assert before["FragmentPath"] in (f"{VENDOR}/{unit}", f"/lib/systemd/system/{unit}")
     assert before["Environment"] == "FROM_VENDOR=1 FROM_ETC=1" and before["ActiveState"] == "active"
@@ -199,13 +214,9 @@ def test_vendor_unit_gets_an_etc_copy_and_the_undo_brings_the_vendor_unit_back_r
     assert target["dropin_paths"] == before["DropInPaths"].split()
     # What the candidate is compared with: the vendor file systemd runs, not the absent copy.
     assert loaded_bytes(deploy_target(out), root=box.root) == vendor_text.encode()
-    plan = undo_plan(deploy_target(out), state_of(out))
-    assert plan == UndoPlan(stop_first=False, undo="remove", then="restart")
 
-    snap = fsutil.snapshot(box.host_path(target["path"]))
-    deploy.write(target["path"], vendor_text.replace("1001", "2002").encode())
-    deploy.remote("restart", unit)
-    after = loaded(box, unit)
+    plan, snap, after = change(deploy, out, vendor_text.replace("1001", "2002"))
+    assert plan == UndoPlan(stop_first=False, undo="remove", then="restart")
     assert after["FragmentPath"] == f"{ETC}/{unit}" and "argv[]=/bin/sleep 2002" in after["ExecStart"]
     assert after["Environment"] == before["Environment"]  # every drop-in still applies on top of the copy
     assert after["ActiveState"] == "active"
@@ -223,10 +234,7 @@ def test_template_instance_is_refused_without_the_flag_and_with_it_the_template_
     template, instance = f"{stem}@.service", f"{stem}@1.service"
     text = sleeper(1003, description="instance %i")
     box.write_file(f"{ETC}/{template}", text)
-    placed.units.append(instance)
-    box.systemctl("daemon-reload", check=True)
-    box.systemctl("start", instance, check=True)
-    before = loaded(box, instance)
+    before = start(box, placed, instance)
     assert before["FragmentPath"] == f"{ETC}/{template}"
 
     refused = deploy.resolve(instance)
@@ -243,12 +251,9 @@ def test_template_instance_is_refused_without_the_flag_and_with_it_the_template_
         True,
         False,
     )
-    plan = undo_plan(deploy_target(out), state_of(out))
+    plan, snap, after = change(deploy, out, text.replace("1003", "2003"))
     assert plan == UndoPlan(stop_first=False, undo="restore", then="restart")
-    snap = fsutil.snapshot(box.host_path(target["path"]))
-    deploy.write(target["path"], text.replace("1003", "2003").encode())
-    deploy.remote("restart", instance)
-    assert "argv[]=/bin/sleep 2003" in loaded(box, instance)["ExecStart"]
+    assert "argv[]=/bin/sleep 2003" in after["ExecStart"]
 
     deploy.undo(instance, plan, snap)
     assert loaded(box, instance) == before
@@ -261,10 +266,7 @@ def test_linked_unit_keeps_its_link_and_the_target_is_written(deploy: Deploy, bo
     text = sleeper(1004)
     placed.file(real, text)
     box.host_path(f"{ETC}/{unit}").symlink_to(real)
-    placed.units.append(unit)
-    box.systemctl("daemon-reload", check=True)
-    box.systemctl("start", unit, check=True)
-    before = loaded(box, unit)
+    before = start(box, placed, unit)
 
     out = deploy.target(unit)
     assert out["state"]["unit_file_state"] == "linked"
@@ -275,12 +277,9 @@ def test_linked_unit_keeps_its_link_and_the_target_is_written(deploy: Deploy, bo
         True,
         f"{ETC}/{unit}",
     )
-    plan = undo_plan(deploy_target(out), state_of(out))
-    snap = fsutil.snapshot(box.host_path(target["path"]))
-    deploy.write(target["path"], text.replace("1004", "2004").encode())
-    deploy.remote("restart", unit)
+    plan, snap, after = change(deploy, out, text.replace("1004", "2004"))
     assert os.readlink(box.host_path(f"{ETC}/{unit}")) == real
-    assert "argv[]=/bin/sleep 2004" in loaded(box, unit)["ExecStart"]
+    assert "argv[]=/bin/sleep 2004" in after["ExecStart"]
 
     deploy.undo(unit, plan, snap)
     assert os.readlink(box.host_path(f"{ETC}/{unit}")) == real
@@ -288,27 +287,45 @@ def test_linked_unit_keeps_its_link_and_the_target_is_written(deploy: Deploy, bo
     assert loaded(box, unit) == before
 
 
-@pytest.mark.parametrize("where", ["/srv/{stem}/deploy/{unit}", f"{VENDOR}/{{unit}}"])
-def test_a_link_out_of_etc_is_refused_and_nothing_changes(
-    deploy: Deploy, box: Sandbox, placed: Placed, where: str
+# A link unitctl must not write through. systemd loads one out of /etc/systemd (writing there would change a
+# file unitctl does not own); it ignores one into a subdirectory of the unit directory and a dangling one (neither
+# is a unit). Each is refused with one line and nothing changes.
+REFUSED_LINKS = [
+    pytest.param("/srv/{stem}/deploy/{unit}", True, ", outside /etc/systemd:", id="out-of-etc-to-srv"),
+    pytest.param(f"{VENDOR}/{{unit}}", True, ", outside /etc/systemd:", id="out-of-etc-to-vendor"),
+    pytest.param(f"{ETC}/sub-{{stem}}/{{unit}}", False, " that systemd does not load", id="into-an-etc-subdir"),
+    pytest.param("/srv/{stem}/missing/{unit}", False, " that systemd does not load", id="dangling"),
+]
+
+
+@pytest.mark.parametrize(("where", "loads", "why"), REFUSED_LINKS)
+def test_a_link_unitctl_must_not_write_through_is_refused_and_nothing_changes(
+    deploy: Deploy, box: Sandbox, placed: Placed, where: str, loads: bool, why: str
 ) -> None:
-    stem = name("outlink")
+    stem = name("badlink")
     unit = f"{stem}.service"
     real = where.format(stem=stem, unit=unit)
     text = sleeper(1005)
-    placed.file(real, text)
+    if "missing" not in real:
+        placed.file(real, text)
+        if real.startswith(f"{ETC}/sub-"):
+            placed.paths.insert(0, posixpath.dirname(real))  # removed after the file
     box.host_path(f"{ETC}/{unit}").symlink_to(real)
-    placed.units.append(unit)
-    box.systemctl("daemon-reload", check=True)
-    box.systemctl("start", unit, check=True)
-    before = loaded(box, unit)
+    if loads:
+        before = start(box, placed, unit)
+    else:
+        box.systemctl("daemon-reload", check=True)
 
     out = deploy.resolve(unit)
     assert out["exit_code"] == ExitCode.REFUSED, out
-    assert out["error"].startswith(f"{ETC}/{unit} is a symlink to {real}, outside /etc/systemd:")
-    assert "cp --remove-destination" in out["error"] and "\n" not in out["error"]
-    assert box.read_file(real).decode() == text and os.readlink(box.host_path(f"{ETC}/{unit}")) == real
-    assert loaded(box, unit) == before
+    assert out["error"].startswith(f"{ETC}/{unit} is a symlink to {real}{why}")
+    assert "\n" not in out["error"]
+    assert os.readlink(box.host_path(f"{ETC}/{unit}")) == real
+    if loads:
+        assert "cp --remove-destination" in out["error"]
+        assert box.read_file(real).decode() == text and loaded(box, unit) == before
+    else:
+        assert (out["state"]["load_state"], out["state"]["fragment_path"]) == ("not-found", ""), out
 
 
 def test_first_deploy_is_stopped_and_removed_by_the_undo(deploy: Deploy, box: Sandbox) -> None:
@@ -349,22 +366,3 @@ def test_a_running_unit_whose_file_is_gone_is_refused(deploy: Deploy, box: Sandb
         assert f"{unit} is active/running but has no unit file" in out["error"]
     finally:
         box.systemctl("stop", unit, timeout=60)
-
-
-@pytest.mark.parametrize("where", [f"{ETC}/sub-{{stem}}/{{unit}}", "/srv/{stem}/missing/{unit}"])
-def test_a_link_systemd_does_not_load_is_refused(deploy: Deploy, box: Sandbox, placed: Placed, where: str) -> None:
-    """systemd ignores a link into a subdirectory of the unit directory, and a dangling one: neither is a unit."""
-    stem = name("deadlink")
-    unit = f"{stem}.service"
-    real = where.format(stem=stem, unit=unit)
-    if "missing" not in real:
-        placed.file(real, sleeper(1008))
-        placed.paths.insert(0, posixpath.dirname(real))  # removed after the file
-    box.host_path(f"{ETC}/{unit}").symlink_to(real)
-    box.systemctl("daemon-reload", check=True)
-
-    out = deploy.resolve(unit)
-    assert (out["state"]["load_state"], out["state"]["fragment_path"]) == ("not-found", ""), out
-    assert out["exit_code"] == ExitCode.REFUSED
-    assert out["error"].startswith(f"{ETC}/{unit} is a symlink to {real} that systemd does not load")
-    assert os.readlink(box.host_path(f"{ETC}/{unit}")) == real
