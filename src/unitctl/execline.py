@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from unitctl.errors import UnitSyntaxError
+from unitctl.unitfile import WHITESPACE
 
-WHITESPACE = " \t\n\r"
 PREFIX_CHARS = "-@:+!"
 _NAME_MAX = 255
 _PATH_MAX = 4096
