@@ -244,7 +244,7 @@ def render(
     import os
     from pathlib import Path
 
-    from unitctl.output import atomic_write
+    from unitctl.output import write_output
     from unitctl.render import render_from_flags
 
     flags = {
@@ -269,11 +269,11 @@ def render(
         typer.echo(f"unitctl: warning: {warning}", err=True)
     if output:
         target = Path(output)
-        atomic_write(target, result.service)
+        write_output(target, result.service)
         typer.echo(f"wrote {target}", err=True)
         if result.socket is not None and result.socket_name:
             socket_path = target.parent / result.socket_name
-            atomic_write(socket_path, result.socket)
+            write_output(socket_path, result.socket)
             typer.echo(f"wrote {socket_path}", err=True)
     else:
         typer.echo(result.service, nl=False)
@@ -345,7 +345,7 @@ def rewrite(
     from unitctl import rewrite as rewrite_mod
     from unitctl.diff import colourize, unified
     from unitctl.gunicorn import default_read_file
-    from unitctl.output import atomic_write, colour_enabled
+    from unitctl.output import colour_enabled, write_output
 
     make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
     result = make(
@@ -388,7 +388,7 @@ def rewrite(
         for line in colourize(lines, colour_enabled(sys.stderr)):
             typer.echo(line, nl=False, err=True)
         target.parent.mkdir(mode=0o755, exist_ok=True)
-        atomic_write(target, result.text)
+        write_output(target, result.text)
         typer.echo(f"wrote {target}: {summary}", err=True)
         return
     typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)

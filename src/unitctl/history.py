@@ -197,7 +197,7 @@ def store_unit(directory: Path, data: bytes) -> str:
     return digest
 
 
-def load_unit(directory: Path, digest: str) -> bytes | None:
+def stored_unit(directory: Path, digest: str) -> bytes | None:
     """Return the unit bytes stored under ``digest``, or None if they were not kept."""
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         return None

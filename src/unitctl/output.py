@@ -36,7 +36,7 @@ def style(text: str, colour: str, enabled: bool) -> str:
     return f"\x1b[{_CODES[colour]}m{text}\x1b[0m"
 
 
-def atomic_write(path: Path, data: str, *, mode: int | None = None) -> None:
+def write_output(path: Path, data: str, *, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically (mode and owner kept); translate failures to InputError."""
     from unitctl import fsutil
 

@@ -29,7 +29,7 @@ PRE_IMPORT_TIMEOUT = 120.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
-def parse_target(spec: str) -> tuple[str, str]:
+def parse_app_spec(spec: str) -> tuple[str, str]:
     """Split MODULE:VAR (``app.wsgi:application``); raise UsageError if malformed."""
     module, sep, var = spec.partition(":")
     if not sep or not _IDENT.match(module) or not _IDENT.match(var) or "." in var:
@@ -224,7 +224,7 @@ def check_spec(text: str, *, unit: str, unit_dir: Path, pre_import: str | None) 
     """Return the transient command that checks the candidate's app imports in the service's environment."""
     view = service_view(text, unit=unit, unit_dir=unit_dir)
     if pre_import:
-        module, var = parse_target(pre_import)
+        module, var = parse_app_spec(pre_import)
         code = f"import importlib; getattr(importlib.import_module({module!r}), {var!r})"
         argv: list[str] = [view.python, "-c", code]
         expand = False  # our own code, passed literally

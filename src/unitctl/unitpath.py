@@ -31,7 +31,7 @@ from unitctl import fsutil
 from unitctl.errors import UnitPathError
 from unitctl.systemd.base import UnitState, validate_unit_name
 
-Kind = Literal["unit-file", "vendor-copy", "template"]
+TargetKind = Literal["unit-file", "vendor-copy", "template"]
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 # Package-managed unit directories: systemd reads the unit directory before all of them.
 VENDOR_DIRS = ("/usr/local/lib/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
@@ -59,7 +59,7 @@ class WriteTarget:
 
     unit: str
     path: Path  # the file to write (for a symlinked unit, the file the link ends at)
-    kind: Kind
+    kind: TargetKind
     exists: bool  # the file exists now: the undo restores its bytes; otherwise the undo removes it
     first_deploy: bool  # systemd does not know the unit at all: nothing ran before this deploy
     loaded_from: str  # the FragmentPath systemd runs now ('' for a new unit): the bytes to compare against
@@ -167,11 +167,11 @@ def decide(
                 hint=f"pass {TEMPLATE_FLAG} to change the template, or give this instance its own unit file "
                 f"({unit_dir}/{name}) and run 'systemctl daemon-reload'",
             )
-    kind: Kind = "template" if template else "unit-file"
+    kind: TargetKind = "template" if template else "unit-file"
     own = posixpath.join(unit_dir, fname)
     info = look(own)
 
-    def target(path: str, kind: Kind, *, exists: bool, via_link: str = "") -> WriteTarget:
+    def target(path: str, kind: TargetKind, *, exists: bool, via_link: str = "") -> WriteTarget:
         return WriteTarget(
             unit=name,
             path=Path(path),

@@ -219,7 +219,7 @@ def test_first_deploy_installs_restarts_guards_and_records(world: World) -> None
     assert [p.name for p in rec.phases] == ["capture", "ready-url", "verify", "pre-import", "switch", "guard"]
     assert all(p.ok for p in rec.phases)
     assert rec.phases[1].detail.startswith("skipped: app.service is inactive/dead")
-    assert history.load_unit(world.hist, rec.unit_sha256 or "") == unit_text()
+    assert history.stored_unit(world.hist, rec.unit_sha256 or "") == unit_text()
     assert "HEAD@{1}" in world.stderr.getvalue()  # says which fallback gave the rollback revision
 
 

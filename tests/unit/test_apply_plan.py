@@ -231,4 +231,4 @@ def test_preload_from_a_dropin_counts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["app", "app:", ":app", "app:a.b", "a b:c", "-x:y"])
 def test_pre_import_target_must_be_module_var(bad: str) -> None:
     with pytest.raises(UsageError, match="MODULE:VAR"):
-        preimport.parse_target(bad)
+        preimport.parse_app_spec(bad)

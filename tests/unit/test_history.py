@@ -56,8 +56,8 @@ def test_last_good_and_previous_good() -> None:
 
 def test_unit_store_is_content_addressed(tmp_path: Path) -> None:
     digest = history.store_unit(tmp_path, b"[Unit]\n")
-    assert history.load_unit(tmp_path, digest) == b"[Unit]\n"
-    assert history.load_unit(tmp_path, "../../etc/passwd") is None
+    assert history.stored_unit(tmp_path, digest) == b"[Unit]\n"
+    assert history.stored_unit(tmp_path, "../../etc/passwd") is None
 
 
 def test_secrets_are_masked() -> None:

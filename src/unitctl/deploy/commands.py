@@ -42,7 +42,7 @@ def rollback_request(req: ApplyRequest) -> ApplyRequest:
             f"{req.unit}: no earlier good deploy is recorded in {req.history_dir} to roll back to",
             hint="see 'unitctl history'",
         )
-    unit_bytes = history.load_unit(req.history_dir, target.unit_sha256) if target.unit_sha256 else None
+    unit_bytes = history.stored_unit(req.history_dir, target.unit_sha256) if target.unit_sha256 else None
     if unit_bytes is None:
         raise InputError(
             f"{req.unit}: the unit file of the deploy of {target.time} was not kept in {req.history_dir}/units",

@@ -167,9 +167,9 @@ def _validate(req: ApplyRequest) -> None:
     if req.pre_import and req.no_pre_import:
         raise UsageError("--pre-import and --no-pre-import contradict each other", hint="pass one of them")
     if req.pre_import:
-        from unitctl.preimport import parse_target
+        from unitctl.preimport import parse_app_spec
 
-        parse_target(req.pre_import)
+        parse_app_spec(req.pre_import)
     if req.build_cmd is not None:
         try:
             if not shlex.split(req.build_cmd):

@@ -194,7 +194,7 @@ def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> tuple[bool, bool]
         fsutil.remove(path)
         detail.append(f"removed {path}")
         return first, True
-    data = att.kept.get(undo.sha256) or history.load_unit(att.req.history_dir, undo.sha256)
+    data = att.kept.get(undo.sha256) or history.stored_unit(att.req.history_dir, undo.sha256)
     if data is None:
         raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
     wanted = fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid)
