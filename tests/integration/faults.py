@@ -31,28 +31,13 @@ from typing import Any
 
 from apphelpers import DeployedApp, http_get
 
+from unitctl.deploy.model import STEPS
 from unitctl.sandbox import Sandbox
 
-# The engine's step names, in the order a deploy (then its rollback) performs them.
-DEPLOY_STEPS = (
-    "lock",
-    "capture",
-    "ready-url",
-    "verify",
-    "checkout",
-    "pre-import",
-    "unit-write",
-    "daemon-reload",
-    "restart",
-    "guard",
-)
-ROLLBACK_STEPS = (
-    "rollback-checkout",
-    "rollback-unit",
-    "rollback-daemon-reload",
-    "rollback-restart",
-    "rollback-guard",
-)
+# The engine's steps in order (its own list, so a new step gets its cells); these deploys pass no --build-cmd.
+NOT_PERFORMED = ("build",)
+DEPLOY_STEPS = tuple(s for s in STEPS[: STEPS.index("guard") + 1] if s not in NOT_PERFORMED)
+ROLLBACK_STEPS = tuple(s for s in STEPS if s.startswith("rollback-"))
 FAULTS = ("kill-9", "sighup", "pipes-closed", "sigterm")
 # What `unitctl status` may call the faulted attempt, by the exit code it ended with (None: killed).
 TRUE_OUTCOMES: dict[int | None, tuple[str, ...]] = {
