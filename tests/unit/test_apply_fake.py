@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gitcmd import commit, git
 
 from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
@@ -54,19 +54,6 @@ def unit_text(bind: str = "127.0.0.1:8000", extra: str = "") -> bytes:
         f"EnvironmentFile=-/etc/app.env\nExecStart={GUNICORN} -w 2 -b {bind} app:app{extra}\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     ).encode()
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e"}  # fmt: skip
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
-
-
-def commit(repo: Path, text: str, message: str) -> str:
-    (repo / "app.py").write_text(text)
-    git(repo, "add", "app.py")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD").strip()
 
 
 @dataclass
@@ -173,7 +160,7 @@ def world(tmp_path: Path) -> World:
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    revs = {"v1": commit(repo, "V = 1\n", "v1"), "v2": commit(repo, "V = 2\n", "v2")}
+    revs = {"v1": commit(repo, {"app.py": "V = 1\n"}, "v1"), "v2": commit(repo, {"app.py": "V = 2\n"}, "v2")}
     units = tmp_path / "units"
     units.mkdir()
     fake = FakeSystemd(unit_dir=str(units))
@@ -398,7 +385,7 @@ def test_dry_run_with_rev_does_not_check_out(world: World) -> None:
 
 def test_rev_is_checked_out_detached_and_recorded(world: World) -> None:
     installed(world)
-    v3 = commit(world.repo, "V = 3\n", "v3")
+    v3 = commit(world.repo, {"app.py": "V = 3\n"}, "v3")
     git(world.repo, "checkout", "-q", world.revs["v2"])
     result = world.run(rev=v3)
     assert result.exit_code == 0 and world.head() == v3
@@ -529,7 +516,7 @@ def test_first_deploy_from_a_single_commit_needs_no_rollback_revision(world: Wor
     repo = tmp_path / "single"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    only = commit(repo, "V = 1\n", "only")
+    only = commit(repo, {"app.py": "V = 1\n"}, "only")
     world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     result = world.run(repo=repo, unit_file=_write(world, unit_text()))
     assert result.exit_code == 0 and result.record.to_rev == only and result.record.from_rev is None
@@ -539,7 +526,7 @@ def test_installed_unit_without_any_rollback_revision_is_refused(world: World, t
     repo = tmp_path / "single"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    commit(repo, "V = 1\n", "only")
+    commit(repo, {"app.py": "V = 1\n"}, "only")
     world.unit_path.write_bytes(unit_text())
     world.fake.add_unit(UNIT)
     with pytest.raises(GitStateError, match="no revision to roll back to"):
@@ -684,8 +671,8 @@ def test_failed_first_deploy_with_rev_puts_the_tree_back(world: World, tmp_path:
     repo = tmp_path / "single"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    first = commit(repo, "V = 1\n", "first")
-    second = commit(repo, "V = 2\n", "second")
+    first = commit(repo, {"app.py": "V = 1\n"}, "first")
+    second = commit(repo, {"app.py": "V = 2\n"}, "second")
     git(repo, "checkout", "-q", first)
     git(repo, "reflog", "expire", "--expire=all", "--all")
     git(repo, "update-ref", "-d", "ORIG_HEAD") if (repo / ".git" / "ORIG_HEAD").exists() else None

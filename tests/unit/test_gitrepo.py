@@ -13,24 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gitcmd import commit, git
 
 from unitctl.errors import GitStateError
 from unitctl.gitrepo import GitRepo, purge_bytecode
-
-
-def git(repo: Path, *args: str, check: bool = True) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e"}  # fmt: skip
-    return subprocess.run(["git", "-C", str(repo), *args], check=check, capture_output=True, text=True, env=env).stdout
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-        git(repo, "add", "-f", name)
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD").strip()
 
 
 @pytest.fixture
