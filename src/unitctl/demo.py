@@ -45,7 +45,7 @@ class Step:
     what: str
 
 
-STEPS = (
+DEMO_STEPS = (
     Step("v1", 0, "v1", "first deploy"),
     Step("v2", 0, "v2", "a good release"),
     Step("v3-broken-import", 3, "v2", "broken import: refused before the restart"),
@@ -54,7 +54,7 @@ STEPS = (
 
 
 @dataclass(frozen=True)
-class Outcome:
+class StepOutcome:
     """What a step did."""
 
     step: Step
@@ -71,7 +71,7 @@ class Outcome:
         return not (self.step.expect_exit == 3 and self.restarted)
 
 
-def table(outcomes: Sequence[Outcome]) -> list[str]:
+def table(outcomes: Sequence[StepOutcome]) -> list[str]:
     """Return the final table, one line per step."""
     rows = [("release", "expected", "exit", "serving after", "time", "result")]
     for o in outcomes:
@@ -128,7 +128,7 @@ class Demo:
     def main_pid(self) -> str:
         return self.box.unit_properties(f"{NAME}.service", "MainPID").get("MainPID", "0")
 
-    def deploy(self, step: Step, rev: str, *, first: bool) -> Outcome:
+    def deploy(self, step: Step, rev: str, *, first: bool) -> StepOutcome:
         """Run update_systemd_unit.sh for one release; print its phases, exit code and what serves after."""
         self.say(f"\n== {step.tag}: {step.what} (commit {rev[:12]})")
         argv = [
@@ -152,7 +152,7 @@ class Demo:
                 self.say(f"   {line}")
         serving = self.serving()
         restarted = pid_before != "0" and self.main_pid() != pid_before
-        outcome = Outcome(step, r.returncode, serving, seconds, restarted)
+        outcome = StepOutcome(step, r.returncode, serving, seconds, restarted)
         verdict = "as expected" if outcome.ok else f"UNEXPECTED (wanted exit {step.expect_exit}, {step.expect_serving})"
         self.say(f"   -> exit {r.returncode}, serving {serving}, {seconds:.1f}s: {verdict}")
         return outcome
@@ -165,7 +165,7 @@ def run(*, out: TextIO, ready_timeout: float, workers: str) -> int:
     for path in (SCRIPT, MAKE_RELEASES):
         if not path.exists():
             raise SandboxError(f"{path} is missing: the demo runs from a unitctl checkout", hint="git clone it first")
-    outcomes: list[Outcome] = []
+    outcomes: list[StepOutcome] = []
     t0 = time.monotonic()
     out.write("unitctl demo: booting a throwaway systemd (systemd-nspawn over an overlay of /)...\n")
     out.flush()
@@ -177,7 +177,7 @@ def run(*, out: TextIO, ready_timeout: float, workers: str) -> int:
         revs = demo.build()
         demo.say(f"   built the example app's releases in {BASE}/origin, checkout {BASE}/app at v1, database")
         demo.say(f"   ({', '.join(revs)}) in {time.monotonic() - t1:.1f}s")
-        for i, step in enumerate(STEPS):
+        for i, step in enumerate(DEMO_STEPS):
             outcomes.append(demo.deploy(step, revs[step.tag], first=i == 0))
         status = box.run([f"{sys.prefix}/bin/unitctl", "status", NAME, f"--history-dir={BASE}/history"], timeout=60)
         demo.say("\n== unitctl status demoapp")
@@ -187,11 +187,11 @@ def run(*, out: TextIO, ready_timeout: float, workers: str) -> int:
     # Other sandboxes (a test run beside the demo) are not ours to judge.
     left = [item for item in sandbox.leftovers() if name in item]
     out.write("\n" + "\n".join(table(outcomes)) + "\n")
-    good = all(o.ok for o in outcomes) and len(outcomes) == len(STEPS) and not left
+    good = all(o.ok for o in outcomes) and len(outcomes) == len(DEMO_STEPS) and not left
     if left:
         out.write(f"\nthe sandbox left things behind: {left}\n")
     out.write(
-        f"\n{'OK' if good else 'FAILED'}: {sum(o.ok for o in outcomes)}/{len(STEPS)} steps as expected; "
+        f"\n{'OK' if good else 'FAILED'}: {sum(o.ok for o in outcomes)}/{len(DEMO_STEPS)} steps as expected; "
         f"{'the app ends serving the last good release' if good else 'see above'} "
         f"({time.monotonic() - t0:.0f}s in all)\n"
     )
