@@ -102,6 +102,7 @@ class World:
     handler: Callable[[httpx.Request], httpx.Response] | None = None  # overrides both: the whole HTTP exchange
     stderr: io.StringIO = field(default_factory=io.StringIO)
     sleeps: int = 0
+    canary_code: int = 200  # what the canary's readiness URL answers over its socket
 
     @property
     def unit_path(self) -> Path:
@@ -116,6 +117,12 @@ class World:
             return httpx.Response(code, text=f"status {code}")
 
         return Probe(url, transport=httpx.MockTransport(self.handler or handler)).check
+
+    def canary_probe_factory(self, url: str, uds: str) -> Callable[[], ProbeResult]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(self.canary_code, text=f"canary status {self.canary_code}")
+
+        return Probe(url, uds=uds, transport=httpx.MockTransport(handler)).check
 
     def verifier(self, path: Path, *, name: str | None = None) -> Report:
         assert path.read_bytes()  # verification sees the candidate's bytes
@@ -135,6 +142,7 @@ class World:
             reporter=Reporter(self.stderr),
             clock=self.clock,
             sleep=self.sleep,
+            canary_probe_factory=self.canary_probe_factory,
         )
 
     def request(self, **kw: Any) -> ApplyRequest:
@@ -147,6 +155,8 @@ class World:
             "ready_interval": 0.5,
             "history_dir": self.hist,
             "unit_dir": self.units,
+            # The canary has its own tests (test_canary.py): these script the live service's answers only.
+            "canary": False,
         }
         base.update(kw)
         return ApplyRequest(**base)
@@ -165,6 +175,7 @@ class World:
 def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Locks of this test's units live in its own directory, not the machine's /run/lock/unitctl."""
     monkeypatch.setenv("UNITCTL_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("UNITCTL_CANARY_DIR", str(tmp_path / "canary"))
     return tmp_path / "locks"
 
 
@@ -936,7 +947,7 @@ def test_a_stale_git_lock_is_never_nothing_to_do_and_its_repair_is_shown(world: 
     assert result.exit_code == 0 and result.record.outcome == "ok"
     assert not lock.exists() and world.head() == world.revs["v1"]
     assert "index.lock left by a killed git" in _detail(result.record, "capture")
-    assert f"removed {lock}" in _detail(world.records()[-1], "checkout")
+    assert f"removed {lock}" in _detail(world.records()[-1], "switch")  # the live checkout moves in the switch
 
 
 def test_a_deleted_tracked_file_at_the_deployed_revision_is_checked_out_again(world: World) -> None:
