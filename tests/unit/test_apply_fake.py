@@ -1053,3 +1053,59 @@ def test_a_failed_release_of_a_template_restores_it_byte_for_byte_and_restarts_t
         world.run(unit="app@1.service", repo=None, edit_template=True, unit_file=_write(world, unit_text(bind="x:9")))
     assert template.read_bytes() == before and not (world.units / "app@1.service").exists()
     assert "stop" not in world.fake.ops() and world.fake.ops("app@1.service").count("restart") == 2
+
+
+# -- the canary (fake systemd; the real one in tests/integration/test_canary_real.py) --------------------------
+
+
+def _aside(world: World) -> None:
+    """Put the live checkout back at v1 (what runs): v2 is deployed with --rev, nowhere in the live tree yet."""
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+
+
+def test_a_ready_canary_runs_the_new_revision_aside_then_the_switch_checks_it_out(world: World) -> None:
+    installed(world)
+    _aside(world)
+    result = world.run(rev=world.revs["v2"], canary=True)
+    assert result.exit_code == 0, result.message
+    (spec,) = world.fake.started_specs
+    assert spec.unit_name == "unitctl-run-app-canary.service" and spec.user == "www-data"
+    assert spec.env["XDG_RUNTIME_DIR"] == "/run/unitctl/canary/app"
+    assert spec.binds == ((str(world.tmp / "canary" / "app" / "tree"), str(world.repo)),)
+    assert "unix:/run/unitctl/canary/app/canary.sock" in spec.argv
+    rec = world.records()[-1]
+    names = [p.name for p in rec.phases]
+    assert names.index("worktree") < names.index("pre-import") < names.index("canary") < names.index("switch")
+    assert world.head() == world.revs["v2"]
+    # Nothing of the canary is left: its unit stopped and forgotten, its tree removed.
+    assert "unitctl-run-app-canary.service" not in world.fake.leftover_transients
+    assert not (world.tmp / "canary" / "app" / "tree").exists()
+    assert git(world.repo, "worktree", "list").count("\n") == 1
+
+
+def test_a_canary_that_is_not_ready_refuses_and_the_live_service_and_tree_are_untouched(world: World) -> None:
+    installed(world)
+    _aside(world)
+    world.canary_code = 503
+    world.fake.add_journal("unitctl-run-app-canary.service", ["database down"])
+    before = world.fake.ops(UNIT)
+    result, error = engine.run_result(
+        world.request(rev=world.revs["v2"], canary=True, ready_timeout=3.0), world.edges()
+    )
+    assert isinstance(error, RefusedError) and result.exit_code == 3 and result.record.outcome == "refused"
+    assert "the canary of" in result.message and "HTTP 503" in result.message
+    assert "the live service was not touched" in result.message
+    assert set(world.fake.ops(UNIT)[len(before) :]) == {"state"}  # read, never restarted
+    assert world.head() == world.revs["v1"]
+    assert world.records()[-1].journal == ["database down"]
+    assert not (world.tmp / "canary" / "app" / "tree").exists()
+    assert "unitctl-run-app-canary.service" not in world.fake.leftover_transients
+
+
+def test_no_canary_and_a_dry_run_start_none(world: World) -> None:
+    installed(world)
+    _aside(world)
+    assert world.run(rev=world.revs["v2"], canary=True, dry_run=True).exit_code == 1
+    assert world.run(rev=world.revs["v2"], canary=False).exit_code == 0
+    assert world.fake.started_specs == []
+    assert "canary skipped: --no-canary" in world.stderr.getvalue()

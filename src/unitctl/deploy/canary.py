@@ -39,9 +39,10 @@ from unitctl import history
 from unitctl.deploy.attempt import Attempt, guard_phase
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Resource, Undo
-from unitctl.errors import RefusedError, UnitctlError
+from unitctl.errors import RefusedError, SystemdError, UnitctlError
 from unitctl.gitrepo import GitRepo, regenerable
-from unitctl.systemd.base import SystemdBackend, TransientSpec
+from unitctl.gunicorn import Invocation
+from unitctl.systemd.base import SystemdBackend, TransientSpec, UnitState
 
 CANARY_DIR_ENV = "UNITCTL_CANARY_DIR"
 DEFAULT_CANARY_DIR = Path("/var/lib/unitctl/canary")
@@ -138,6 +139,12 @@ def canary_argv(argv: Iterable[str], uses: Iterable[tuple[str, int, int | None, 
     return [*kept_head, *added, *kept_tail]
 
 
+def canary_command(inv: Invocation, *, socket: str, pidfile: str) -> list[str]:
+    """Return the canary's command from the service's parsed Gunicorn command (pure)."""
+    uses = [(u.setting, u.index, u.value_index if u.value_index != u.index else None, u.cluster) for u in inv.args.uses]
+    return canary_argv(inv.argv, uses, after=inv.exe_index, before=inv.args.double_dash, socket=socket, pidfile=pidfile)
+
+
 def wanted(att: Attempt) -> str | None:
     """Return why this deploy runs no canary, or None when it runs one."""
     req = att.req
@@ -204,9 +211,7 @@ def spec(att: Attempt, tree: Tree | None) -> TransientSpec:
     inv = view.invocation
     assert inv is not None
     run = f"/run/{runtime_dir(req.unit)}"
-    uses = [(u.setting, u.index, u.value_index if u.value_index != u.index else None, u.cluster) for u in inv.args.uses]
-    argv = canary_argv(inv.argv, uses, after=inv.exe_index, before=inv.args.double_dash,
-                       socket=socket_path(req.unit), pidfile=f"{run}/gunicorn.pid")  # fmt: skip
+    argv = canary_command(inv, socket=socket_path(req.unit), pidfile=f"{run}/gunicorn.pid")
     out = TransientSpec(
         argv=argv,
         user=view.user,
@@ -236,10 +241,7 @@ def run(att: Attempt, tree: Tree | None) -> None:
         outcome = guard_phase(att, "canary", req.ready_timeout, unit=name, probe=probe,
                               waiting=f"waiting for the canary at {socket_path(req.unit)}")  # fmt: skip
         if not outcome.ready:
-            state = outcome.last_state
-            lines = backend.journal(name, invocation_id=(state.invocation_id if state else None) or None,
-                                    lines=JOURNAL_LINES)  # fmt: skip
-            att.record.journal = [history.mask_secrets(line, att.env) for line in lines]
+            att.record.journal = _journal(att, name, outcome.last_state)
             for line in att.record.journal[-10:]:
                 att.reporter.line(f"  canary: {line}")
             raise RefusedError(
@@ -249,6 +251,19 @@ def run(att: Attempt, tree: Tree | None) -> None:
             )
     finally:
         remove(att, "canary")
+
+
+def _journal(att: Attempt, name: str, state: UnitState | None) -> list[str]:
+    """Return the canary's journal lines (its invocation's; secrets masked); a journal error is one line."""
+    backend = att.edges.backend
+    try:
+        invocation = (state.invocation_id if state is not None else "") or None
+        lines = backend.journal(name, invocation_id=invocation, lines=JOURNAL_LINES)
+        if not lines:
+            lines = backend.journal(name, lines=JOURNAL_LINES)
+    except SystemdError as exc:
+        return [f"(journal unavailable: {exc})"]
+    return [history.mask_secrets(line, att.env) for line in lines]
 
 
 def remove(att: Attempt, *resources: Resource) -> None:
