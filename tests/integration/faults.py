@@ -33,28 +33,13 @@ from typing import Any
 
 from apphelpers import AppRepo, http_get
 
+from unitctl.deploy.model import STEPS
 from unitctl.sandbox import Result, Sandbox
 
-# The engine's step names, in the order a deploy (then its rollback) performs them.
-DEPLOY_STEPS = (
-    "lock",
-    "capture",
-    "ready-url",
-    "verify",
-    "checkout",
-    "pre-import",
-    "unit-write",
-    "daemon-reload",
-    "restart",
-    "guard",
-)
-ROLLBACK_STEPS = (
-    "rollback-checkout",
-    "rollback-unit",
-    "rollback-daemon-reload",
-    "rollback-restart",
-    "rollback-guard",
-)
+# The engine's step names, in the order a deploy (then its rollback) performs them: the engine's own list, but
+# for the build steps (these deploys have no --build-cmd).
+DEPLOY_STEPS = tuple(s for s in STEPS[: STEPS.index("guard") + 1] if s not in ("build", "live-build"))
+ROLLBACK_STEPS = tuple(s for s in STEPS if s.startswith("rollback-"))
 FAULTS = ("kill-9", "sighup", "pipes-closed", "sigterm")
 # What `unitctl status` may call the faulted attempt, by the exit code it ended with (None: killed).
 TRUE_OUTCOMES: dict[int | None, tuple[str, ...]] = {
@@ -75,14 +60,18 @@ _ports = itertools.count(18700)
 
 
 def steps_for(release: str) -> tuple[str, ...]:
-    """Return the steps a deploy of ``release`` goes through (a bad release also rolls back)."""
-    steps = DEPLOY_STEPS + (ROLLBACK_STEPS if release == "bad" else ()) + ("record",)
-    return steps
+    """Return the steps a deploy of ``release`` goes through (a bad release also rolls back).
+
+    The bad release is deployed with --no-canary (a canary would refuse it before the switch, and the matrix is
+    about the rollback under faults; test_canary_real.py covers the canary refusing it): it has no canary step.
+    """
+    deploy = tuple(s for s in DEPLOY_STEPS if release == "good" or s != "canary")
+    return deploy + (ROLLBACK_STEPS if release == "bad" else ()) + ("record",)
 
 
 def cells(quick: bool = False) -> list[tuple[str, str, str]]:
     """Return every (release, step, fault) cell; ``quick`` keeps one step per phase of the transaction."""
-    quick_steps = {"unit-write", "guard", "rollback-restart"}
+    quick_steps = {"canary", "unit-write", "guard", "rollback-restart"}
     out = []
     for release in RELEASES:
         for step in steps_for(release):
@@ -206,6 +195,7 @@ class FaultApp:
             self.name, "--guarded", "--repo", self.repo.path, "--ready-url", f"{self.url}/health/ready",
             "--ready-timeout", str(READY_TIMEOUT), "--ready-interval", "0.2", "--history-dir", self.hist,
             "--unit-file", f"{self.repo.root}/units/{unit}/{self.unit}", *(["--rev", rev] if rev else []),
+            *(["--no-canary"] if self.release == "bad" else []),
         ]  # fmt: skip
 
     def argv(self, *args: str) -> list[str]:
@@ -232,8 +222,11 @@ class FaultApp:
         return served, http_get(self.box, f"{self.url}/health/ready")[0] == 200
 
     def transient_leftovers(self) -> list[str]:
+        """Return the check and canary units left behind, and any canary worktree beside the checkout."""
         out = self.box.systemctl("list-units", "--all", "--plain", "--no-legend", "unitctl-*").stdout
-        return [line.split()[0] for line in out.splitlines() if line.strip()]
+        units = [line.split()[0] for line in out.splitlines() if line.strip()]
+        trees = self.repo.git("worktree", "list", "--porcelain").stdout.splitlines()
+        return units + [t for t in trees if t.startswith("worktree ") and t != f"worktree {self.repo.path}"]
 
     def cleanup(self) -> None:
         with contextlib.suppress(Exception):
