@@ -174,3 +174,33 @@ def test_the_live_service_never_runs_new_code_while_the_canary_runs(box: Sandbox
     assert len(answers) >= 3, "the live service was not asked while the canary ran"
     assert set(answers) == {"200 release v1"}, answers
     assert d.served() == "release v2"
+
+
+def test_a_socket_activated_service_gets_a_canary_on_its_own_socket(box: Sandbox, venv_bin: Path) -> None:
+    d = Canaried(box, venv_bin)
+    box.write_file(
+        f"/etc/systemd/system/{d.name}.socket",
+        f"[Socket]\nListenStream=127.0.0.1:{d.port}\n\n[Install]\nWantedBy=sockets.target\n",
+    )
+    try:  # the first apply's restart starts the socket too (Requires=)
+        # No --bind: Gunicorn serves the socket systemd hands it (LISTEN_FDS).
+        text = d.repo.unit(venv_bin, port=d.port).replace(f"--bind 127.0.0.1:{d.port} ", "")
+        text = text.replace("[Unit]\n", f"[Unit]\nRequires={d.name}.socket\nAfter={d.name}.socket\n")
+        d.repo.release("v1")
+        first = d.apply("--unit-file", d.repo.write_unit_file(text, "v1"))
+        assert first.returncode == 0, first.stderr
+        assert d.served() == "release v1"
+        v2 = d.release_aside("v2")
+        res = d.apply("--rev", v2, "--json")
+        assert res.returncode == 0, res.stderr
+        record = json.loads(res.stdout)["record"]
+        assert "ready" in d.phase(record, "canary")["detail"]
+        assert d.served() == "release v2" and d.leftovers() == []
+        v3 = d.release_aside("v3", table="items_v3")
+        res = d.apply("--rev", v3, timeout=5)
+        assert res.returncode == 3 and "the canary of" in res.stderr, res.stderr
+        assert d.served() == "release v2" and d.leftovers() == []
+    finally:
+        box.systemctl("stop", f"{d.name}.service", f"{d.name}.socket")
+        box.run(["rm", "-f", f"/etc/systemd/system/{d.name}.socket"])
+        box.systemctl("daemon-reload")
