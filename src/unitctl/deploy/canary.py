@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from unitctl import history
+from unitctl.deploy import signals
 from unitctl.deploy.attempt import Attempt, guard_phase
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Resource, Undo
@@ -269,16 +270,24 @@ def _journal(att: Attempt, name: str, state: UnitState | None) -> list[str]:
 def remove(att: Attempt, *resources: Resource) -> None:
     """Stop the canary and remove its tree (those of ``resources`` registered, default both), then forget their undo."""
     chosen: tuple[Resource, ...] = resources or ("canary", "worktree")
-    for resource in chosen:
-        undo = att.undo.get(resource)
-        if undo is None:
-            continue
-        try:
-            release(att.edges.backend, undo)
-        except (UnitctlError, OSError) as exc:
-            att.reporter.line(f"warning: could not remove the canary's {resource}: {exc}")
-            continue
-        att.unregister(resource)
+    with signals.held(att.edges.install_signal_handlers) as noted:  # a Ctrl-C must not leave half a canary
+        for resource in chosen:
+            _remove_one(att, resource)
+    if noted:
+        # Held off, not ignored: the deploy stops as it would have (unless a rollback already holds them).
+        raise signals.Interrupted(noted[0])
+
+
+def _remove_one(att: Attempt, resource: Resource) -> None:
+    undo = att.undo.get(resource)
+    if undo is None:
+        return
+    try:
+        release(att.edges.backend, undo)
+    except (UnitctlError, OSError) as exc:
+        att.reporter.line(f"warning: could not remove the canary's {resource}: {exc}")
+        return
+    att.unregister(resource)
 
 
 def release(backend: SystemdBackend, undo: Undo) -> None:
