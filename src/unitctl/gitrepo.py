@@ -470,6 +470,11 @@ class GitRepo:
             self._run(["rm", "-rf", "--one-file-system", "--", str(path)])
         self._git("worktree", "prune")
 
+    def link_into(self, directory: Path, targets: Sequence[str]) -> None:
+        """Make symlinks in ``directory`` to each of ``targets`` (named by their last component), as the owner."""
+        if targets:
+            self._run(["ln", "-s", "-t", str(directory), "--", *targets])
+
     def top_level_tracked(self, rev: str = "HEAD") -> set[str]:
         """Return the names of the top-level entries ``rev`` tracks."""
         return set(self._z("ls-tree", "-z", "--name-only", rev))

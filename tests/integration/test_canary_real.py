@@ -48,8 +48,8 @@ class Canaried(Deploy):
     def leftovers(self) -> list[str]:
         """Return what a canary left: its unit, a worktree beside the checkout, its tree directory."""
         left = self.canary_units() + [w for w in self.worktrees() if w != self.repo.path]
-        if self.box.exists(f"{CANARY_DIR}/{self.name}/tree"):
-            left.append(f"{CANARY_DIR}/{self.name}/tree")
+        if self.box.exists(f"{CANARY_DIR}/{self.name}/work/tree"):
+            left.append(f"{CANARY_DIR}/{self.name}/work/tree")
         return left
 
     def live(self) -> tuple[str, str]:
@@ -79,7 +79,7 @@ def test_a_ready_canary_lets_the_deploy_proceed_and_leaves_nothing(app: Canaried
     assert app.served() == "release v2" and app.repo.head() == v2
     assert "ready" in app.phase(record, "canary")["detail"]
     # The canary ran from the worktree, not from the live tree (which the worktree phase names).
-    assert f"{CANARY_DIR}/{app.name}/tree" in app.phase(record, "worktree")["detail"]
+    assert f"{CANARY_DIR}/{app.name}/work/tree" in app.phase(record, "worktree")["detail"]
     assert app.leftovers() == []
     assert app.worktrees() == [app.repo.path]
 

@@ -1071,7 +1071,7 @@ def test_a_ready_canary_runs_the_new_revision_aside_then_the_switch_checks_it_ou
     (spec,) = world.fake.started_specs
     assert spec.unit_name == "unitctl-run-app-canary.service" and spec.user == "www-data"
     assert spec.env["XDG_RUNTIME_DIR"] == "/run/unitctl/canary/app"
-    assert spec.binds == ((str(world.tmp / "canary" / "app" / "tree"), str(world.repo)),)
+    assert spec.binds == ((str(world.tmp / "canary" / "app" / "work" / "tree"), str(world.repo)),)
     assert "unix:/run/unitctl/canary/app/canary.sock" in spec.argv
     rec = world.records()[-1]
     names = [p.name for p in rec.phases]
@@ -1079,7 +1079,7 @@ def test_a_ready_canary_runs_the_new_revision_aside_then_the_switch_checks_it_ou
     assert world.head() == world.revs["v2"]
     # Nothing of the canary is left: its unit stopped and forgotten, its tree removed.
     assert "unitctl-run-app-canary.service" not in world.fake.leftover_transients
-    assert not (world.tmp / "canary" / "app" / "tree").exists()
+    assert not (world.tmp / "canary" / "app" / "work" / "tree").exists()
     assert git(world.repo, "worktree", "list").count("\n") == 1
 
 
@@ -1098,7 +1098,7 @@ def test_a_canary_that_is_not_ready_refuses_and_the_live_service_and_tree_are_un
     assert set(world.fake.ops(UNIT)[len(before) :]) == {"state"}  # read, never restarted
     assert world.head() == world.revs["v1"]
     assert world.records()[-1].journal == ["database down"]
-    assert not (world.tmp / "canary" / "app" / "tree").exists()
+    assert not (world.tmp / "canary" / "app" / "work" / "tree").exists()
     assert "unitctl-run-app-canary.service" not in world.fake.leftover_transients
 
 

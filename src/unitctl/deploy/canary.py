@@ -3,7 +3,7 @@
 How the live service is kept off the new code until the switch:
 
 - The new revision is checked out into a git worktree, the *canary tree* (``$UNITCTL_CANARY_DIR``, default
-  /var/lib/unitctl/canary, ``/<unit stem>/tree``), by git running as the checkout's owner, hooks off. The live
+  /var/lib/unitctl/canary, ``/<unit stem>/work/tree``), by git running as the checkout's owner, hooks off. The live
   checkout is switched only in the switch phase, right before the restart: a worker the live master respawns
   meanwhile (--max-requests, a crash) loads the old release.
 - The checkout's top-level entries the new revision does not track (``.env``, ``venv/``, ``instance/``...) show in
@@ -166,29 +166,30 @@ def prepare_tree(att: Attempt, rev: str) -> Tree:
     assert repo is not None
     live = Path(os.path.abspath(repo.path))
     where = canary_dir(att.req.unit)
-    tree = Tree(path=where / "tree", live=live, link=where / "live" / "checkout")
+    # work/ is the owner's (git, as the owner, creates and removes the tree in it); where/ and live/ are root's.
+    work = where / "work"
+    tree = Tree(path=work / "tree", live=live, link=where / "live" / "checkout")
     att.step("worktree", Undo("worktree", repo=str(live), path=str(tree.path)))
     with att.phase("worktree") as detail:
         owner = repo.user
         where.mkdir(mode=0o755, parents=True, exist_ok=True)
         if where.is_symlink() or where.stat().st_uid != os.geteuid():
             raise RefusedError(f"{where} is not unitctl's own directory", hint=f"remove it or set {CANARY_DIR_ENV}")
+        work.mkdir(mode=0o755, exist_ok=True)
+        if work.is_symlink() or not work.is_dir():
+            raise RefusedError(f"{work} is not a directory", hint=f"remove it or set {CANARY_DIR_ENV}")
+        if owner.switch:
+            os.chown(work, owner.uid, owner.gid, follow_symlinks=False)
         if os.path.lexists(tree.path):
             repo.remove_worktree(tree.path)  # a killed run's, whose journal was lost
-        tree.path.mkdir(mode=0o755)
-        if owner.switch:
-            os.chown(tree.path, owner.uid, owner.gid)
         repo.add_worktree(tree.path, rev)
         tree.link.parent.mkdir(mode=0o755, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             tree.link.unlink()
         tree.link.symlink_to(live)
         names = shared_entries(os.listdir(live), repo.top_level_tracked(), os.listdir(tree.path))
-        for name in names:
-            entry = tree.path / name
-            entry.symlink_to(tree.link / name)
-            if owner.switch:
-                os.lchown(entry, owner.uid, owner.gid)
+        # Made by the owner, in the owner's tree: root writes nothing in a directory another user controls.
+        repo.link_into(tree.path, [str(tree.link / name) for name in names])
         detail.append(f"{rev[:12]} in {tree.path}; linked from the live checkout: {', '.join(names) or 'nothing'}")
     return tree
 
@@ -199,7 +200,7 @@ def remove_tree(undo: Undo) -> None:
     path = Path(undo.path)
     GitRepo(Path(undo.repo)).remove_worktree(path)
     with contextlib.suppress(FileNotFoundError):
-        (path.parent / "live" / "checkout").unlink()
+        (path.parent.parent / "live" / "checkout").unlink()
 
 
 def spec(att: Attempt, tree: Tree | None) -> TransientSpec:
