@@ -1109,3 +1109,25 @@ def test_no_canary_and_a_dry_run_start_none(world: World) -> None:
     assert world.run(rev=world.revs["v2"], canary=False).exit_code == 0
     assert world.fake.started_specs == []
     assert "canary skipped: --no-canary" in world.stderr.getvalue()
+
+
+LOG_BUILD = (
+    f"{sys.executable} -c \"import os, pathlib; p = pathlib.Path(os.environ['BUILD_LOG']); "
+    "p.write_text(p.read_text() + os.getcwd() + ' ' + pathlib.Path('app.py').read_text()) if p.exists() "
+    "else p.write_text(os.getcwd() + ' ' + pathlib.Path('app.py').read_text())\""
+)
+
+
+def test_the_build_runs_in_the_canary_tree_first_then_in_the_live_tree_after_its_checkout(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed(world)
+    _aside(world)
+    log = world.tmp / "builds.log"
+    monkeypatch.setenv("BUILD_LOG", str(log))
+    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=LOG_BUILD)
+    assert result.exit_code == 0, result.message
+    tree = world.tmp / "canary" / "app" / "work" / "tree"
+    assert log.read_text().splitlines() == [f"{tree} V = 2", f"{world.repo} V = 2"]
+    names = [p.name for p in world.records()[-1].phases]
+    assert names.index("build") < names.index("pre-import") < names.index("canary") < names.index("switch")
