@@ -1,4 +1,4 @@
-"""Pre-flight: checks of the new release before the service is touched (readiness URL, verify, build, import)."""
+"""Pre-flight: checks of the new release before the service is touched: readiness URL, verify, build, canary."""
 
 from __future__ import annotations
 
