@@ -541,6 +541,13 @@ def apply(
     no_pre_import: Annotated[
         bool | None, typer.Option("--no-pre-import", help="Skip the import check before the switch.")
     ] = None,
+    canary: Annotated[
+        bool | None,
+        typer.Option(
+            "--canary/--no-canary",
+            help="Start the new release beside the live one and judge it before the switch [default: on if guarded].",
+        ),
+    ] = None,
     build_cmd: Annotated[
         str | None, typer.Option("--build-cmd", help="Run in --repo after each checkout (argv split, no shell).")
     ] = None,
@@ -569,7 +576,7 @@ def apply(
     flags = {
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
         "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": strategy,
-        "pre_import": pre_import, "no_pre_import": no_pre_import, "build_cmd": build_cmd,
+        "pre_import": pre_import, "no_pre_import": no_pre_import, "canary": canary, "build_cmd": build_cmd,
         "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
     s = settings("apply", APPLY_SCHEMA, flags)

@@ -7,7 +7,7 @@ a server, with update_systemd_unit.sh (fetch + exact commit + guarded apply):
     v1                first deploy: the unit is rewritten (no --preload, 2 workers) and installed
     v2                a good release
     v3-broken-import  refused by the pre-import check (exit 3); v2 keeps serving, never restarted
-    v4-db-down        not ready in time: rolled back (exit 4); v2 serving again
+    v4-db-down        its canary is never ready: refused (exit 3); v2 keeps serving, never restarted
 
 After each: the phases with their timings, the exit code and the release the app serves. Ends with a
 table and exit 0 only if every step did what it should; the sandbox is torn down on every way out.
@@ -49,7 +49,7 @@ DEMO_STEPS = (
     Step("v1", 0, "v1", "first deploy"),
     Step("v2", 0, "v2", "a good release"),
     Step("v3-broken-import", 3, "v2", "broken import: refused before the restart"),
-    Step("v4-db-down", 4, "v2", "database down: rolled back"),
+    Step("v4-db-down", 3, "v2", "database down: refused by its canary, the live service never touched"),
 )
 
 

@@ -459,6 +459,31 @@ class GitRepo:
             raise GitStateError(f"{remote!r} is not a remote name", hint="pass e.g. --remote origin")
         self._git("fetch", "--quiet", "--tags", "--", remote, timeout=FETCH_TIMEOUT)
 
+    # -- worktrees (the canary's tree) -----------------------------------------------------------
+
+    def add_worktree(self, path: Path, rev: str) -> None:
+        """Check ``rev`` out, detached, into a new worktree at ``path`` (absent or an empty directory of the owner)."""
+        # --force: a worktree registered at this path whose directory is gone (a killed run) is reused.
+        self._git("worktree", "add", "--detach", "--force", "--quiet", str(path), rev)
+
+    def remove_worktree(self, path: Path) -> None:
+        """Remove the worktree at ``path`` and its metadata, as the owner; one that is already gone is fine."""
+        # Twice --force: also a locked worktree, or one with changes (the canary's tree is never kept).
+        self._git("worktree", "remove", "--force", "--force", str(path), check=False)
+        if _lexists(path):
+            # Not (or no longer) a registered worktree: its files go all the same, as the owner.
+            self._run(["rm", "-rf", "--one-file-system", "--", str(path)])
+        self._git("worktree", "prune")
+
+    def link_into(self, directory: Path, targets: Sequence[str]) -> None:
+        """Make symlinks in ``directory`` to each of ``targets`` (named by their last component), as the owner."""
+        if targets:
+            self._run(["ln", "-s", "-t", str(directory), "--", *targets])
+
+    def top_level_tracked(self, rev: str = "HEAD") -> set[str]:
+        """Return the names of the top-level entries ``rev`` tracks."""
+        return set(self._z("ls-tree", "-z", "--name-only", rev))
+
     # -- the switch ------------------------------------------------------------------------------
 
     def checkout(self, rev: str) -> list[str]:

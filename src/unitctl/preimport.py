@@ -56,6 +56,7 @@ class ServiceView:
     preload: bool = False
     python: str = "python3"  # the interpreter the service's Gunicorn runs on
     expand_variables: bool = True  # systemd expands $VAR in the command (False with the ':' prefix)
+    invocation: Invocation | None = None  # the service's Gunicorn command as the unit runs it (the canary's base)
 
 
 def _dropins(unit: str, unit_dir: Path, *, root: Path = Path("/")) -> list[UnitFile]:
@@ -122,6 +123,7 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
         preload=preload,
         python=_python_of(inv),
         expand_variables=not found.command.no_env_expand,
+        invocation=inv,
     )
 
 

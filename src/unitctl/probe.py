@@ -110,12 +110,18 @@ class Probe:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 2.0,
+        uds: str | None = None,
     ) -> None:
+        """Probe ``url``; with ``uds``, ask its path and Host over that unix socket instead (a canary's)."""
         import httpx
 
         if timeout <= 0:
             raise UsageError(f"probe timeout must be positive, got {timeout}")
         self.target = parse_target(url)
+        if uds is not None:
+            if not uds.startswith("/"):
+                raise UsageError(f"probe socket {uds!r} must be an absolute path")
+            self.target = Target(url=self.target.url, uds=uds)
         self.timeout = timeout
         if transport is None and self.target.uds:
             transport = httpx.HTTPTransport(uds=self.target.uds, retries=0)

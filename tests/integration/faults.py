@@ -35,7 +35,7 @@ from unitctl.deploy.model import STEPS
 from unitctl.sandbox import Sandbox
 
 # The engine's steps in order (its own list, so a new step gets its cells); these deploys pass no --build-cmd.
-NOT_PERFORMED = ("build",)
+NOT_PERFORMED = ("build", "live-build")
 DEPLOY_STEPS = tuple(s for s in STEPS[: STEPS.index("guard") + 1] if s not in NOT_PERFORMED)
 ROLLBACK_STEPS = tuple(s for s in STEPS if s.startswith("rollback-"))
 FAULTS = ("kill-9", "sighup", "pipes-closed", "sigterm")
@@ -56,14 +56,18 @@ PAUSE_TIMEOUT = 90.0
 
 
 def steps_for(release: str) -> tuple[str, ...]:
-    """Return the steps a deploy of ``release`` goes through (a bad release also rolls back)."""
-    steps = DEPLOY_STEPS + (ROLLBACK_STEPS if release == "bad" else ()) + ("record",)
-    return steps
+    """Return the steps a deploy of ``release`` goes through (a bad release also rolls back).
+
+    The bad release is deployed with --no-canary (a canary would refuse it before the switch, and the matrix is
+    about the rollback under faults; test_canary_real.py covers the canary refusing it): it has no canary step.
+    """
+    deploy = tuple(s for s in DEPLOY_STEPS if release == "good" or s != "canary")
+    return deploy + (ROLLBACK_STEPS if release == "bad" else ()) + ("record",)
 
 
 def cells(quick: bool = False) -> list[tuple[str, str, str]]:
     """Return every (release, step, fault) cell; ``quick`` keeps one step per phase of the transaction."""
-    quick_steps = {"unit-write", "guard", "rollback-restart"}
+    quick_steps = {"canary", "unit-write", "guard", "rollback-restart"}
     out = []
     for release in RELEASES:
         for step in steps_for(release):
@@ -179,6 +183,7 @@ class FaultApp(DeployedApp):
             self.name, "--guarded", "--repo", self.repo.path, "--ready-url", f"{self.url}/health/ready",
             "--ready-timeout", str(READY_TIMEOUT), "--ready-interval", "0.2", "--history-dir", self.hist,
             "--unit-file", f"{self.repo.root}/units/{unit}/{self.unit}", *(["--rev", rev] if rev else []),
+            *(["--no-canary"] if self.release == "bad" else []),
         ]  # fmt: skip
 
     def revision_name(self) -> str:
@@ -198,8 +203,11 @@ class FaultApp(DeployedApp):
         return served, http_get(self.box, f"{self.url}/health/ready")[0] == 200
 
     def transient_leftovers(self) -> list[str]:
+        """Return the check and canary units left behind, and any canary worktree beside the checkout."""
         out = self.box.systemctl("list-units", "--all", "--plain", "--no-legend", "unitctl-*").stdout
-        return [line.split()[0] for line in out.splitlines() if line.strip()]
+        units = [line.split()[0] for line in out.splitlines() if line.strip()]
+        trees = self.repo.git("worktree", "list", "--porcelain").stdout.splitlines()
+        return units + [t for t in trees if t.startswith("worktree ") and t != f"worktree {self.repo.path}"]
 
     def cleanup(self) -> None:
         with contextlib.suppress(Exception):

@@ -103,7 +103,7 @@ def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path, backend:
     assert [(r["outcome"], r["to_rev"]) for r in records] == [("ok", v1), ("ok", v2)]
     assert records[1]["rollback_source"] == "history"
     phases = [p["name"] for p in records[1]["phases"]]
-    assert phases == ["capture", "ready-url", "verify", "pre-import", "switch", "guard"]
+    assert phases == ["capture", "ready-url", "verify", "pre-import", "canary", "switch", "guard"]
     # The backend asked for is the one that drove the deploy (an explicit one never falls back).
     assert all(r["phases"][0]["detail"].endswith(f"active/running (backend {backend})") for r in records[1:])
     # Phase lines with timings on stderr, one result line on stdout.
@@ -181,7 +181,8 @@ def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path, backen
     v2 = d.second_release()
     unit_before = box.read_file(d.unit_path)
     v4 = d.repo.release("v4", table="items_v4")  # imports fine; its table was never migrated
-    res = d.apply(timeout=4)
+    # --no-canary: this is about the guard after the switch (a canary refuses it first: test_canary_real.py).
+    res = d.apply("--no-canary", timeout=4)
     assert res.returncode == 4, res.stderr
     assert "rolled back" in res.stderr and "not ready within 4s" in res.stderr
     assert d.repo.head() == v2 and box.read_file(d.unit_path) == unit_before
@@ -219,7 +220,7 @@ def test_both_releases_broken_needs_a_human(box: Sandbox, venv_bin: Path) -> Non
     # The database goes away: the new release and the previous one both cannot become ready.
     box.run(["mv", d.repo.db, d.repo.db + ".away"], check=True)
     d.repo.release("v4", table="items_v4")
-    res = d.apply(timeout=3)
+    res = d.apply("--no-canary", timeout=3)  # the switch happens: the rollback is what is tested
     assert res.returncode == 5, res.stderr
     line = res.stderr.strip().splitlines()[-1]
     assert "ROLLBACK FAILED" in line and "previous release is not ready either" in line
@@ -236,7 +237,7 @@ def test_fast_failure_is_rolled_back_long_before_the_timeout(box: Sandbox, venv_
     d.second_release()
     d.repo.release("v3", broken_import=True)
     started = time.monotonic()
-    res = d.apply("--no-pre-import", timeout=120)
+    res = d.apply("--no-pre-import", "--no-canary", timeout=120)
     wall = time.monotonic() - started
     assert res.returncode == 4, res.stderr
     last = d.history()[-1]
@@ -274,7 +275,7 @@ def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sand
     d.first_release()
     v2 = d.second_release()
     d.repo.release("v3", ready_after=600.0)  # would never be ready within the test
-    proc = box.popen(d.argv(timeout=120))
+    proc = box.popen(d.argv("--no-canary", timeout=120))
     try:
         _wait_for_line(proc, "switch", timeout=60)
         time.sleep(0.5)  # inside the guard now
@@ -435,7 +436,7 @@ def test_the_caller_going_away_during_the_guard_changes_nothing(box: Sandbox, ve
     d.first_release()
     v2 = d.second_release()
     v3 = d.repo.release("v3", table="items" if release == "good" else "items_v3")
-    run = Paused(d, "guard", timeout=4)
+    run = Paused(d, "guard", "--no-canary", timeout=4)
     assert run.proc.stdout is not None and run.proc.stderr is not None
     run.proc.stdout.close()
     run.proc.stderr.close()
@@ -458,7 +459,7 @@ def test_kill_9_during_the_guard_is_reported_and_finished_by_status(box: Sandbox
     d.first_release()
     v2 = d.second_release()
     v4 = d.repo.release("v4", table="items_v4")  # imports, never ready
-    run = Paused(d, "guard", timeout=4)
+    run = Paused(d, "guard", "--no-canary", timeout=4)
     run.signal("KILL")
     assert run.wait() != 0
     assert d.served() == "release v4"  # the broken release serves until someone comes back
@@ -503,9 +504,9 @@ def test_after_exit_5_the_same_apply_is_not_nothing_to_do(box: Sandbox, venv_bin
     v2 = d.second_release()
     box.run(["mv", d.repo.db, d.repo.db + ".away"], check=True)  # the database is down for every release
     d.repo.release("v4", table="items_v4")
-    assert d.apply(timeout=2).returncode == 5
+    assert d.apply("--no-canary", timeout=2).returncode == 5
     assert d.repo.head() == v2  # the last good revision is checked out, and recorded as deployed
-    res = d.apply(timeout=2)
+    res = d.apply("--no-canary", timeout=2)
     assert res.returncode == 5, res.stderr  # never 0 "nothing to do" while /health/ready answers 503
     assert "nothing to do" not in res.stdout + res.stderr
     box.run(["mv", d.repo.db + ".away", d.repo.db], check=True)
@@ -538,7 +539,7 @@ def test_the_rollback_waits_for_the_previous_release_not_the_deploy_timeout(box:
     d.repo.release("v2", ready_after=2.0)  # the good release needs 2 s to answer ready
     assert d.apply(timeout=30).returncode == 0
     d.repo.release("v3", table="items_v3")
-    res = d.apply(timeout=0.5)  # a tiny deploy timeout must not make the rollback give up on v2
+    res = d.apply("--no-canary", timeout=0.5)  # a tiny deploy timeout must not make the rollback give up on v2
     assert res.returncode == 4, res.stderr
     assert d.served() == "release v2" and d.ready()
 

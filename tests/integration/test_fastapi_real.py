@@ -1,6 +1,7 @@
 """The FastAPI variant of the example app (examples/app/asgi.py), rendered with --worker-class
 uvicorn_worker.UvicornWorker and deployed for real: a good release, a broken import refused before the switch,
-a release whose database is gone rolled back; the guard reads readiness from Uvicorn workers as from sync ones.
+a release whose database is gone refused by its canary (and, without one, rolled back); the guard reads readiness
+from Uvicorn workers as from sync ones.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def test_a_fastapi_app_on_uvicorn_workers_is_deployed_refused_and_rolled_back(bo
     assert "pydantic" in err.lower() or "BaseSettings" in err, err
     assert _served(box) == "v2"
 
+    # The canary (one Uvicorn worker on its own socket) refuses it before the live service is touched ...
     code, err = _apply(box, venv_bin, revs["v4-db-down"])
+    assert code == 3 and "the canary of" in err and "the live service was not touched" in err, err
+    assert _served(box) == "v2"
+    # ... and without the canary the guard after the switch catches it and rolls back.
+    code, err = _apply(box, venv_bin, revs["v4-db-down"], "--no-canary")
     assert code == 4, err
     assert _served(box) == "v2"

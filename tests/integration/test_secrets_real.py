@@ -91,9 +91,18 @@ def test_values_the_unit_gives_the_service_never_reach_anything_unitctl_writes(b
     assert "cannot start: connecting with token ****" in refused.stderr  # the app's words are kept, masked
     outputs += [refused.stdout, refused.stderr]
 
-    # 2. It imports, prints the values to its journal and answers 503 with them: rolled back (exit 4).
-    repo.release("v3", extra_files={"app.py": LEAKY_APP, "release.py": "FAIL = 'ready'\n"})
-    rolled = _unitctl(box, venv_bin, "apply", name, "--json", "--ready-timeout", "4", *common, env=actions)
+    # 2. It imports, prints the values to its journal and answers 503 with them: its canary refuses it (exit 3),
+    v3 = repo.release("v3", extra_files={"app.py": LEAKY_APP, "release.py": "FAIL = 'ready'\n"})
+    canaried = _unitctl(box, venv_bin, "apply", name, "--json", "--ready-timeout", "4", *common, env=actions)
+    assert canaried.returncode == 3, canaried.stderr
+    result = json.loads(canaried.stdout)
+    assert any("app: connecting with token ****" in line for line in result["record"]["journal"]), result
+    outputs += [canaried.stdout, canaried.stderr]
+    # and without a canary the guard rolls it back after the switch (exit 4). The refusal put the checkout back at
+    # the last good revision: the workflow checks v3 out again.
+    repo.git("checkout", "-q", v3)
+    rolled = _unitctl(box, venv_bin, "apply", name, "--json", "--ready-timeout", "4", "--no-canary", *common,
+                      env=actions)  # fmt: skip
     assert rolled.returncode == 4, rolled.stderr
     result = json.loads(rolled.stdout)
     assert result["outcome"] == "rolled-back"
@@ -101,7 +110,7 @@ def test_values_the_unit_gives_the_service_never_reach_anything_unitctl_writes(b
     outputs += [rolled.stdout, rolled.stderr]
 
     records = json.loads(_unitctl(box, venv_bin, "history", name, "--json", "--history-dir", hist).stdout)
-    assert [r["outcome"] for r in records] == ["ok", "refused", "rolled-back"]
+    assert [r["outcome"] for r in records] == ["ok", "refused", "refused", "rolled-back"]
     assert "connecting with token ****" in records[1]["output"]
     status = _unitctl(box, venv_bin, "status", name, "--json", "--history-dir", hist)
     written = {

@@ -120,8 +120,16 @@ def test_the_script_deploys_refuses_and_rolls_back_the_example_releases(box: San
     assert "PydanticImportError: `BaseSettings` has been moved to the `pydantic-settings` package" in r.stdout
     assert f"::error title=unitctl apply {NAME}.service%3A refused%2C nothing changed::" in r.stderr
 
-    # v4: imports, but /health/ready is 503 forever: rolled back to v2 (exit 4), v2 serving.
+    # v4: imports, but /health/ready is 503 forever: its canary refuses it (exit 3), v2 never restarted.
     r = _deploy(box, venv_bin, revs["v4-db-down"])
+    assert r.returncode == 3, r.stderr
+    assert _served(box) == "v2" and _main_pid(box) == pid_v2 and _head(box) == revs["v2"]
+    summary = _summary(box)
+    assert "refused, nothing changed (exit 3)" in summary and "| canary |" in summary, summary
+    assert "unable to open database file" in summary, "the canary's 503 reason reaches the summary"
+
+    # The same release with --no-canary (passed through to unitctl): rolled back to v2 (exit 4), v2 serving.
+    r = _deploy(box, venv_bin, revs["v4-db-down"], "--no-canary")
     assert r.returncode == 4, r.stderr
     assert _served(box) == "v2"
     assert _head(box) == revs["v2"]

@@ -89,6 +89,7 @@ class World:
     handler: Callable[[httpx.Request], httpx.Response] | None = None  # overrides both: the whole HTTP exchange
     stderr: io.StringIO = field(default_factory=io.StringIO)
     sleeps: int = 0
+    canary_code: int = 200  # what the canary's readiness URL answers over its socket
 
     @property
     def unit_path(self) -> Path:
@@ -103,6 +104,12 @@ class World:
             return httpx.Response(code, text=f"status {code}")
 
         return Probe(url, transport=httpx.MockTransport(self.handler or handler)).check
+
+    def canary_probe_factory(self, url: str, uds: str) -> Callable[[], ProbeResult]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(self.canary_code, text=f"canary status {self.canary_code}")
+
+        return Probe(url, uds=uds, transport=httpx.MockTransport(handler)).check
 
     def verifier(self, path: Path, *, name: str | None = None) -> Report:
         assert path.read_bytes()  # verification sees the candidate's bytes
@@ -122,6 +129,7 @@ class World:
             reporter=Reporter(self.stderr),
             clock=self.clock,
             sleep=self.sleep,
+            canary_probe_factory=self.canary_probe_factory,
         )
 
     def request(self, **kw: Any) -> ApplyRequest:
@@ -134,6 +142,8 @@ class World:
             "ready_interval": 0.5,
             "history_dir": self.hist,
             "unit_dir": self.units,
+            # The canary has its own tests (test_canary.py): these script the live service's answers only.
+            "canary": False,
         }
         base.update(kw)
         return ApplyRequest(**base)
@@ -152,6 +162,7 @@ class World:
 def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Locks of this test's units live in its own directory, not the machine's /run/lock/unitctl."""
     monkeypatch.setenv("UNITCTL_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("UNITCTL_CANARY_DIR", str(tmp_path / "canary"))
     return tmp_path / "locks"
 
 
@@ -923,7 +934,7 @@ def test_a_stale_git_lock_is_never_nothing_to_do_and_its_repair_is_shown(world: 
     assert result.exit_code == 0 and result.record.outcome == "ok"
     assert not lock.exists() and world.head() == world.revs["v1"]
     assert "index.lock left by a killed git" in _detail(result.record, "capture")
-    assert f"removed {lock}" in _detail(world.records()[-1], "checkout")
+    assert f"removed {lock}" in _detail(world.records()[-1], "switch")  # the live checkout moves in the switch
 
 
 def test_a_deleted_tracked_file_at_the_deployed_revision_is_checked_out_again(world: World) -> None:
@@ -1029,3 +1040,81 @@ def test_a_failed_release_of_a_template_restores_it_byte_for_byte_and_restarts_t
         world.run(unit="app@1.service", repo=None, edit_template=True, unit_file=_write(world, unit_text(bind="x:9")))
     assert template.read_bytes() == before and not (world.units / "app@1.service").exists()
     assert "stop" not in world.fake.ops() and world.fake.ops("app@1.service").count("restart") == 2
+
+
+# -- the canary (fake systemd; the real one in tests/integration/test_canary_real.py) --------------------------
+
+
+def _aside(world: World) -> None:
+    """Put the live checkout back at v1 (what runs): v2 is deployed with --rev, nowhere in the live tree yet."""
+    git(world.repo, "checkout", "-q", world.revs["v1"])
+
+
+def test_a_ready_canary_runs_the_new_revision_aside_then_the_switch_checks_it_out(world: World) -> None:
+    installed(world)
+    _aside(world)
+    result = world.run(rev=world.revs["v2"], canary=True)
+    assert result.exit_code == 0, result.message
+    (spec,) = world.fake.started_specs
+    assert spec.unit_name == "unitctl-run-app-canary.service" and spec.user == "www-data"
+    assert spec.env["XDG_RUNTIME_DIR"] == "/run/unitctl/canary/app"
+    assert spec.binds == ((str(world.tmp / "canary" / "app" / "work" / "tree"), str(world.repo)),)
+    assert "unix:/run/unitctl/canary/app/canary.sock" in spec.argv
+    rec = world.records()[-1]
+    names = [p.name for p in rec.phases]
+    assert names.index("worktree") < names.index("pre-import") < names.index("canary") < names.index("switch")
+    assert world.head() == world.revs["v2"]
+    # Nothing of the canary is left: its unit stopped and forgotten, its tree removed.
+    assert "unitctl-run-app-canary.service" not in world.fake.leftover_transients
+    assert not (world.tmp / "canary" / "app" / "work" / "tree").exists()
+    assert git(world.repo, "worktree", "list").count("\n") == 1
+
+
+def test_a_canary_that_is_not_ready_refuses_and_the_live_service_and_tree_are_untouched(world: World) -> None:
+    installed(world)
+    _aside(world)
+    world.canary_code = 503
+    world.fake.add_journal("unitctl-run-app-canary.service", ["database down"])
+    before = world.fake.ops(UNIT)
+    result, error = engine.run_result(
+        world.request(rev=world.revs["v2"], canary=True, ready_timeout=3.0), world.edges()
+    )
+    assert isinstance(error, RefusedError) and result.exit_code == 3 and result.record.outcome == "refused"
+    assert "the canary of" in result.message and "HTTP 503" in result.message
+    assert "the live service was not touched" in result.message
+    assert set(world.fake.ops(UNIT)[len(before) :]) == {"state"}  # read, never restarted
+    assert world.head() == world.revs["v1"]
+    assert world.records()[-1].journal == ["database down"]
+    assert not (world.tmp / "canary" / "app" / "work" / "tree").exists()
+    assert "unitctl-run-app-canary.service" not in world.fake.leftover_transients
+
+
+def test_no_canary_and_a_dry_run_start_none(world: World) -> None:
+    installed(world)
+    _aside(world)
+    assert world.run(rev=world.revs["v2"], canary=True, dry_run=True).exit_code == 1
+    assert world.run(rev=world.revs["v2"], canary=False).exit_code == 0
+    assert world.fake.started_specs == []
+    assert "canary skipped: --no-canary" in world.stderr.getvalue()
+
+
+LOG_BUILD = (
+    f"{sys.executable} -c \"import os, pathlib; p = pathlib.Path(os.environ['BUILD_LOG']); "
+    "p.write_text(p.read_text() + os.getcwd() + ' ' + pathlib.Path('app.py').read_text()) if p.exists() "
+    "else p.write_text(os.getcwd() + ' ' + pathlib.Path('app.py').read_text())\""
+)
+
+
+def test_the_build_runs_in_the_canary_tree_first_then_in_the_live_tree_after_its_checkout(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed(world)
+    _aside(world)
+    log = world.tmp / "builds.log"
+    monkeypatch.setenv("BUILD_LOG", str(log))
+    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=LOG_BUILD)
+    assert result.exit_code == 0, result.message
+    tree = world.tmp / "canary" / "app" / "work" / "tree"
+    assert log.read_text().splitlines() == [f"{tree} V = 2", f"{world.repo} V = 2"]
+    names = [p.name for p in world.records()[-1].phases]
+    assert names.index("build") < names.index("pre-import") < names.index("canary") < names.index("switch")

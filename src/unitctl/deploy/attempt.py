@@ -139,17 +139,25 @@ def fail(att: Attempt, error: UnitctlError, outcome: history.Outcome) -> Transac
     return TransactionError(error, conclude(att, outcome, error.exit_code, str(error)))
 
 
-def guard_phase(att: Attempt, name: str, timeout: float) -> Any:
-    """Run the readiness guard as phase ``name`` for at most ``timeout`` seconds; return its outcome."""
+def guard_phase(
+    att: Attempt,
+    name: str,
+    timeout: float,
+    *,
+    unit: str | None = None,
+    probe: Callable[[], ProbeResult] | None = None,
+    waiting: str | None = None,
+) -> Any:
+    """Guard ``unit`` (default: the service) as phase ``name`` for at most ``timeout`` seconds; return the outcome."""
     from unitctl import guard
 
     req = att.req
-    probe = att.probe
+    probe = probe or att.probe
     assert probe is not None
     with att.phase(name) as detail:
         outcome = guard.watch(
             att.edges.backend,
-            req.unit,
+            unit or req.unit,
             probe,
             timeout=timeout,
             interval=req.ready_interval,
@@ -157,7 +165,7 @@ def guard_phase(att: Attempt, name: str, timeout: float) -> Any:
             clock=att.edges.clock,
             sleep=att.edges.sleep,
             on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
-                f"waiting for {req.ready_url}", elapsed, timeout, last
+                waiting or f"waiting for {req.ready_url}", elapsed, timeout, last
             ),
         )
         detail.append(f"{outcome.kind}: {outcome.reason}")

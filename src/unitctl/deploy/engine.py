@@ -29,6 +29,7 @@ from unitctl.deploy.attempt import (
     TransactionError,
     conclude,
     fail,
+    git_findings,
     guard_phase,
     journal_excerpt,
     now_iso,
@@ -37,7 +38,7 @@ from unitctl.deploy.attempt import (
 from unitctl.deploy.capture import capture
 from unitctl.deploy.journal import Journal, Transaction, history_dirs, remember
 from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan, parse_strategy
-from unitctl.deploy.preflight import preflight, rebuild
+from unitctl.deploy.preflight import build, needs_checkout, preflight, rebuild, reject_on_failure
 from unitctl.deploy.progress import Reporter
 from unitctl.deploy.rollback import restore_files, rollback
 from unitctl.deploy.signals import Interrupted
@@ -302,7 +303,7 @@ def _switch(att: Attempt) -> None:
     assert plan is not None and facts is not None
     backend = att.edges.backend
     # Once the new release may run, undoing it means the last good code (or where the tree was).
-    back_to = facts.rollback.rev if facts.rollback is not None else (facts.head if att.undo.get("tree") else None)
+    back_to = facts.rollback.rev if facts.rollback is not None else (facts.head if needs_checkout(att) else None)
     if att.repo is not None and back_to is not None:
         att.register(Undo("tree", rev=back_to, repo=str(att.repo.path), build_cmd=rebuild(att)))
     with att.phase("switch") as detail:
@@ -313,6 +314,9 @@ def _switch(att: Attempt) -> None:
             att.step("daemon-reload", Undo("daemon"))
             backend.daemon_reload()
             detail.append("daemon-reload")
+        # The live checkout moves last, right before the restart: until then a worker the running master
+        # respawns loads the release it runs.
+        _checkout_live(att, detail)
         # What ran before is restarted by a rollback, what was stopped stays stopped (unitpath decides).
         then = unitpath.undo_plan(facts.target, facts.state).then
         att.step("restart", Undo("service", was_active=then == "restart"))
@@ -324,6 +328,21 @@ def _switch(att: Attempt) -> None:
                 backend.reset_failed(req.unit)
             backend.restart(req.unit)
         detail.append(f"{plan.action} ({plan.why})")
+
+
+def _checkout_live(att: Attempt, detail: list[str]) -> None:
+    """Check the new revision out in the live tree and build it there (the tree's undo is registered already)."""
+    req, plan = att.req, att.plan
+    assert plan is not None
+    if att.repo is not None and plan.to_rev and needs_checkout(att):
+        att.step("checkout")
+        changed = att.repo.checkout(plan.to_rev)
+        detail.append(f"checked out {plan.to_rev[:12]} ({len(changed)} file(s) changed, bytecode purged)")
+        att.git_notes_shown = git_findings(att.repo, detail, att.git_notes_shown)
+        if req.build_cmd and plan.code_changed:
+            att.step("live-build")
+            reject_on_failure(att, lambda: build(att, req.build_cmd or ""))
+            detail.append(f"built: {req.build_cmd}")
 
 
 def _write_unit(att: Attempt, facts: Facts) -> None:

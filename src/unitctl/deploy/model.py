@@ -45,11 +45,14 @@ STEPS = (
     "capture",
     "ready-url",
     "verify",
-    "checkout",
+    "worktree",
     "build",
     "pre-import",
+    "canary",
     "unit-write",
     "daemon-reload",
+    "checkout",
+    "live-build",
     "restart",
     "guard",
     "rollback-checkout",
@@ -78,6 +81,7 @@ class ApplyRequest:
     strategy: Strategy = "restart"
     pre_import: str | None = None  # MODULE:VAR; None: gunicorn --check-config
     no_pre_import: bool = False
+    canary: bool = True  # start the new release beside the live one and judge it before the switch (guarded only)
     build_cmd: str | None = None
     dry_run: bool = False
     edit_template: bool = False  # an instance app@1.service may change its template app@.service
@@ -92,6 +96,13 @@ class Verifier(Protocol):
     def __call__(self, path: Path, *, name: str | None = None) -> Any: ...  # -> VerifyReport(.errors, .warnings)
 
 
+def uds_probe(url: str, uds: str) -> Callable[[], ProbeResult]:
+    """Return a probe of ``url``'s path and Host over the unix socket ``uds`` (the canary's)."""
+    from unitctl.probe import Probe
+
+    return Probe(url, uds=uds).check
+
+
 @dataclass
 class Edges:
     """The side-effect edges a transaction goes through (real ones by default, fakes in unit tests)."""
@@ -103,6 +114,8 @@ class Edges:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     install_signal_handlers: bool = True
+    # The canary's probe: (the readiness URL, the canary's unix socket) -> a probe of that URL's path over the socket.
+    canary_probe_factory: Callable[[str, str], Callable[[], ProbeResult]] = uds_probe
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pre-flight: checks of the new release before the service is touched (readiness URL, verify, build, import)."""
+"""Pre-flight: checks of the new release before the service is touched: readiness URL, verify, build, canary."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from unitctl.deploy.attempt import Attempt, Detail, git_findings
+from unitctl.deploy import canary
+from unitctl.deploy.attempt import Attempt, Detail
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Undo
 from unitctl.errors import PreImportError, ReadyUrlError, RefusedError, VerificationError
@@ -23,7 +24,7 @@ READY_URL_CHECK_INTERVAL = 0.5
 
 
 def preflight(att: Attempt) -> None:
-    """Check the new release before the service is touched: readiness URL, verify, checkout, build, import."""
+    """Check the new release before the service is touched: readiness URL, verify, build, import, canary."""
     req, plan, facts = att.req, att.plan, att.facts
     assert plan is not None and facts is not None
     if att.probe is not None:
@@ -43,36 +44,53 @@ def preflight(att: Attempt) -> None:
             detail.append(f"{len(report.warnings)} warning(s)" if report.warnings else "clean")
         else:
             detail.append("skipped")
-    needs_checkout = facts.head != plan.to_rev or bool(facts.tree_reason)
-    if att.repo is not None and plan.to_rev and needs_checkout and not req.dry_run:
-        att.step("checkout", Undo("tree", rev=facts.head, repo=str(att.repo.path)))
-        with att.phase("checkout") as detail:
-            changed = att.repo.checkout(plan.to_rev)
-            detail.append(f"{plan.to_rev[:12]} ({len(changed)} file(s) changed, bytecode purged)")
-            att.git_notes_shown = git_findings(att.repo, detail, att.git_notes_shown)
-    if req.build_cmd and not req.dry_run and plan.code_changed:
-        att.step("build")
-        with att.phase("build") as detail:
-            _reject_on_failure(att, lambda: build(att, req.build_cmd or ""))
-            detail.append(req.build_cmd)
-    if req.no_pre_import or not req.guarded:
-        return
-    if req.dry_run and att.repo is not None and plan.to_rev != facts.head:
-        att.reporter.line(f"pre-import skipped in a dry run: {plan.to_rev} is not checked out")
-        return
-    att.step("pre-import")
-    with att.phase("pre-import") as detail:
-        _reject_on_failure(att, lambda: _pre_import(att, detail))
+    tree = None
+    try:
+        if needs_checkout(att) and not req.dry_run:
+            # The live checkout stays at the running release until the switch: the new one is checked out aside.
+            assert plan.to_rev is not None
+            tree = canary.prepare_tree(att, plan.to_rev)
+        if req.build_cmd and not req.dry_run and plan.code_changed:
+            att.step("build")
+            with att.phase("build") as detail:
+                where = tree.path if tree is not None else None
+                reject_on_failure(att, lambda: build(att, req.build_cmd or "", where), live=tree is None)
+                detail.append(f"{req.build_cmd} (in {where or att.req.repo})")
+        if not (req.no_pre_import or not req.guarded):
+            if req.dry_run and att.repo is not None and plan.to_rev != facts.head:
+                att.reporter.line(f"pre-import skipped in a dry run: {plan.to_rev} is not checked out")
+            else:
+                att.step("pre-import")
+                with att.phase("pre-import") as detail:
+                    reject_on_failure(att, lambda: _pre_import(att, detail, tree), live=tree is None)
+        why_not = canary.wanted(att)
+        if why_not is None:
+            reject_on_failure(att, lambda: canary.run(att, tree), live=tree is None)
+        elif not req.dry_run:
+            att.reporter.line(f"canary skipped: {why_not}")
+    finally:
+        # The switch checks the live tree out itself: the canary's tree is not needed any more.
+        canary.remove(att)
 
 
-def _reject_on_failure(att: Attempt, check: Callable[[], None]) -> None:
+def needs_checkout(att: Attempt) -> bool:
+    """Tell whether the deploy must check the new revision out (the live tree is elsewhere or not clean)."""
+    plan, facts = att.plan, att.facts
+    assert plan is not None and facts is not None
+    return att.repo is not None and bool(plan.to_rev) and (facts.head != plan.to_rev or bool(facts.tree_reason))
+
+
+def reject_on_failure(att: Attempt, check: Callable[[], None], *, live: bool = True) -> None:
     """Run a check of the new code; when it fails, the tree's target becomes the last good revision.
 
-    A later restart of the old process (by anyone) must not load code that was just proven broken.
+    A later restart of the old process (by anyone) must not load code that was just proven broken. ``live``: the
+    check ran on the live checkout (False: on the canary's tree, and the live one was never touched).
     """
     try:
         check()
     except RefusedError:
+        if not live:
+            raise
         target = _last_good_rev(att)
         if att.repo is not None and target is not None:
             att.register(Undo("tree", rev=target, repo=str(att.repo.path), build_cmd=rebuild(att)))
@@ -176,7 +194,7 @@ def build(att: Attempt, build_cmd: str, repo: Path | None = None) -> None:
         )
 
 
-def _pre_import(att: Attempt, detail: list[str]) -> None:
+def _pre_import(att: Attempt, detail: list[str], tree: canary.Tree | None = None) -> None:
     from unitctl.preimport import check_spec
 
     assert att.facts is not None
@@ -187,6 +205,8 @@ def _pre_import(att: Attempt, detail: list[str]) -> None:
         pre_import=att.req.pre_import,
     )
     spec = replace(spec, name_prefix=transient_prefix(att.req.unit))
+    if tree is not None:
+        spec = replace(spec, **tree.namespace())  # type: ignore[arg-type]
     detail.append(" ".join(shlex.quote(a) for a in spec.argv)[:200])
     result = att.edges.backend.run_transient(spec)
     if result.returncode != 0:

@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 
 from unitctl import fsutil, history
-from unitctl.deploy import signals
+from unitctl.deploy import canary, signals
 from unitctl.deploy.attempt import (
     Attempt,
     TransactionError,
@@ -24,6 +24,8 @@ from unitctl.gitrepo import GitRepo
 
 def restore_files(att: Attempt) -> None:
     """Put the working tree where the undo log says (nothing in systemd was touched), signals held off."""
+    with signals.held(att.edges.install_signal_handlers):
+        canary.remove(att)
     tree = att.undo.get("tree")
     if tree is None or tree.repo is None:
         return
@@ -106,6 +108,7 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
     backend = att.edges.backend
     problems: list[str] = []
     removed = False  # a first deploy: the unit is gone again
+    canary.remove(att)  # a deploy killed during its canary: nothing of it may outlive the rollback
     with att.phase("rollback") as detail:
         for undo in att.undo.entries():
             if undo.resource == "tree":

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-Resource = Literal["tree", "unit", "daemon", "service"]
-RESOURCES: tuple[Resource, ...] = ("tree", "unit", "daemon", "service")
+# "worktree" and "canary" are the canary's tree and unit (deploy/canary.py): removed on every way out, never restored.
+Resource = Literal["tree", "unit", "daemon", "service", "worktree", "canary"]
+RESOURCES: tuple[Resource, ...] = ("tree", "unit", "daemon", "service", "worktree", "canary")
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,10 @@ class Undo:
 
     resource: Resource
     rev: str | None = None  # tree: the revision to check out
-    repo: str | None = None  # tree: the checkout
+    repo: str | None = None  # tree, worktree: the checkout
     build_cmd: str | None = None  # tree: run again after the checkout
-    path: str | None = None  # unit: the file
+    path: str | None = None  # unit: the file; worktree: the canary tree
+    name: str | None = None  # canary: the transient unit
     sha256: str | None = None  # unit: its previous bytes (kept in the history's unit store); None: it was absent
     # unit: nothing ran before (stop the service, then remove the file); None: an older journal, where an
     # absent file meant exactly that. A vendor copy is absent too, but its service ran: remove it, restart.

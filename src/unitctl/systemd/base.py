@@ -170,6 +170,30 @@ class TransientSpec:
     expand_variables: bool = False
     # The transient unit's name starts with this (validated), so a later run can remove leftovers by name.
     name_prefix: str = "unitctl-run-"
+    unit_name: str | None = None  # start_transient: this exact name (validated against the prefix)
+    # Mount namespace of the command (root runs systemd-run): (source, destination) binds, read-write and read-only,
+    # and empty read-only tmpfs mounts laid under them (a canary sees its own tree at the checkout's path).
+    binds: Sequence[tuple[str, str]] = ()
+    ro_binds: Sequence[tuple[str, str]] = ()
+    temporary_fs: Sequence[str] = ()
+    runtime_directory: str | None = None  # RuntimeDirectory= (relative to /run), owned by the User=
+
+
+def mount_path(path: str) -> str:
+    """Return ``path`` for a BindPaths=/TemporaryFileSystem= value; refuse what systemd would read otherwise."""
+    # ':' separates source and destination, whitespace separates entries, '-'/'+' prefixes change the meaning.
+    if not path.startswith("/") or any(c in path for c in ": \t\n\\\"'%"):
+        raise SystemdError(f"cannot mount {path!r} in a transient unit: an absolute path without ':', blanks or quotes")
+    return path
+
+
+def transient_name(spec: TransientSpec) -> str:
+    """Return the exact unit name a started transient unit gets; raise SystemdError unless it is one of unitctl's."""
+    name = spec.unit_name or ""
+    if not name.endswith(".service"):
+        raise SystemdError(f"start_transient needs a unit name ending in .service, not {name!r}")
+    check_transient_prefix(name.removesuffix(".service"))
+    return validate_unit_name(name)
 
 
 class SystemdBackend(Protocol):
@@ -186,5 +210,6 @@ class SystemdBackend(Protocol):
     def reset_failed(self, unit: str) -> None: ...
     def state(self, unit: str) -> UnitState: ...
     def run_transient(self, spec: TransientSpec) -> TransientResult: ...
+    def start_transient(self, spec: TransientSpec) -> str: ...  # starts spec.unit_name, does not wait; returns it
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]: ...
     def remove_transient_units(self, prefix: str) -> list[str]: ...  # stop + reset-failed; returns the names

@@ -22,7 +22,9 @@ from unitctl.systemd.base import (
     UnitState,
     check_transient_prefix,
     failure_detail,
+    mount_path,
     transient_args,
+    transient_name,
     transient_outcome,
     validate_unit_name,
 )
@@ -34,6 +36,9 @@ MANAGER_IFACE = b"org.freedesktop.systemd1.Manager"
 UNIT_IFACE = b"org.freedesktop.systemd1.Unit"
 SERVICE_IFACE = b"org.freedesktop.systemd1.Service"
 PROPS_IFACE = b"org.freedesktop.DBus.Properties"
+
+
+MS_REC = 16384  # <sys/mount.h>: bind mounts recursively, as BindPaths= does by default
 
 
 def dbus_message(exc: BaseException) -> str:
@@ -264,6 +269,50 @@ class DbusBackend:
             exec_main_status=int(final.get(b"ExecMainStatus") or 0),
             output=output,
         )
+
+    def start_transient(self, spec: TransientSpec) -> str:
+        name = transient_name(spec)
+        exe = resolve_executable(spec.argv[0])
+        for key, value in spec.env.items():
+            if not key or "=" in key or "\n" in value:
+                raise SystemdError(f"environment variable {key!r} cannot be passed to a transient unit")
+        argv = [exe.encode(), *(a.encode() for a in transient_args(spec))]
+        props: dict[bytes, Any] = {
+            b"Description": f"unitctl canary: {' '.join(spec.argv)[:200]}".encode(),
+            b"Type": b"exec",
+            b"ExecStart": [(exe.encode(), argv, False)],
+            b"RuntimeMaxUSec": int(max(1.0, spec.timeout) * 1_000_000),
+        }
+        if spec.user:
+            props[b"User"] = spec.user.encode()
+        if spec.group:
+            props[b"Group"] = spec.group.encode()
+        if spec.cwd:
+            props[b"WorkingDirectory"] = spec.cwd.encode()
+        if spec.env:
+            props[b"Environment"] = [f"{k}={v}".encode() for k, v in spec.env.items()]
+        if spec.env_files:
+            props[b"EnvironmentFiles"] = [(p.encode(), bool(ignore)) for p, ignore in spec.env_files]
+        if spec.temporary_fs:
+            props[b"TemporaryFileSystem"] = [(mount_path(p).encode(), b"ro") for p in spec.temporary_fs]
+        for prop, pairs in ((b"BindPaths", spec.binds), (b"BindReadOnlyPaths", spec.ro_binds)):
+            if pairs:
+                # (source, destination, ignore a missing source, mount flags): MS_REC as systemd's own parser sets.
+                props[prop] = [(mount_path(a).encode(), mount_path(b).encode(), False, MS_REC) for a, b in pairs]
+        if spec.runtime_directory:
+            props[b"RuntimeDirectory"] = [spec.runtime_directory.encode()]
+        self._discard(name)  # a failed unit of an earlier run keeps its name taken until reset
+        from pystemd.systemd1 import Manager
+
+        manager = Manager(bus=self._bus)
+        manager.load()
+        what = f"starting {spec.argv[0]!r} as transient unit {name}"
+        try:
+            body = manager.Manager.StartTransientUnit(name.encode(), b"fail", props)
+            self._wait_job(body[0] if isinstance(body, (list, tuple)) else body, what)
+        except self._error_type as exc:
+            raise SystemdError(f"{what} failed: {dbus_message(exc)}") from exc
+        return name
 
     def _run_unit(self, name: str, props: dict[bytes, Any], timeout: float, what: str) -> dict[bytes, Any]:
         from pystemd.systemd1 import Manager

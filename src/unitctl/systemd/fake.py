@@ -23,6 +23,7 @@ from unitctl.systemd.base import (
     TransientSpec,
     UnitState,
     check_transient_prefix,
+    transient_name,
     validate_unit_name,
 )
 
@@ -88,6 +89,7 @@ class FakeSystemd:
         self._transient: deque[TransientResult | Callable[[TransientSpec], TransientResult]] = deque()
         self._after_restart: dict[str, list[UnitState]] = {}
         self._next_pid = 1000
+        self.started_specs: list[TransientSpec] = []  # start_transient() calls, in order
         self.leftover_transients: set[str] = set()  # check units a killed run left behind
 
     # -- scripting -------------------------------------------------------------------------------
@@ -185,9 +187,22 @@ class FakeSystemd:
         item = self._transient.popleft()
         return item(spec) if callable(item) else item
 
+    def start_transient(self, spec: TransientSpec) -> str:
+        """Start ``spec.unit_name``: it runs (or takes the states scripted for it) until stopped."""
+        name = transient_name(spec)
+        self.calls.append(("start_transient", name, *spec.argv))
+        self._maybe_fail("start_transient", name)
+        self.started_specs.append(spec)
+        self.leftover_transients.add(name)
+        self.units.setdefault(name, absent_state(name))
+        self._begin(name, n_restarts=0)
+        return name
+
     def remove_transient_units(self, prefix: str) -> list[str]:
         check_transient_prefix(prefix)
         gone = sorted(n for n in self.leftover_transients if n.startswith(prefix))
+        for name in gone:
+            self.units.pop(name, None)
         if gone:
             self.calls.append(("remove_transient_units", prefix))
         self.leftover_transients -= set(gone)

@@ -16,7 +16,9 @@ from unitctl.systemd.base import (
     UnitState,
     check_transient_prefix,
     failure_detail,
+    mount_path,
     transient_args,
+    transient_name,
     transient_outcome,
     validate_unit_name,
 )
@@ -219,6 +221,13 @@ class SystemctlBackend:
             output=proc.stdout,
         )
 
+    def start_transient(self, spec: TransientSpec) -> str:
+        name = transient_name(spec)
+        self._discard(name)  # a failed unit of an earlier run keeps its name taken until reset
+        argv = transient_argv(spec, _tool("systemd-run"), unit=name, wait=False)
+        self._run(argv, what=f"starting {spec.argv[0]!r} as transient unit {name}", timeout=120)
+        return name
+
     def _discard(self, name: str) -> None:
         # Best effort: the unit may already be gone (collected), which is what we want anyway.
         for verb in ("stop", "reset-failed"):
@@ -261,12 +270,17 @@ def transient_unit_name(prefix: str = "unitctl-run-") -> str:
     return f"{check_transient_prefix(prefix)}{uuid.uuid4().hex[:16]}.service"
 
 
-def transient_argv(spec: TransientSpec, systemd_run: str = "systemd-run", *, unit: str | None = None) -> list[str]:
-    """Build the systemd-run command line for ``spec`` (the command runs with the service's identity)."""
+def transient_argv(
+    spec: TransientSpec, systemd_run: str = "systemd-run", *, unit: str | None = None, wait: bool = True
+) -> list[str]:
+    """Build the systemd-run command line for ``spec`` (the command runs with the service's identity).
+
+    ``wait``: run to the end with its output piped back; otherwise start it and return (its output goes to the journal).
+    """
     if not spec.argv:
         raise SystemdError("run_transient needs a command; got an empty argv")
     exe = resolve_executable(spec.argv[0])
-    argv = [systemd_run, "--wait", "--pipe", "--quiet", "--service-type=exec"]
+    argv = [systemd_run, *(["--wait", "--pipe"] if wait else []), "--quiet", "--service-type=exec"]
     if unit:
         argv.append(f"--unit={unit}")
     argv.append(f"--property=RuntimeMaxSec={max(1, int(spec.timeout))}")
@@ -282,6 +296,14 @@ def transient_argv(spec: TransientSpec, systemd_run: str = "systemd-run", *, uni
         if not key or "=" in key or "\n" in value:
             raise SystemdError(f"environment variable {key!r} cannot be passed to systemd-run")
         argv.append(f"--setenv={key}={value}")
+    for path in spec.temporary_fs:
+        argv.append(f"--property=TemporaryFileSystem={mount_path(path)}:ro")
+    for source, dest in spec.binds:
+        argv.append(f"--property=BindPaths={mount_path(source)}:{mount_path(dest)}")
+    for source, dest in spec.ro_binds:
+        argv.append(f"--property=BindReadOnlyPaths={mount_path(source)}:{mount_path(dest)}")
+    if spec.runtime_directory:
+        argv.append(f"--property=RuntimeDirectory={spec.runtime_directory}")
     return [*argv, "--", exe, *transient_args(spec)]
 
 
