@@ -198,7 +198,8 @@ def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path, backen
     v4 = d.repo.release("v4", table="items_v4")  # imports fine; its table was never migrated
     res = d.apply(timeout=4)
     assert res.returncode == 4, res.stderr
-    assert "rolled back" in res.stderr and "not ready within 4s" in res.stderr
+    # The early verdict: ten 503 answers from the new release, long before the 4 s timeout.
+    assert "rolled back" in res.stderr and "10 consecutive not-ready answers" in res.stderr
     assert d.repo.head() == v2 and box.read_file(d.unit_path) == unit_before
     assert d.served() == "release v2" and d.ready()
     last = d.history()[-1]
@@ -289,7 +290,7 @@ def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sand
     d.first_release()
     v2 = d.second_release()
     d.repo.release("v3", ready_after=600.0)  # would never be ready within the test
-    proc = box.popen(d.argv(timeout=120))
+    proc = box.popen(d.argv("--fail-after", "0", timeout=120))  # its 503s must not end the guard early
     try:
         _wait_for_line(proc, "switch", timeout=60)
         time.sleep(0.5)  # inside the guard now
@@ -550,8 +551,8 @@ def test_good_releases_pass_a_start_limit(box: Sandbox, venv_bin: Path) -> None:
 def test_the_rollback_waits_for_the_previous_release_not_the_deploy_timeout(box: Sandbox, venv_bin: Path) -> None:
     d = Deploy(box, venv_bin)
     d.first_release()
-    d.repo.release("v2", ready_after=2.0)  # the good release needs 2 s to answer ready
-    assert d.apply(timeout=30).returncode == 0
+    d.repo.release("v2", ready_after=2.0)  # the good release answers 503 for 2 s before it is ready
+    assert d.apply("--fail-after", "0", timeout=30).returncode == 0
     d.repo.release("v3", table="items_v3")
     res = d.apply(timeout=0.5)  # a tiny deploy timeout must not make the rollback give up on v2
     assert res.returncode == 4, res.stderr

@@ -182,6 +182,7 @@ def guard_phase(att: Attempt, name: str, timeout: float, *, fail_after: int = 0)
             ),
         )
         detail.append(f"{outcome.kind}: {outcome.reason}")
+        detail.append(f"{outcome.probes} probe(s)")
         # A release that is not ready fails the phase without raising out of the transaction.
         detail.failed = not outcome.ready
     return outcome
