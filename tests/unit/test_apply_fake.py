@@ -1125,3 +1125,24 @@ def test_a_failed_release_of_a_template_restores_it_byte_for_byte_and_restarts_t
         world.run(unit="app@1.service", repo=None, edit_template=True, unit_file=_write(world, unit_text(bind="x:9")))
     assert template.read_bytes() == before and not (world.units / "app@1.service").exists()
     assert "stop" not in world.fake.ops() and world.fake.ops("app@1.service").count("restart") == 2
+
+
+def test_a_reload_that_fails_in_the_rollback_falls_back_to_a_restart(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    world.answer_fn = lambda: 503 if world.fake.ops(UNIT).count("reload") == 1 else 200
+
+    def reload_fails_next(n: int) -> None:
+        if n == 1:
+            world.fake.fail_next("reload", UNIT, "Job for app.service failed")
+
+    world.sleep_hook = reload_fails_next
+    with pytest.raises(RolledBackError):
+        world.run()
+    ops = world.fake.ops(UNIT)
+    assert ops.count("reload") == 2 and ops.count("restart") == 1, ops
+    rec = world.records()[-1]
+    assert (rec.action, rec.rollback_action) == ("reload", "restart")
+    assert (
+        "the reload failed (Job for app.service failed): restarting"
+        in next(p for p in rec.phases if p.name == "rollback").detail
+    )

@@ -184,11 +184,16 @@ def _bring_back(att: Attempt, undo: Undo, restored: bool, detail: list[str]) -> 
         state=backend.state(unit),
         switched_invocation=undo.invocation_id,
     )
-    att.record.rollback_action = action
     if action == "reload":
-        reload_tracked(att)
-        detail.append(f"reloaded ({why})")
-        return
+        try:
+            reload_tracked(att)
+            att.record.rollback_action = action
+            detail.append(f"reloaded ({why})")
+            return
+        except SystemdError as exc:
+            # The previous release must come back either way: a restart still can.
+            detail.append(f"the reload failed ({exc}): restarting")
+    att.record.rollback_action = "restart"
     att.old_pids = frozenset()
     with contextlib.suppress(SystemdError):
         backend.reset_failed(unit)
