@@ -532,7 +532,19 @@ def apply(
     ready_interval: _ReadyInterval = None,
     strategy: Annotated[
         str | None,
-        typer.Option("--strategy", help="auto | restart | reload (auto: HUP if only code changed) [default: restart]"),
+        typer.Option(
+            "--strategy",
+            help="auto | restart | reload (auto: HUP if only the code changed, else restart) [default: auto].",
+        ),
+    ] = None,
+    fail_after: Annotated[
+        int | None,
+        typer.Option(
+            "--fail-after",
+            min=0,
+            help="Fail the release after N HTTP non-2xx readiness answers in a row, before --ready-timeout "
+            "(refused connections do not count; 0: off) [default: 10].",
+        ),
     ] = None,
     pre_import: Annotated[
         str | None,
@@ -576,7 +588,8 @@ def apply(
     flags = {
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
         "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": strategy,
-        "pre_import": pre_import, "no_pre_import": no_pre_import, "canary": canary, "build_cmd": build_cmd,
+        "fail_after": fail_after, "pre_import": pre_import, "no_pre_import": no_pre_import, "canary": canary,
+        "build_cmd": build_cmd,
         "history_dir": history_dir, "backend": backend,
     }  # fmt: skip
     s = settings("apply", APPLY_SCHEMA, flags)

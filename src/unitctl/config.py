@@ -37,6 +37,7 @@ class Kind(Enum):
     STR = "a string"
     PATH = "a path string (relative paths are relative to unitctl.toml)"
     INT = "a positive integer"
+    COUNT = "an integer of 0 or more"
     BOOL = "true or false"
     WORKERS = 'a positive integer or "auto"'
     STR_LIST = "a string or a list of strings"
@@ -114,6 +115,10 @@ class Config:
         if kind is Kind.INT:
             # bool is an int subclass in Python; `workers = true` is a mistake, not 1.
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad
+            return value
+        if kind is Kind.COUNT:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise bad
             return value
         if kind is Kind.NUMBER:

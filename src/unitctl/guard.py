@@ -15,16 +15,32 @@ without waiting for the timeout, when systemd shows the release cannot become re
 - ``restart-loop``  systemd restarted it behind our back (NRestarts rose, sub-state auto-restart,
                     a new InvocationID or MainPID since the restart we are guarding)
 
+- ``not-ready``     the release answers, but ``fail_after`` consecutive answers were HTTP non-2xx (the early
+                    verdict: a release that answers 503 is not waited on until the timeout). Connection refused
+                    and timeouts never count toward it (a restarted Gunicorn may still be binding), a 2xx starts
+                    the count again.
+
 Why three successes by default: one 2xx can come from a worker that booted while its siblings
 are still crashing on import (Gunicorn's master needs a moment to notice a worker exiting 3/4 and
 halt); three answers spread over ``2 * interval`` (1 s by default) span that window, while a healthy
 release still passes within about a second of being ready.
+
+Which release answered (attribution after a reload). A restart replaces every process of the unit, so any
+answer while it is active and listening comes from the new release. A reload (``systemctl reload``, Gunicorn's
+HUP) returns at once: the master stays, spawns new workers and stops the old ones gracefully, so for a while the
+old workers still answer, and their 2xx would vouch for a release that never answered itself. So the caller reads
+the PIDs in the unit's cgroup right before the HUP (``old_pids``: the master and its workers), and after it an
+answer counts (toward ready or toward the early verdict) only once every one of those PIDs except the master has
+left the cgroup (``old_present`` False; a PID seen gone stays gone). Answers before that are counted apart and
+never make a release ready, not ready or "flapping". When the cgroup cannot be read (``old_pids`` None, or a
+read fails: ``old_present`` None) every answer counts, as before, and the caller says so. Old workers that never
+leave (stuck in Gunicorn's graceful timeout) end in ``timeout`` with that reason.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -32,9 +48,11 @@ from unitctl.errors import UsageError
 from unitctl.probe import ProbeResult
 from unitctl.systemd.base import SystemdBackend, UnitState
 
-Kind = Literal["ready", "unit-failed", "main-exited", "restart-loop", "timeout"]
+Kind = Literal["ready", "unit-failed", "main-exited", "restart-loop", "not-ready", "timeout"]
 DEFAULT_SUCCESSES = 3
 DEFAULT_INTERVAL = 0.5
+# Consecutive HTTP non-2xx answers from the new release that fail it at once: 5 s at the default interval.
+DEFAULT_FAIL_AFTER = 10
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,9 @@ class Progress:
     last_probe: ProbeResult | None = None
     last_unit: str = ""  # the unit at the last probe: "active/running", "activating/start, not active", ...
     last_serving: bool = False  # whether the unit could have given the last answer (active, not deaf)
+    failing: int = 0  # consecutive HTTP non-2xx answers from the new release (connection errors skipped)
+    old_answers: int = 0  # answers while the workers from before a reload were still in the cgroup (not counted)
+    old_present: bool | None = False  # at the last tick: True, False, or None when the cgroup could not be read
 
 
 @dataclass(frozen=True)
@@ -143,21 +164,36 @@ def decide(
     timeout: float,
     successes_needed: int = DEFAULT_SUCCESSES,
     listening: bool | None = None,
+    old_present: bool | None = False,
+    fail_after: int = DEFAULT_FAIL_AFTER,
 ) -> tuple[Progress, Verdict | None]:
     """Fold one tick (unit state, probe answer if one was made, whether the unit listens) into the progress.
 
     Return the next progress and a verdict if decided. ``listening`` None means unknown, which does not block.
+    ``old_present``: whether workers from before a reload are still in the cgroup (True: the answer may be theirs
+    and does not count; None: unknown, it counts). ``fail_after`` 0 turns the early verdict off.
     """
     forced = unit_verdict(state, progress.baseline)
     if forced is not None:
         return progress, forced
-    if probe is not None:
+    progress = replace(progress, old_present=old_present)
+    if probe is not None and old_present:
+        progress = replace(progress, streak=0, probes=progress.probes + 1, old_answers=progress.old_answers + 1,
+                           last_probe=probe)  # fmt: skip
+    elif probe is not None:
         active = state.active_state == "active"
         deaf = active and listening is False
-        streak = progress.streak + 1 if probe.ok and active and not deaf else 0
+        serving = active and not deaf
+        streak = progress.streak + 1 if probe.ok and serving else 0
+        failing = progress.failing
+        if probe.ok:
+            failing = 0
+        elif probe.status_code is not None and serving:
+            failing += 1  # an HTTP answer that is not ready; a refused connection or a timeout does not count
         progress = replace(
             progress,
             streak=streak,
+            failing=failing,
             probes=progress.probes + 1,
             best_streak=max(progress.best_streak, streak),
             non_ready=progress.non_ready + (0 if probe.ok else 1),
@@ -167,11 +203,17 @@ def decide(
             last_unit=f"{state.active_state}/{state.sub_state}"
             + ("" if active else ", not active")
             + (" but listens on no socket" if deaf else ""),
-            last_serving=active and not deaf,
+            last_serving=serving,
         )
         if streak >= successes_needed:
             return progress, Verdict(
                 "ready", f"{state.name} is ready: {streak} consecutive ready answers ({probe.describe()})"
+            )
+        if fail_after > 0 and failing >= fail_after:
+            return progress, Verdict(
+                "not-ready",
+                f"{state.name} is not ready: {failing} consecutive not-ready answers from the new release "
+                f"(--fail-after {fail_after}), the last {probe.describe()}",
             )
     if elapsed >= timeout:
         return progress, Verdict("timeout", _timeout_reason(state.name, progress, timeout, successes_needed))
@@ -181,6 +223,12 @@ def decide(
 def _timeout_reason(name: str, progress: Progress, timeout: float, needed: int) -> str:
     last = progress.last_probe
     head = f"{name} was not ready within {timeout:g}s: "
+    if progress.old_present:
+        return head + (
+            f"the workers from before the reload never left {name}'s cgroup (stuck in Gunicorn's graceful "
+            f"timeout?), so none of its {progress.old_answers} answer(s) could be from the new release"
+            + (f"; last answer {last.describe()}" if last else "")
+        )
     if last is not None and last.ok and progress.last_unit and not progress.last_serving:
         # Say which half failed: the URL answered, the unit could not have.
         return (
@@ -202,16 +250,20 @@ def watch(
     timeout: float,
     interval: float = DEFAULT_INTERVAL,
     successes_needed: int = DEFAULT_SUCCESSES,
+    fail_after: int = DEFAULT_FAIL_AFTER,
     baseline: Baseline | UnitState | None = None,
+    old_pids: Collection[int] | None = (),
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_tick: Callable[[float, float, ProbeResult | None], None] | None = None,
     listening: Callable[[int], bool | None] | None = None,
 ) -> GuardOutcome:
-    """Watch ``unit`` and probe it until ready, failed, restart-looping or ``timeout`` seconds have passed.
+    """Watch ``unit`` and probe it until ready, failed, restart-looping, not ready or ``timeout`` seconds passed.
 
     ``baseline`` is the unit right after the restart being guarded (default: read now). SystemdError
     from the backend propagates: the caller decides what a broken systemd connection means.
+    ``old_pids`` are the unit's PIDs read right before a reload (empty after a restart: nothing to wait for; None:
+    unknown, every answer counts); answers count once all but the master have left (``backend.unit_pids``).
     ``listening(main_pid)`` tells whether the unit holds a listening socket (True/False/None: unknown); by
     default /proc is read when the backend's units run on this host (``backend.local``), else nothing is checked.
     """
@@ -228,15 +280,30 @@ def watch(
         from unitctl.listeners import unit_listens
 
         listening = unit_listens
+    # The master stays through a HUP: only the workers it had then must leave.
+    old_workers = None if old_pids is None else set(old_pids) - {baseline.main_pid}
     progress = Progress(baseline=baseline)
     while True:
         state = backend.state(unit)
         forced = unit_verdict(state, baseline)
+        # Read the cgroup before the probe: an answer after the old workers were seen gone is the new release's.
+        old_present = None if old_workers is None else bool(old_workers)
+        if old_workers and forced is None:
+            now = backend.unit_pids(unit)
+            if now is not None:
+                old_workers &= now  # a PID seen gone stays gone
+            old_present = bool(old_workers) if now is not None else None
         answer = None if forced is not None else probe()
         elapsed = clock() - started
-        # Only a ready answer from an active unit needs the evidence that the unit serves at all.
+        # An answer from an active unit needs the evidence that the unit serves at all.
         serves = None
-        if listening is not None and answer is not None and answer.ok and state.active_state == "active":
+        if (
+            listening is not None
+            and answer is not None
+            and answer.status_code is not None
+            and state.active_state == "active"
+            and not old_present
+        ):
             serves = listening(state.main_pid)
         progress, verdict = decide(
             progress,
@@ -246,6 +313,8 @@ def watch(
             timeout=timeout,
             successes_needed=successes_needed,
             listening=serves,
+            old_present=old_present,
+            fail_after=fail_after,
         )
         if on_tick is not None:
             on_tick(elapsed, timeout, progress.last_probe)

@@ -55,6 +55,8 @@ class Record:
     rollback_source: str | None = None  # where the rollback revision came from (history, ORIG_HEAD, ...)
     ready_url: str | None = None
     strategy: str | None = None
+    action: str | None = None  # how the release was switched: reload (HUP) or restart
+    rollback_action: str | None = None  # how a rollback brought the previous release back: reload or restart
     reason: str = ""
     phases: list[Phase] = field(default_factory=list)
     journal: list[str] = field(default_factory=list)

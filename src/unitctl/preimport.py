@@ -54,6 +54,7 @@ class ServiceView:
     environment: dict[str, str] = field(default_factory=dict)  # Environment= only: systemd reads the files itself
     env_files: tuple[tuple[str, bool], ...] = ()
     preload: bool = False
+    reloadable: bool = True  # it has an ExecReload= ('systemctl reload' fails without one)
     python: str = "python3"  # the interpreter the service's Gunicorn runs on
     expand_variables: bool = True  # systemd expands $VAR in the command (False with the ':' prefix)
     invocation: Invocation | None = None  # the service's Gunicorn command as the unit runs it (the canary's base)
@@ -121,6 +122,7 @@ def service_view(text: str, *, unit: str, unit_dir: Path) -> ServiceView:
         environment=environment,
         env_files=env_files,
         preload=preload,
+        reloadable=bool(values("ExecReload")),
         python=_python_of(inv),
         expand_variables=not found.command.no_env_expand,
         invocation=inv,

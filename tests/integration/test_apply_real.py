@@ -184,7 +184,8 @@ def test_never_ready_release_is_rolled_back(box: Sandbox, venv_bin: Path, backen
     # --no-canary: this is about the guard after the switch (a canary refuses it first: test_canary_real.py).
     res = d.apply("--no-canary", timeout=4)
     assert res.returncode == 4, res.stderr
-    assert "rolled back" in res.stderr and "not ready within 4s" in res.stderr
+    # The early verdict: ten 503 answers from the new release, long before the 4 s timeout.
+    assert "rolled back" in res.stderr and "10 consecutive not-ready answers" in res.stderr
     assert d.repo.head() == v2 and box.read_file(d.unit_path) == unit_before
     assert d.served() == "release v2" and d.ready()
     last = d.history()[-1]
@@ -253,7 +254,7 @@ def test_two_applies_at_once_one_is_refused(box: Sandbox, venv_bin: Path) -> Non
     d.first_release()
     d.second_release()
     v3 = d.repo.release("v3", ready_after=4.0)
-    first = box.popen(d.argv())
+    first = box.popen(d.argv("--fail-after", "0"))  # v3 answers 503 while it warms up: a good release
     try:
         _wait_for_line(first, "switch", timeout=60)
         second = d.apply()
@@ -275,7 +276,8 @@ def test_sigterm_during_the_guard_ends_on_the_previous_healthy_release(box: Sand
     d.first_release()
     v2 = d.second_release()
     d.repo.release("v3", ready_after=600.0)  # would never be ready within the test
-    proc = box.popen(d.argv("--no-canary", timeout=120))
+    # --no-canary: a canary would refuse v3 first; --fail-after 0: its 503s must not end the guard early.
+    proc = box.popen(d.argv("--no-canary", "--fail-after", "0", timeout=120))
     try:
         _wait_for_line(proc, "switch", timeout=60)
         time.sleep(0.5)  # inside the guard now
@@ -536,8 +538,8 @@ def test_good_releases_pass_a_start_limit(box: Sandbox, venv_bin: Path) -> None:
 def test_the_rollback_waits_for_the_previous_release_not_the_deploy_timeout(box: Sandbox, venv_bin: Path) -> None:
     d = Deploy(box, venv_bin)
     d.first_release()
-    d.repo.release("v2", ready_after=2.0)  # the good release needs 2 s to answer ready
-    assert d.apply(timeout=30).returncode == 0
+    d.repo.release("v2", ready_after=2.0)  # the good release answers 503 for 2 s before it is ready
+    assert d.apply("--fail-after", "0", timeout=30).returncode == 0
     d.repo.release("v3", table="items_v3")
     res = d.apply("--no-canary", timeout=0.5)  # a tiny deploy timeout must not make the rollback give up on v2
     assert res.returncode == 4, res.stderr

@@ -105,7 +105,7 @@ def test_the_script_deploys_refuses_and_rolls_back_the_example_releases(box: San
     r = _deploy(box, venv_bin, revs["v2"])
     assert r.returncode == 0, r.stderr
     assert _served(box) == "v2"
-    assert _main_pid(box) != pid_v1
+    assert _main_pid(box) == pid_v1, "a code-only release is a graceful reload (HUP) by default: the same master"
     assert f"| rollback target | `{revs['v1'][:12]}` (chosen from history) |" in _summary(box)
 
     # v3: the import fails in the pre-import check: refused, the running v2 never restarted,

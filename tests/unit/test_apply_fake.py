@@ -47,12 +47,13 @@ URL = "http://127.0.0.1:8000/health/ready"
 GUNICORN = "/work/main/.venv/bin/gunicorn"
 
 
-def unit_text(bind: str = "127.0.0.1:8000", extra: str = "") -> bytes:
+def unit_text(bind: str = "127.0.0.1:8000", extra: str = "", *, exec_reload: bool = False) -> bytes:
     return (
         "[Unit]\nDescription=test app\n\n[Service]\nType=notify\nUser=www-data\nGroup=www-data\n"
         'WorkingDirectory=/srv/app\nEnvironment=APP_DB=/srv/db.sqlite "DB_PASSWORD=hunter22"\n'
-        f"EnvironmentFile=-/etc/app.env\nExecStart={GUNICORN} -w 2 -b {bind} app:app{extra}\n\n"
-        "[Install]\nWantedBy=multi-user.target\n"
+        f"EnvironmentFile=-/etc/app.env\nExecStart={GUNICORN} -w 2 -b {bind} app:app{extra}\n"
+        + ("ExecReload=/bin/kill -s HUP $MAINPID\n" if exec_reload else "")
+        + "\n[Install]\nWantedBy=multi-user.target\n"
     ).encode()
 
 
@@ -291,7 +292,7 @@ def test_never_ready_release_is_rolled_back_and_verified(world: World) -> None:
     data = installed(world)
     world.answers = [503] * 30 + [200]  # the new release never answers ready within 10 s at 0.5 s per probe
     with pytest.raises(RolledBackError, match="not ready within 10s.*rolled back to the previous release") as info:
-        world.run(unit_file=_write(world, unit_text(extra=" --timeout 30")))
+        world.run(unit_file=_write(world, unit_text(extra=" --timeout 30")), fail_after=0)
     assert info.value.exit_code == ExitCode.ROLLED_BACK
     assert world.head() == world.revs["v1"]
     assert world.unit_path.read_bytes() == data and oct(world.unit_path.stat().st_mode & 0o777) == "0o640"
@@ -404,9 +405,91 @@ def test_rev_is_checked_out_detached_and_recorded(world: World) -> None:
 
 
 def test_auto_strategy_reloads_when_only_code_changed(world: World) -> None:
-    installed(world)
+    installed(world, unit_text(exec_reload=True))
     world.run(strategy="auto")
     assert "reload" in world.fake.ops(UNIT) and "restart" not in world.fake.ops(UNIT)
+
+
+def test_auto_is_the_default_and_the_history_says_how_the_release_was_switched(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    world.run()
+    assert "reload" in world.fake.ops(UNIT) and "restart" not in world.fake.ops(UNIT)
+    rec = world.records()[-1]
+    assert (rec.strategy, rec.action, rec.rollback_action) == ("auto", "reload", None)
+
+
+def test_auto_restarts_a_unit_without_exec_reload(world: World) -> None:
+    installed(world)  # no ExecReload=: 'systemctl reload' would fail
+    world.run()
+    assert "restart" in world.fake.ops(UNIT) and "reload" not in world.fake.ops(UNIT)
+    assert world.records()[-1].action == "restart"
+
+
+def test_strategy_reload_without_exec_reload_is_a_usage_error(world: World) -> None:
+    installed(world)
+    with pytest.raises(UsageError, match="needs an ExecReload="):
+        world.run(strategy="reload")
+    assert "reload" not in world.fake.ops(UNIT) and "restart" not in world.fake.ops(UNIT)
+
+
+def test_a_503_release_after_a_hup_is_failed_early_and_rolled_back_by_a_hup(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    pid = world.fake.units[UNIT].main_pid
+    # The cgroup before the HUP, then only the new workers; the same before the rollback's HUP, then its workers.
+    world.fake.script_pids(UNIT, [{pid, 11, 12}, {pid, 21, 22}, {pid, 21, 22}, {pid, 31, 32}])
+    # The new release (after the first HUP) answers 503; the previous one (before it, and after the second) 200.
+    world.answer_fn = lambda: 503 if world.fake.ops(UNIT).count("reload") == 1 else 200
+    with pytest.raises(RolledBackError, match="10 consecutive not-ready answers.*rolled back") as info:
+        world.run(ready_timeout=60.0)
+    assert info.value.exit_code == ExitCode.ROLLED_BACK
+    ops = world.fake.ops(UNIT)
+    assert ops.count("reload") == 2 and "restart" not in ops, ops
+    assert world.fake.units[UNIT].main_pid == pid and world.head() == world.revs["v1"]
+    rec = world.records()[-1]
+    assert (rec.action, rec.rollback_action) == ("reload", "reload")
+    guard = next(p for p in rec.phases if p.name == "guard")
+    assert "not-ready" in guard.detail
+    rollback = next(p for p in rec.phases if p.name == "rollback")
+    assert "reloaded (the unit is unchanged and the master is alive" in rollback.detail
+
+
+def test_the_rollback_restarts_when_the_master_was_started_again(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    state = world.fake.units[UNIT]
+    world.answers = [503]
+
+    def restarted_behind_our_back(n: int) -> None:
+        if n == 2:  # systemd restarted the service (Restart=on-failure): a new master, a new invocation
+            world.fake.units[UNIT] = dataclasses.replace(state, main_pid=state.main_pid + 50, invocation_id="f" * 32)
+            world.answers = [200]
+
+    world.sleep_hook = restarted_behind_our_back
+    with pytest.raises(RolledBackError):
+        world.run()
+    ops = world.fake.ops(UNIT)
+    assert ops.count("reload") == 1 and ops.count("restart") == 1, ops
+    rec = world.records()[-1]
+    assert (rec.action, rec.rollback_action) == ("reload", "restart")
+    rollback = next(p for p in rec.phases if p.name == "rollback")
+    assert "restarted (the master is not the one the deploy switched" in rollback.detail
+
+
+def test_the_rollback_of_a_unit_change_restarts(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    world.answer_fn = lambda: 503 if world.fake.ops(UNIT).count("restart") == 1 else 200
+    with pytest.raises(RolledBackError):
+        world.run(unit_file=_write(world, unit_text(extra=" --timeout 30", exec_reload=True)))
+    rec = world.records()[-1]
+    assert (rec.action, rec.rollback_action) == ("restart", "restart")
+    assert "restarted (the unit file was put back)" in next(p for p in rec.phases if p.name == "rollback").detail
+
+
+def test_an_unreadable_cgroup_before_the_hup_is_said_in_one_line(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    world.fake.script_pids(UNIT, [None])
+    world.run()
+    lines = [line for line in world.stderr.getvalue().splitlines() if "cannot read the processes" in line]
+    assert len(lines) == 1 and "counts every answer, the old workers' too" in lines[0]
 
 
 def test_auto_strategy_restarts_with_preload(world: World) -> None:
@@ -1118,3 +1201,24 @@ def test_the_build_runs_in_the_canary_tree_first_then_in_the_live_tree_after_its
     assert log.read_text().splitlines() == [f"{tree} V = 2", f"{world.repo} V = 2"]
     names = [p.name for p in world.records()[-1].phases]
     assert names.index("build") < names.index("pre-import") < names.index("canary") < names.index("switch")
+
+
+def test_a_reload_that_fails_in_the_rollback_falls_back_to_a_restart(world: World) -> None:
+    installed(world, unit_text(exec_reload=True))
+    world.answer_fn = lambda: 503 if world.fake.ops(UNIT).count("reload") == 1 else 200
+
+    def reload_fails_next(n: int) -> None:
+        if n == 1:
+            world.fake.fail_next("reload", UNIT, "Job for app.service failed")
+
+    world.sleep_hook = reload_fails_next
+    with pytest.raises(RolledBackError):
+        world.run()
+    ops = world.fake.ops(UNIT)
+    assert ops.count("reload") == 2 and ops.count("restart") == 1, ops
+    rec = world.records()[-1]
+    assert (rec.action, rec.rollback_action) == ("reload", "restart")
+    assert (
+        "the reload failed (Job for app.service failed): restarting"
+        in next(p for p in rec.phases if p.name == "rollback").detail
+    )

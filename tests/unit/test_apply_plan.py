@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from unitctl import preimport
-from unitctl.deploy import Plan, choose_action, make_plan
+from unitctl.deploy import ApplyRequest, Plan, choose_action, make_plan
+from unitctl.deploy.model import DEFAULT_STRATEGY, choose_rollback_action
 from unitctl.errors import InputError, NotGunicornError, UnitSyntaxError, UsageError
 from unitctl.gitrepo import RollbackTarget
 from unitctl.systemd.fake import failed_state, running_state
@@ -41,6 +42,75 @@ def test_choose_action(
     )
     assert action == expected
     assert why
+
+
+@pytest.mark.parametrize(
+    ("strategy", "master_alive", "reloadable", "expected"),
+    [
+        ("auto", True, True, "reload"),
+        ("auto", False, True, "restart"),  # MainPID 0: no master to send a HUP to
+        ("auto", True, False, "restart"),  # no ExecReload=: 'systemctl reload' would fail
+        ("reload", False, True, "restart"),
+    ],
+)
+def test_a_hup_needs_a_master_and_an_exec_reload(strategy: str, master_alive: bool, reloadable: bool,
+                                                 expected: str) -> None:  # fmt: skip
+    action, _ = choose_action(
+        strategy,  # type: ignore[arg-type]
+        unit_changed=False,
+        code_changed=True,
+        preload=False,
+        was_active=True,
+        master_alive=master_alive,
+        reloadable=reloadable,
+    )
+    assert action == expected
+
+
+def test_auto_is_the_default_strategy() -> None:
+    assert ApplyRequest(unit="app.service").strategy == DEFAULT_STRATEGY == "auto"
+
+
+def test_the_plan_reloads_only_a_running_master_with_exec_reload() -> None:
+    code = {"deployed_rev": "a" * 40, "rollback": RollbackTarget("a" * 40, "history")}
+    assert plan_of(**code).action == "reload"
+    assert plan_of(**code, state=running_state("app.service", main_pid=0)).action == "restart"
+    assert plan_of(**code, reloadable=False).action == "restart"
+    assert plan_of(**code, preload=True).action == "restart"
+
+
+_ALIVE = running_state("app.service", main_pid=7, invocation_id="a" * 32)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "restored", "preload", "reloadable", "state", "switched", "expected", "why"),
+    [
+        ("auto", False, False, True, _ALIVE, "a" * 32, "reload", "master is alive"),
+        ("reload", False, False, True, _ALIVE, "a" * 32, "reload", "graceful reload"),
+        ("restart", False, False, True, _ALIVE, "a" * 32, "restart", "--strategy restart"),
+        ("auto", True, False, True, _ALIVE, "a" * 32, "restart", "unit file was put back"),
+        ("auto", False, True, True, _ALIVE, "a" * 32, "restart", "preloads"),
+        ("auto", False, False, False, _ALIVE, "a" * 32, "restart", "no ExecReload="),
+        ("auto", False, False, True, _ALIVE, "b" * 32, "restart", "started again"),
+        ("auto", False, False, True, _ALIVE, None, "restart", "started again"),  # an older journal
+        ("auto", False, False, True, failed_state("app.service"), "a" * 32, "restart", "is failed/failed"),
+        ("auto", False, False, True, running_state("app.service", main_pid=0, invocation_id="a" * 32), "a" * 32,
+         "restart", "MainPID 0"),
+    ],
+)  # fmt: skip
+def test_choose_rollback_action(
+    strategy: str, restored: bool, preload: bool, reloadable: bool, state: Any, switched: str | None, expected: str,
+    why: str,
+) -> None:  # fmt: skip
+    action, text = choose_rollback_action(
+        strategy,  # type: ignore[arg-type]
+        unit_restored=restored,
+        preload=preload,
+        reloadable=reloadable,
+        state=state,
+        switched_invocation=switched,
+    )
+    assert (action, why in text) == (expected, True), text
 
 
 def test_explicit_reload_with_preload_is_a_usage_error() -> None:

@@ -343,8 +343,11 @@ def test_unit_verdicts(change: dict[str, object], kind: str | None) -> None:
 @given(
     codes=st.lists(st.sampled_from([200, 204, 301, 404, 500, 503]), min_size=1, max_size=15),
     needed=st.integers(min_value=1, max_value=4),
+    fail_after=st.integers(min_value=0, max_value=4),
 )
-def test_ready_exactly_when_enough_consecutive_2xx_arrive_in_time(codes: list[int], needed: int) -> None:
+def test_ready_or_not_ready_exactly_when_enough_consecutive_answers_arrive_in_time(
+    codes: list[int], needed: int, fail_after: int
+) -> None:
     fake, clock = setup()
     answers = iter(codes)
 
@@ -352,21 +355,25 @@ def test_ready_exactly_when_enough_consecutive_2xx_arrive_in_time(codes: list[in
         code = next(answers, 503)  # past the script: not ready
         return ProbeResult(200 <= code < 300, code, None, 0.0, "")
 
-    outcome = run(fake, clock, probe, timeout=5, successes_needed=needed)
+    outcome = run(fake, clock, probe, timeout=5, successes_needed=needed, fail_after=fail_after)
     ticks_allowed = int(5 / 0.5) + 1  # t = 0, 0.5, ..., 5.0
     padded = (codes + [503] * ticks_allowed)[:ticks_allowed]
-    expected = None
-    streak = 0
+    expected: tuple[str, int] | None = None
+    streak = failing = 0
     for i, code in enumerate(padded):
-        streak = streak + 1 if 200 <= code < 300 else 0
+        ok = 200 <= code < 300
+        streak, failing = (streak + 1, 0) if ok else (0, failing + 1)
         if streak >= needed:
-            expected = i + 1
+            expected = ("ready", i + 1)
+            break
+        if fail_after and failing >= fail_after:
+            expected = ("not-ready", i + 1)
             break
     if expected is None:
         assert outcome.kind == "timeout" and outcome.probes == ticks_allowed and outcome.elapsed == 5
     else:
-        assert outcome.kind == "ready" and outcome.probes == expected
-        assert outcome.elapsed == pytest.approx((expected - 1) * 0.5)
+        assert (outcome.kind, outcome.probes) == expected
+        assert outcome.elapsed == pytest.approx((expected[1] - 1) * 0.5)
 
 
 # -- ready means the URL answers AND the unit is active (issue 9: another service on the URL) -----------------
@@ -454,3 +461,153 @@ def test_the_fake_backend_is_never_looked_up_in_proc() -> None:
     assert fake.local is False  # its made-up pids may exist on the host
     probe, _ = scripted_probe([200], clock)
     assert run(fake, clock, probe).ready
+
+
+# -- the early verdict: N consecutive HTTP non-2xx answers from the new release (issue 10) ------------------------
+
+
+def test_ten_503_in_a_row_fail_the_release_long_before_the_timeout() -> None:
+    fake, clock = setup()
+    probe, seen = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe, timeout=60)
+    assert (outcome.ready, outcome.kind) == (False, "not-ready"), outcome
+    assert outcome.probes == len(seen) == guard.DEFAULT_FAIL_AFTER == 10
+    assert outcome.elapsed < 60 / 4
+    assert "10 consecutive not-ready answers" in outcome.reason and "the last HTTP 503" in outcome.reason
+
+
+def test_a_2xx_starts_the_count_again() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([503] * 9 + [200] + [503] * 10, clock)
+    outcome = run(fake, clock, probe, timeout=60)
+    assert outcome.kind == "not-ready" and outcome.probes == 20, outcome
+
+
+def test_refused_connections_and_timeouts_neither_count_nor_start_the_count_again() -> None:
+    fake, clock = setup()
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    slow = httpx.ReadTimeout("read timed out")
+    probe, _ = scripted_probe([503] * 5 + [refused] * 20 + [slow] * 3 + [503] * 5, clock)
+    outcome = run(fake, clock, probe, timeout=60)
+    assert outcome.kind == "not-ready" and outcome.probes == 33, outcome
+
+
+def test_refused_for_ever_is_a_timeout_not_an_early_verdict() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([httpx.ConnectError("[Errno 111] Connection refused")], clock)
+    assert run(fake, clock, probe, timeout=20).kind == "timeout"
+
+
+def test_fail_after_zero_waits_out_the_timeout() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe, timeout=20, fail_after=0)
+    assert outcome.kind == "timeout" and outcome.probes == 41
+
+
+def test_not_ready_answers_while_the_unit_is_not_serving_do_not_count() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe, timeout=5, listening=lambda pid: False)  # someone else answers the URL
+    assert outcome.kind == "timeout", outcome
+
+
+def test_decide_counts_only_http_answers_that_are_not_ready() -> None:
+    st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
+    progress = guard.Progress(baseline=guard.Baseline.of(st))
+    refused = ProbeResult(False, None, "connection refused", 0.01)
+    for answer, failing in ((_ok(503), 1), (refused, 1), (_ok(500), 2), (_ok(200), 0), (_ok(404), 1)):
+        progress, verdict = guard.decide(progress, st, answer, elapsed=1.0, timeout=10, fail_after=3)
+        assert verdict is None and progress.failing == failing
+    progress, verdict = guard.decide(progress, st, _ok(503), elapsed=1.0, timeout=10, fail_after=2)
+    assert verdict is not None and verdict.kind == "not-ready" and "--fail-after 2" in verdict.reason
+
+
+# -- after a reload only the new generation counts (issue 10) --------------------------------------------------
+
+
+def _reloaded(fake: FakeSystemd, pid_reads: list[set[int] | None]) -> tuple[set[int], int]:
+    """The unit's PIDs before a HUP (master + 2 workers), and the cgroup reads after it, in turn."""
+    master = fake.state(UNIT).main_pid
+    fake.script_pids(UNIT, pid_reads)
+    return {master, 11, 12}, master
+
+
+def test_decide_ignores_answers_while_the_old_generation_is_present() -> None:
+    st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
+    progress = guard.Progress(baseline=guard.Baseline.of(st))
+    for _ in range(5):
+        progress, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10, old_present=True)
+        assert verdict is None
+    assert (progress.streak, progress.best_streak, progress.old_answers, progress.probes) == (0, 0, 5, 5)
+    for _ in range(5):
+        progress, verdict = guard.decide(progress, st, _ok(503), elapsed=1.0, timeout=10, old_present=True,
+                                         fail_after=2)  # fmt: skip
+        assert verdict is None and progress.failing == 0
+    for present in (False, None):  # gone, or unknown (the fallback: every answer counts)
+        after, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10, old_present=present,
+                                      successes_needed=1)  # fmt: skip
+        assert verdict is not None and verdict.ready
+
+
+def test_old_workers_answering_ready_do_not_make_a_never_ready_release_ready() -> None:
+    fake, clock = setup()
+    old, master = _reloaded(fake, [{master_pid(fake), 11, 12, 21, 22}, {master_pid(fake), 12, 21, 22},
+                                   {master_pid(fake), 21, 22}])  # fmt: skip
+    # The old workers answer 200 for three ticks, then only the new release answers: 503 for ever.
+    probe, _ = scripted_probe([200, 200, 200, 503], clock)
+    outcome = run(fake, clock, probe, timeout=60, old_pids=old)
+    assert (outcome.ready, outcome.kind) == (False, "not-ready"), outcome
+    assert outcome.probes == 3 + 10
+    assert "flapping" not in outcome.reason and "HTTP 503" in outcome.reason
+    assert ("unit_pids", UNIT) in fake.calls and master in old
+
+
+def test_without_the_early_verdict_a_never_ready_release_after_a_reload_is_not_flapping() -> None:
+    fake, clock = setup()
+    old, _ = _reloaded(fake, [{11, 12}, {12}, set()])
+    probe, _ = scripted_probe([200, 200, 503], clock)
+    outcome = run(fake, clock, probe, timeout=10, old_pids=old, fail_after=0)
+    assert outcome.kind == "timeout" and "flapping" not in outcome.reason, outcome
+    assert "is active but its URL is not ready, last answer HTTP 503" in outcome.reason
+
+
+def test_a_good_release_is_ready_only_on_answers_after_the_old_workers_left() -> None:
+    fake, clock = setup()
+    old, _ = _reloaded(fake, [{11, 12}, {12}, set()])
+    probe, seen = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, old_pids=old)
+    assert outcome.ready and outcome.probes == 2 + 3 == len(seen), outcome
+
+
+def test_old_workers_that_never_leave_end_in_a_timeout_that_says_so() -> None:
+    fake, clock = setup()
+    old, _ = _reloaded(fake, [{12, 30}])  # worker 12 is stuck in its graceful timeout
+    probe, _ = scripted_probe([503], clock)
+    outcome = run(fake, clock, probe, timeout=10, old_pids=old)
+    assert outcome.kind == "timeout", outcome
+    assert "the workers from before the reload never left" in outcome.reason
+    assert "none of its 21 answer(s) could be from the new release" in outcome.reason
+
+
+def test_an_unreadable_cgroup_falls_back_to_counting_every_answer() -> None:
+    fake, clock = setup()
+    old, _ = _reloaded(fake, [None])
+    probe, _ = scripted_probe([200], clock)
+    outcome = run(fake, clock, probe, old_pids=old)
+    assert outcome.ready and outcome.probes == 3
+    fake2, clock2 = setup()
+    probe2, _ = scripted_probe([200], clock2)
+    assert run(fake2, clock2, probe2, old_pids=None).probes == 3  # unknown before the reload: the same
+    assert ("unit_pids", UNIT) not in fake2.calls
+
+
+def test_after_a_restart_there_is_no_old_generation_to_wait_for() -> None:
+    fake, clock = setup()
+    probe, _ = scripted_probe([200], clock)
+    assert run(fake, clock, probe).probes == 3
+    assert ("unit_pids", UNIT) not in fake.calls
+
+
+def master_pid(fake: FakeSystemd) -> int:
+    return fake.state(UNIT).main_pid

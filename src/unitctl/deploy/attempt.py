@@ -70,6 +70,9 @@ class Attempt:
     kept: dict[str, bytes] = field(default_factory=dict)  # unit bytes the undo may put back, by sha256
     rollback_timeout: float = 0.0
     was_active: bool = True
+    # The unit's PIDs right before the last reload (the guard waits for its workers to leave); empty after a
+    # restart; None when they could not be read.
+    old_pids: frozenset[int] | None = frozenset()
 
     @property
     def reporter(self) -> Reporter:
@@ -139,16 +142,34 @@ def fail(att: Attempt, error: UnitctlError, outcome: history.Outcome) -> Transac
     return TransactionError(error, conclude(att, outcome, error.exit_code, str(error)))
 
 
+def reload_tracked(att: Attempt) -> None:
+    """Reload (HUP) the unit, having read its PIDs first: the guard then counts only the new workers' answers."""
+    backend, unit = att.edges.backend, att.req.unit
+    pids = backend.unit_pids(unit)
+    if pids is None:
+        att.reporter.line(
+            f"warning: cannot read the processes in {unit}'s cgroup: after the reload the guard counts every "
+            "answer, the old workers' too"
+        )
+    att.old_pids = None if pids is None else frozenset(pids)
+    backend.reload(unit)
+
+
 def guard_phase(
     att: Attempt,
     name: str,
     timeout: float,
     *,
+    fail_after: int = 0,
     unit: str | None = None,
     probe: Callable[[], ProbeResult] | None = None,
     waiting: str | None = None,
 ) -> Any:
-    """Guard ``unit`` (default: the service) as phase ``name`` for at most ``timeout`` seconds; return the outcome."""
+    """Guard ``unit`` (default: the service) as phase ``name`` for at most ``timeout`` seconds; return the outcome.
+
+    ``fail_after`` consecutive HTTP non-2xx answers end it early (0: wait out the timeout). Another unit than the
+    service (the canary) was started fresh: no process of an older generation can answer for it.
+    """
     from unitctl import guard
 
     req = att.req
@@ -162,6 +183,8 @@ def guard_phase(
             timeout=timeout,
             interval=req.ready_interval,
             successes_needed=req.successes_needed,
+            fail_after=fail_after,
+            old_pids=att.old_pids if unit is None else frozenset(),
             clock=att.edges.clock,
             sleep=att.edges.sleep,
             on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
@@ -169,6 +192,7 @@ def guard_phase(
             ),
         )
         detail.append(f"{outcome.kind}: {outcome.reason}")
+        detail.append(f"{outcome.probes} probe(s)")
         # A release that is not ready fails the phase without raising out of the transaction.
         detail.failed = not outcome.ready
     return outcome

@@ -240,7 +240,7 @@ def run(att: Attempt, tree: Tree | None) -> None:
     try:
         backend.start_transient(canary)
         probe = att.edges.canary_probe_factory(req.ready_url, socket_path(req.unit))
-        outcome = guard_phase(att, "canary", req.ready_timeout, unit=name, probe=probe,
+        outcome = guard_phase(att, "canary", req.ready_timeout, fail_after=req.fail_after, unit=name, probe=probe,
                               waiting=f"waiting for the canary at {socket_path(req.unit)}")  # fmt: skip
         if not outcome.ready:
             att.record.journal = _journal(att, name, outcome.last_state)

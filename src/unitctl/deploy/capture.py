@@ -91,6 +91,7 @@ def capture(att: Attempt) -> None:
             state=state,
             candidate=candidate,
             preload=view.preload,
+            reloadable=view.reloadable,
             head=head,
             to_rev=to_rev,
             deployed_rev=deployed_rev,

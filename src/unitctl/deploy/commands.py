@@ -18,6 +18,7 @@ from unitctl.deploy.journal import Journal, history_dirs
 from unitctl.deploy.model import (
     DEFAULT_READY_INTERVAL,
     DEFAULT_READY_TIMEOUT,
+    DEFAULT_STRATEGY,
     DEFAULT_UNIT_DIR,
     ApplyRequest,
     Edges,
@@ -26,6 +27,7 @@ from unitctl.deploy.model import (
 from unitctl.deploy.progress import Reporter, safe_write, settle
 from unitctl.desired import DesiredOptions
 from unitctl.errors import ExitCode, InputError, LockHeldError, RefusedError, UnitctlError, UsageError
+from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import Record
 from unitctl.probe import ProbeResult
 from unitctl.systemd.base import SystemdBackend, UnitState
@@ -57,7 +59,6 @@ def rollback_request(req: ApplyRequest) -> ApplyRequest:
         repo=repo,
         rev=target.to_rev if repo else None,
         ready_url=req.ready_url or target.ready_url,
-        strategy="restart",
     )
 
 
@@ -191,6 +192,7 @@ APPLY_SCHEMA: dict[str, Kind] = {
     "ready_timeout": Kind.NUMBER,
     "ready_interval": Kind.NUMBER,
     "strategy": Kind.STR,
+    "fail_after": Kind.COUNT,
     "pre_import": Kind.STR,
     "no_pre_import": Kind.BOOL,
     "canary": Kind.BOOL,
@@ -234,7 +236,7 @@ def request_from_settings(
     """Build an ApplyRequest from merged flag/config settings and the desired-state options (as ``diff`` takes)."""
     from unitctl.desired import resolve
 
-    strategy = parse_strategy(s.get("strategy") or "restart")
+    strategy = parse_strategy(s.get("strategy") or DEFAULT_STRATEGY)
     unit = unit_name(s.get("name"))
     # unit_file may come from unitctl.toml: it takes part in the "one way to say what the unit becomes" check.
     opts = replace(desired or DesiredOptions(), unit_file=s.get("unit_file") or None)
@@ -256,6 +258,7 @@ def request_from_settings(
         ready_timeout=float(s.get("ready_timeout") or DEFAULT_READY_TIMEOUT),
         ready_interval=float(s.get("ready_interval") or DEFAULT_READY_INTERVAL),
         strategy=strategy,
+        fail_after=DEFAULT_FAIL_AFTER if s.get("fail_after") is None else int(s["fail_after"]),
         pre_import=s.get("pre_import"),
         no_pre_import=bool(s.get("no_pre_import")),
         canary=s.get("canary") is not False,

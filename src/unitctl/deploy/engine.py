@@ -17,6 +17,7 @@ Every way out ends in a known state:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from unitctl.deploy.attempt import (
     guard_phase,
     journal_excerpt,
     now_iso,
+    reload_tracked,
     running_now,
 )
 from unitctl.deploy.capture import capture
@@ -165,6 +167,9 @@ def _validate(req: ApplyRequest) -> None:
             "--ready-timeout and --ready-interval must be finite numbers of seconds above 0",
             hint="e.g. --ready-timeout 60 --ready-interval 0.5",
         )
+    if isinstance(req.fail_after, bool) or not isinstance(req.fail_after, int) or req.fail_after < 0:
+        raise UsageError(f"--fail-after must be a whole number of answers, 0 or more (got {req.fail_after!r})",
+                         hint="e.g. --fail-after 10, or 0 to wait out --ready-timeout")  # fmt: skip
     if req.pre_import and req.no_pre_import:
         raise UsageError("--pre-import and --no-pre-import contradict each other", hint="pass one of them")
     if req.pre_import:
@@ -227,7 +232,7 @@ def _transaction(att: Attempt) -> ApplyResult:
         if not att.req.guarded:
             return conclude(att, "ok", ExitCode.OK, f"{att.req.unit}: applied ({plan.action}), not guarded")
         att.step("guard")
-        outcome = guard_phase(att, "guard", att.req.ready_timeout)
+        outcome = guard_phase(att, "guard", att.req.ready_timeout, fail_after=att.req.fail_after)
         if outcome.ready:
             _keep_unit(att)
             running_now(att, outcome.last_state, plan.to_rev)
@@ -319,14 +324,19 @@ def _switch(att: Attempt) -> None:
         _checkout_live(att, detail)
         # What ran before is restarted by a rollback, what was stopped stays stopped (unitpath decides).
         then = unitpath.undo_plan(facts.target, facts.state).then
-        att.step("restart", Undo("service", was_active=then == "restart"))
+        service = Undo("service", was_active=then == "restart", strategy=req.strategy, preload=plan.preload,
+                       reloadable=facts.reloadable)  # fmt: skip
+        att.step("restart", service)
+        att.record.action = plan.action
         if plan.action == "reload":
-            backend.reload(req.unit)
+            reload_tracked(att)
         else:
+            att.old_pids = frozenset()
             # A unit that hit its start limit (StartLimitBurst=) refuses a start until it is reset.
             with contextlib.suppress(SystemdError):
                 backend.reset_failed(req.unit)
             backend.restart(req.unit)
+        _note_switched(att, service)
         detail.append(f"{plan.action} ({plan.why})")
 
 
@@ -343,6 +353,12 @@ def _checkout_live(att: Attempt, detail: list[str]) -> None:
             att.step("live-build")
             reject_on_failure(att, lambda: build(att, req.build_cmd or ""))
             detail.append(f"built: {req.build_cmd}")
+
+
+def _note_switched(att: Attempt, service: Undo) -> None:
+    """Journal the InvocationID the switch left running: a rollback may HUP that master, and no other."""
+    state = att.edges.backend.state(att.req.unit)
+    att.register(dataclasses.replace(service, invocation_id=state.invocation_id or None))
 
 
 def _write_unit(att: Attempt, facts: Facts) -> None:

@@ -13,6 +13,7 @@ from unitctl.deploy.progress import Reporter
 from unitctl.desired import RewriteSpec
 from unitctl.errors import UsageError
 from unitctl.gitrepo import RollbackTarget
+from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import Record
 from unitctl.probe import ProbeResult
 from unitctl.systemd.base import SystemdBackend, UnitState
@@ -21,6 +22,8 @@ from unitctl.unitpath import WriteTarget
 Strategy = Literal["auto", "restart", "reload"]
 Action = Literal["none", "restart", "reload"]
 STRATEGIES = ("auto", "restart", "reload")
+# A graceful HUP when only the code changed: no refused connection during a good deploy (issue 10).
+DEFAULT_STRATEGY: Strategy = "auto"
 
 
 def parse_strategy(value: str) -> Strategy:
@@ -78,7 +81,7 @@ class ApplyRequest:
     ready_url: str | None = None
     ready_timeout: float = DEFAULT_READY_TIMEOUT
     ready_interval: float = DEFAULT_READY_INTERVAL
-    strategy: Strategy = "restart"
+    strategy: Strategy = DEFAULT_STRATEGY
     pre_import: str | None = None  # MODULE:VAR; None: gunicorn --check-config
     no_pre_import: bool = False
     canary: bool = True  # start the new release beside the live one and judge it before the switch (guarded only)
@@ -89,6 +92,7 @@ class ApplyRequest:
     unit_dir: Path = DEFAULT_UNIT_DIR
     command: str = "apply"  # apply | rollback
     successes_needed: int = 3
+    fail_after: int = DEFAULT_FAIL_AFTER  # consecutive HTTP non-2xx answers that fail the release early; 0: off
     argv: tuple[str, ...] = ()
 
 
@@ -129,7 +133,7 @@ class Facts:
     target: WriteTarget  # where the change is written and what undoing it means (unitpath.resolve)
     state: UnitState  # systemd's view: active state, MainPID, NeedDaemonReload, FragmentPath, drop-ins
     candidate: bytes  # the unit to deploy
-    preload: bool  # the candidate's Gunicorn preloads the app
+    preload: bool  # the candidate's Gunicorn preloads the app (its effective setting; unknown counts as yes)
     head: str | None  # the checkout's HEAD (it was clean)
     to_rev: str | None  # the revision to deploy
     deployed_rev: str | None  # the revision of the last good deploy recorded in the history
@@ -140,6 +144,7 @@ class Facts:
     running_unrecorded: bool = False  # deploys record their process, but none started the one running now
     running_ready: bool | None = None  # one probe of the running release (asked only when nothing else changed)
     tree_reason: str = ""  # why the checkout is not simply at HEAD (interrupted, stale lock, changed files), or ""
+    reloadable: bool = True  # the candidate has an ExecReload= (a HUP is possible at all)
 
 
 def choose_action(
@@ -152,6 +157,8 @@ def choose_action(
     stale_reload: bool = False,
     running_unrecorded: bool = False,
     running_ready: bool | None = None,
+    master_alive: bool = True,
+    reloadable: bool = True,
 ) -> tuple[Action, str]:
     """Decide how to switch to the new release and say why."""
     if not was_active:
@@ -170,6 +177,15 @@ def choose_action(
         return "none", "the unit and the code are what is deployed and running"
     if strategy == "restart":
         return "restart", "code changed (--strategy restart)"
+    if not master_alive:
+        return "restart", "code changed and the service has no main process to send a HUP to"
+    if not reloadable:
+        if strategy == "reload":
+            raise UsageError(
+                "--strategy reload needs an ExecReload= in the unit: 'systemctl reload' fails without one",
+                hint="add ExecReload=/bin/kill -s HUP $MAINPID, or use --strategy auto",
+            )
+        return "restart", "code changed and the unit has no ExecReload= to send a HUP with"
     if preload:
         if strategy == "reload":
             raise UsageError(
@@ -178,6 +194,35 @@ def choose_action(
             )
         return "restart", "code changed and Gunicorn preloads the app: a HUP would keep the old code"
     return "reload", "only the code changed and Gunicorn does not preload: graceful reload (HUP)"
+
+
+def choose_rollback_action(
+    strategy: Strategy,
+    *,
+    unit_restored: bool,
+    preload: bool,
+    reloadable: bool,
+    state: UnitState,
+    switched_invocation: str | None,
+) -> tuple[Action, str]:
+    """Decide how the rollback brings the previous release back (the same rules as the deploy) and say why.
+
+    A HUP only when the unit systemd runs is the one the undo leaves (none put back), Gunicorn does not preload,
+    and the master the deploy switched is still alive: active, with a main process, the same InvocationID.
+    """
+    if strategy == "restart":
+        return "restart", "--strategy restart"
+    if unit_restored:
+        return "restart", "the unit file was put back"
+    if not (state.active_state == "active" and state.main_pid > 0):
+        return "restart", f"the service is {state.active_state}/{state.sub_state}, MainPID {state.main_pid}"
+    if not switched_invocation or state.invocation_id != switched_invocation:
+        return "restart", "the master is not the one the deploy switched (it was started again)"
+    if preload:
+        return "restart", "Gunicorn preloads the app: a HUP would keep the failed release's code"
+    if not reloadable:
+        return "restart", "the unit has no ExecReload="
+    return "reload", "the unit is unchanged and the master is alive: graceful reload (HUP)"
 
 
 @dataclass(frozen=True)
@@ -222,6 +267,7 @@ def make_plan(
     running_ready: bool | None = None,
     tree_reason: str = "",
     first_deploy: bool | None = None,
+    reloadable: bool = True,
 ) -> Plan:
     """Decide the plan (pure)."""
     unit_changed = installed != candidate
@@ -241,6 +287,8 @@ def make_plan(
         stale_reload=stale,
         running_unrecorded=running_unrecorded and state.is_active,
         running_ready=running_ready,
+        master_alive=state.main_pid > 0,
+        reloadable=reloadable,
     )
     return Plan(
         unit=unit,
@@ -279,6 +327,7 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
         running_ready=facts.running_ready,
         tree_reason=facts.tree_reason,
         first_deploy=facts.target.first_deploy,
+        reloadable=facts.reloadable,
     )
 
 

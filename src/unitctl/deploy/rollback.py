@@ -14,8 +14,10 @@ from unitctl.deploy.attempt import (
     git_findings,
     guard_phase,
     journal_excerpt,
+    reload_tracked,
     running_now,
 )
+from unitctl.deploy.model import choose_rollback_action, parse_strategy
 from unitctl.deploy.preflight import build
 from unitctl.deploy.undo import Undo
 from unitctl.errors import InputError, RollbackFailedError, RolledBackError, SystemdError, UnitctlError
@@ -108,6 +110,7 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
     backend = att.edges.backend
     problems: list[str] = []
     removed = False  # a first deploy: the unit is gone again
+    restored = False  # the undo changed the unit file systemd loads
     canary.remove(att)  # a deploy killed during its canary: nothing of it may outlive the rollback
     with att.phase("rollback") as detail:
         for undo in att.undo.entries():
@@ -120,6 +123,7 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
             elif undo.resource == "unit":
                 att.announce("rollback-unit")
                 removed, wrote = _undo_unit(att, undo, detail)
+                restored = restored or wrote
                 if wrote and att.undo.get("daemon") is None:
                     # The deploy died between its unit write and its daemon-reload: systemd must load the file put
                     # back too (a rewritten file is NeedDaemonReload=yes even with the old bytes: its mtime moved).
@@ -142,12 +146,9 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
                     detail.append("left stopped, as it was")
                     continue
                 try:
-                    with contextlib.suppress(SystemdError):
-                        backend.reset_failed(req.unit)
-                    backend.restart(req.unit)
-                    detail.append("restarted")
+                    _bring_back(att, undo, restored, detail)
                 except SystemdError as exc:
-                    problems.append(f"restart of the previous release failed: {exc}")
+                    problems.append(f"{att.record.rollback_action or 'restart'} of the previous release failed: {exc}")
         if att.undo.get("service") is None and not removed:
             # The unit was written but systemd never restarted the service: the old process still runs.
             detail.append("not restarted: the running service was never switched")
@@ -173,6 +174,34 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
         return True, f"ready again ({outcome.reason})"
     att.record.journal += ["-- after the rollback --", *journal_excerpt(att)]
     return False, f"the previous release is not ready either: {outcome.reason}"
+
+
+def _bring_back(att: Attempt, undo: Undo, restored: bool, detail: list[str]) -> None:
+    """Reload (HUP) or restart the service onto the previous release, chosen as the deploy chooses; say which."""
+    backend, unit = att.edges.backend, att.req.unit
+    action, why = choose_rollback_action(
+        parse_strategy(undo.strategy or "restart"),
+        unit_restored=restored,
+        preload=undo.preload,
+        reloadable=undo.reloadable,
+        state=backend.state(unit),
+        switched_invocation=undo.invocation_id,
+    )
+    if action == "reload":
+        try:
+            reload_tracked(att)
+            att.record.rollback_action = action
+            detail.append(f"reloaded ({why})")
+            return
+        except SystemdError as exc:
+            # The previous release must come back either way: a restart still can.
+            detail.append(f"the reload failed ({exc}): restarting")
+    att.record.rollback_action = "restart"
+    att.old_pids = frozenset()
+    with contextlib.suppress(SystemdError):
+        backend.reset_failed(unit)
+    backend.restart(unit)
+    detail.append(f"restarted ({why})")
 
 
 def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> tuple[bool, bool]:

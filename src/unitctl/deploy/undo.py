@@ -39,6 +39,12 @@ class Undo:
     uid: int = 0
     gid: int = 0
     was_active: bool = True  # service: running before the deploy (restart it) or not (leave it stopped)
+    # service: what a rollback needs to choose a HUP over a restart (model.choose_rollback_action). The defaults,
+    # an older journal's, mean a restart.
+    strategy: str | None = None
+    preload: bool = True
+    reloadable: bool = False  # the unit has an ExecReload=
+    invocation_id: str | None = None  # the service's InvocationID right after the switch
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -213,3 +213,4 @@ class SystemdBackend(Protocol):
     def start_transient(self, spec: TransientSpec) -> str: ...  # starts spec.unit_name, does not wait; returns it
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]: ...
     def remove_transient_units(self, prefix: str) -> list[str]: ...  # stop + reset-failed; returns the names
+    def unit_pids(self, unit: str) -> set[int] | None: ...  # the PIDs in its cgroup now; None: cannot tell

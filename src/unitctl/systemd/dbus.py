@@ -28,6 +28,7 @@ from unitctl.systemd.base import (
     transient_outcome,
     validate_unit_name,
 )
+from unitctl.systemd.cgroup import cgroup_pids
 from unitctl.systemd.systemctl import journal_lines, resolve_executable, transient_unit_name
 
 DEST = b"org.freedesktop.systemd1"
@@ -348,6 +349,16 @@ class DbusBackend:
 
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         return journal_lines(unit, invocation_id=invocation_id, lines=lines)
+
+    def unit_pids(self, unit: str) -> set[int] | None:
+        unit = validate_unit_name(unit)
+        if not unit.endswith(".service"):
+            return None
+        try:
+            group = _s(self._props(unit, SERVICE_IFACE).get(b"ControlGroup"))
+        except self._error_type:
+            return None
+        return cgroup_pids(group)
 
     def remove_transient_units(self, prefix: str) -> list[str]:
         pattern = check_transient_prefix(prefix) + "*.service"

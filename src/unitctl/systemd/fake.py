@@ -91,6 +91,7 @@ class FakeSystemd:
         self._next_pid = 1000
         self.started_specs: list[TransientSpec] = []  # start_transient() calls, in order
         self.leftover_transients: set[str] = set()  # check units a killed run left behind
+        self._pids: dict[str, deque[set[int] | None]] = {}
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -108,6 +109,10 @@ class FakeSystemd:
     def on_restart(self, unit: str, states: Sequence[UnitState]) -> None:
         """After the next successful restart()/start(), script ``states`` instead of a healthy run."""
         self._after_restart[validate_unit_name(unit)] = list(states)
+
+    def script_pids(self, unit: str, answers: Iterable[set[int] | None]) -> None:
+        """Answer ``unit_pids(unit)`` with these, in turn; the last one stays (default: the main PID, if any)."""
+        self._pids[validate_unit_name(unit)] = deque(answers)
 
     def fail_next(self, op: str, unit: str, message: str) -> None:
         """Make the next ``op`` (e.g. "restart") on ``unit`` raise SystemdError(message); "*" for any unit."""
@@ -207,6 +212,16 @@ class FakeSystemd:
             self.calls.append(("remove_transient_units", prefix))
         self.leftover_transients -= set(gone)
         return gone
+
+    def unit_pids(self, unit: str) -> set[int] | None:
+        unit = validate_unit_name(unit)
+        self.calls.append(("unit_pids", unit))
+        queue = self._pids.get(unit)
+        if queue:
+            answer = queue.popleft() if len(queue) > 1 else queue[0]
+            return None if answer is None else set(answer)
+        state = self.units.get(unit)
+        return {state.main_pid} if state is not None and state.main_pid else set()
 
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         unit = validate_unit_name(unit)

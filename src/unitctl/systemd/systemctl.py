@@ -22,6 +22,7 @@ from unitctl.systemd.base import (
     transient_outcome,
     validate_unit_name,
 )
+from unitctl.systemd.cgroup import cgroup_pids
 
 STATE_PROPERTIES = (
     "Id",
@@ -237,6 +238,18 @@ class SystemctlBackend:
 
     def journal(self, unit: str, *, invocation_id: str | None = None, lines: int = 50) -> list[str]:
         return journal_lines(unit, invocation_id=invocation_id, lines=lines)
+
+    def unit_pids(self, unit: str) -> set[int] | None:
+        unit = validate_unit_name(unit)
+        try:
+            out = self._run(
+                [self._systemctl, "show", unit, "--property=ControlGroup"],
+                what=f"reading the cgroup of {unit}",
+                timeout=60,
+            ).stdout
+        except SystemdError:
+            return None
+        return cgroup_pids(parse_show(out).get("ControlGroup", ""))
 
     def remove_transient_units(self, prefix: str) -> list[str]:
         pattern = check_transient_prefix(prefix) + "*.service"
