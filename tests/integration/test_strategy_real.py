@@ -90,7 +90,7 @@ def test_a_503_release_after_a_hup_is_failed_early_and_rolled_back_by_a_hup_with
     pid = d.main_pid()
     v4 = d.repo.release("v4", table="items_v4")  # imports, then answers 503 on /health/ready for ever
     load = Load(d)
-    res = d.apply(timeout=30)
+    res = d.apply("--no-canary", timeout=30)  # about the rollback after the switch: a canary refuses v4 first
     records = load.finish()
     assert res.returncode == 4, res.stderr
     assert "10 consecutive not-ready answers" in res.stderr and "items_v4" in res.stderr
@@ -109,13 +109,32 @@ def test_a_503_release_after_a_hup_is_failed_early_and_rolled_back_by_a_hup_with
     assert _failed(records) == []
 
 
+def test_with_the_defaults_a_503_release_is_refused_by_its_canary_and_never_answers_a_user(
+    box: Sandbox, venv_bin: Path
+) -> None:
+    d = Deploy(box, venv_bin)
+    d.first_release()
+    v2 = d.second_release()
+    pid = d.main_pid()
+    d.repo.release("v4", table="items_v4")  # imports, then answers 503 on /health/ready for ever
+    load = Load(d)
+    res = d.apply(timeout=30)  # the defaults: canary on, strategy auto, early verdict
+    records = load.finish()
+    assert res.returncode == 3, res.stderr
+    assert "the canary of" in res.stderr and "the live service was not touched" in res.stderr
+    assert d.main_pid() == pid and d.repo.head() == v2 and d.served() == "release v2" and d.ready()
+    assert d.history()[-1]["outcome"] == "refused"
+    assert _failed(records) == []
+    assert len(records) > 0 and {r[3] for r in records} == {"v2"}, "only the live release answered users"
+
+
 def test_the_guard_does_not_count_the_old_workers_answering_ready(box: Sandbox, venv_bin: Path) -> None:
     d = Deploy(box, venv_bin)
     d.repo.release("v1", extra_files={"release.py": LINGERING.format(label="v1")})
     assert d.apply("--unit-file", d.unit_file("v1")).returncode == 0
     # After the HUP the v1 workers answer ready for 4 s more, next to v4's workers answering 503.
     d.repo.release("v4", table="items_v4")
-    res = d.apply(timeout=30)
+    res = d.apply("--no-canary", timeout=30)  # about the guard after the switch: a canary refuses v4 first
     assert res.returncode == 4, res.stderr
     last = d.history()[-1]
     guard = _phase(last, "guard")
