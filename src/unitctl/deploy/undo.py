@@ -1,8 +1,8 @@
 """Steps with their own undo: each step that changes the world registers how to put it back before it acts.
 
-An undo names the resource it restores (the checkout, the unit file, systemd's loaded configuration, the
-running service) and the value to restore, as plain data: the same entries are written to the intent journal,
-so a later unitctl can rebuild the log of a deploy that died and finish its rollback.
+An undo names the resource it restores (the checkout, the unit file, its ``.socket`` file, systemd's loaded
+configuration, the running service) and the value to restore, as plain data: the same entries are written to
+the intent journal, so a later unitctl can rebuild the log of a deploy that died and finish its rollback.
 
 The rollback replays the log in registration order: each undo re-applies its step with the previous value, and
 the steps depend on each other going back as going forward (files first, then daemon-reload, then the restart).
@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-Resource = Literal["tree", "unit", "daemon", "service"]
-RESOURCES: tuple[Resource, ...] = ("tree", "unit", "daemon", "service")
+Resource = Literal["tree", "unit", "socket", "daemon", "service"]
+RESOURCES: tuple[Resource, ...] = ("tree", "unit", "socket", "daemon", "service")
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,17 @@ class Undo:
     rev: str | None = None  # tree: the revision to check out
     repo: str | None = None  # tree: the checkout
     build_cmd: str | None = None  # tree: run again after the checkout
-    path: str | None = None  # unit: the file
-    sha256: str | None = None  # unit: its previous bytes (kept in the history's unit store); None: it was absent
+    path: str | None = None  # unit, socket: the file
+    sha256: str | None = None  # unit, socket: previous bytes (kept in the history's unit store); None: was absent
     # unit: nothing ran before (stop the service, then remove the file); None: an older journal, where an
     # absent file meant exactly that. A vendor copy is absent too, but its service ran: remove it, restart.
     first_deploy: bool | None = None
     mode: int = 0o644
     uid: int = 0
     gid: int = 0
-    was_active: bool = True  # service: running before the deploy (restart it) or not (leave it stopped)
+    # service: running before the deploy (restart it) or not (leave it stopped); socket: listening before the
+    # deploy (restart it with the old file) or not (stop it)
+    was_active: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -74,7 +76,7 @@ class UndoLog:
     @property
     def touched_systemd(self) -> bool:
         """Whether any registered step changed what systemd runs or loads (a refusal can no longer say "nothing")."""
-        return any(r in self._undos for r in ("unit", "daemon", "service"))
+        return any(r in self._undos for r in ("unit", "socket", "daemon", "service"))
 
     def __bool__(self) -> bool:
         return bool(self._undos)

@@ -1,0 +1,136 @@
+"""Socket activation for real: ``apply --render`` installs NAME.service and NAME.socket, a changed socket is
+restarted, a rollback (or the recovery of a killed deploy) puts both files back; real systemd, Gunicorn, git.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from apphelpers import APP_USER, http_get
+from test_apply_real import Deploy, Paused
+
+from unitctl.sandbox import Sandbox
+
+pytestmark = pytest.mark.systemd
+
+
+def render_args(d: Deploy, *ports: int) -> list[str]:
+    """Return the apply options that render the app's unit, listening on 127.0.0.1:PORT for each port."""
+    binds = [a for port in ports for a in ("--bind", f"127.0.0.1:{port}")]
+    return [
+        "--render", "--app", "app:app", "--workers", "2", *binds, "--working-dir", d.repo.path,
+        "--venv", str(d.venv_bin.parent), "--user", APP_USER, "--group", APP_USER, "--env", f"APP_DB={d.repo.db}",
+    ]  # fmt: skip
+
+
+def socket_path(d: Deploy) -> str:
+    return f"/etc/systemd/system/{d.name}.socket"
+
+
+def served_on(d: Deploy, port: int) -> str:
+    status, body = http_get(d.box, f"http://127.0.0.1:{port}/")
+    return body.strip() if status == 200 else f"HTTP {status}: {body}"
+
+
+def test_apply_render_installs_the_socket_and_a_rollback_restores_both_units(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    other = d.port + 1000
+    d.repo.release("v1")
+    res = d.apply(*render_args(d, d.port))
+    assert res.returncode == 0, res.stderr
+    assert f"wrote {socket_path(d)}" in res.stderr
+    socket_v1 = box.read_file(socket_path(d))
+    assert f"\nListenStream=127.0.0.1:{d.port}\n".encode() in socket_v1
+    # "running": its service has the fds (it says "listening" while no service runs).
+    props = box.unit_properties(f"{d.name}.socket", "ActiveState", "SubState")
+    assert (props["ActiveState"], props["SubState"]) == ("active", "running")
+    # Gunicorn runs without --bind: it serves on the fds systemd passed it.
+    assert "--bind" not in box.unit_properties(d.unit, "ExecStart")["ExecStart"]
+    assert d.served() == "release v1"
+
+    # A changed socket (a second address): restarted, so systemd listens on both.
+    d.repo.release("v2")
+    res = d.apply(*render_args(d, d.port, other))
+    assert res.returncode == 0, res.stderr
+    assert f"restarted {d.name}.socket" in res.stderr
+    socket_v2 = box.read_file(socket_path(d))
+    unit_v2 = box.read_file(d.unit_path)
+    assert served_on(d, other) == "release v2" and d.served() == "release v2"
+
+    # A bad release that changes the socket again: the rollback puts both files back and listens as before.
+    d.repo.release("v3", table="items_v3")
+    res = d.apply(*render_args(d, d.port), timeout=4)
+    assert res.returncode == 4, res.stderr
+    assert box.read_file(socket_path(d)) == socket_v2 and box.read_file(d.unit_path) == unit_v2
+    assert served_on(d, other) == "release v2" and d.served() == "release v2" and d.ready()
+    assert socket_v2 != socket_v1
+    steps = [p["name"] for p in d.history()[-1]["phases"]]
+    assert steps[-2:] == ["rollback", "rollback-guard"]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-deploy", "changed-socket"])
+def test_a_deploy_killed_after_writing_the_socket_is_undone_by_the_next_command(
+    box: Sandbox, venv_bin: Path, first: bool
+) -> None:
+    d = Deploy(box, venv_bin)
+    other = d.port + 1000
+    before: bytes | None = None
+    if not first:
+        d.repo.release("v1")
+        assert d.apply(*render_args(d, d.port)).returncode == 0
+        before = box.read_file(socket_path(d))
+    d.repo.release("v2")
+    run = Paused(d, "daemon-reload", *render_args(d, d.port, other))  # unit and socket written, not yet loaded
+    assert b"127.0.0.1:%d" % other in box.read_file(socket_path(d))
+    run.signal("KILL")
+    run.resume()
+    assert run.wait() != 0
+    status = d.unitctl("status", d.name, "--history-dir", d.hist)
+    assert status.returncode == 0, status.stderr
+    assert "finishing its rollback first" in status.stderr
+    if first:
+        assert not box.exists(socket_path(d)) and not box.exists(d.unit_path)
+        assert box.unit_properties(f"{d.name}.socket", "LoadState")["LoadState"] == "not-found"
+    else:
+        assert box.read_file(socket_path(d)) == before
+        assert box.unit_properties(f"{d.name}.socket", "NeedDaemonReload")["NeedDaemonReload"] == "no"
+        assert d.served() == "release v1" and d.ready()
+    assert d.history()[-1]["outcome"] == "interrupted"
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "update_systemd_unit.sh"
+
+
+def test_the_update_script_deploys_a_socket_activated_service(box: Sandbox, venv_bin: Path) -> None:
+    """First deploy from the pair 'unitctl render -o' wrote, then releases: the socket stays open throughout."""
+    d = Deploy(box, venv_bin)
+    rendered = f"{d.repo.root}/rendered/{d.unit}"
+    box.run(["mkdir", "-p", f"{d.repo.root}/rendered"], check=True)
+    out = box.run([str(venv_bin / "unitctl"), "render", "--name", d.name, *render_args(d, d.port)[1:], "-o", rendered])
+    assert out.returncode == 0, out.stderr
+
+    def script(rev: str, *extra: str) -> int:
+        res = box.run(
+            ["bash", str(SCRIPT), d.name, "--repo", d.repo.path, "--rev", rev, "--ready-url", f"{d.url}/health/ready",
+             "--ready-timeout", "6", "--unitctl", str(venv_bin / "unitctl"), f"--history-dir={d.hist}", *extra],
+            timeout=120,
+        )  # fmt: skip
+        return res.returncode
+
+    v1 = d.repo.release("v1")
+    assert script(v1, "--unit-file", rendered) == 0
+    assert box.read_file(socket_path(d)) == box.read_file(f"{d.repo.root}/rendered/{d.name}.socket")
+    assert d.served() == "release v1"
+    socket_since = box.unit_properties(f"{d.name}.socket", "ActiveEnterTimestampMonotonic")
+    socket_file = box.read_file(socket_path(d))
+
+    v2 = d.repo.release("v2")
+    assert script(v2) == 0
+    assert d.served() == "release v2"
+    d.repo.release("v3", table="items_v3")  # never ready: rolled back through the socket
+    assert script(d.repo.head()) == 4
+    assert d.served() == "release v2" and d.ready() and d.repo.head() == v2
+    # The socket was never restarted nor rewritten: its listening fd stayed open across both deploys.
+    assert box.unit_properties(f"{d.name}.socket", "ActiveEnterTimestampMonotonic") == socket_since
+    assert box.read_file(socket_path(d)) == socket_file
