@@ -4,6 +4,7 @@ restarted, a rollback (or the recovery of a killed deploy) puts both files back;
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,47 @@ def test_the_update_script_deploys_a_socket_activated_service(box: Sandbox, venv
     # The socket was never restarted nor rewritten: its listening fd stayed open across both deploys.
     assert box.unit_properties(f"{d.name}.socket", "ActiveEnterTimestampMonotonic") == socket_since
     assert box.read_file(socket_path(d)) == socket_file
+
+
+LOADGEN = Path(__file__).resolve().parents[2] / "bench" / "loadgen.py"
+# Imports fine (the pre-import check passes: it runs `gunicorn --check-config`), then every worker dies 0.2 s
+# after its import: Gunicorn halts, and the socket starts the service again on the next queued connection.
+LATE_CRASH = (
+    "import os, sys, threading\n"
+    "if '--check-config' not in sys.argv:\n"
+    "    threading.Timer(0.2, lambda: os._exit(3)).start()\n"
+    "RELEASE = 'v2-crash'\nTABLE = 'items'\nREADY_AFTER = 0.0\n"
+)
+
+
+def test_a_late_crash_with_socket_activation_is_rolled_back_and_queued_requests_are_answered(
+    box: Sandbox, venv_bin: Path
+) -> None:
+    d = Deploy(box, venv_bin)
+    v1 = d.repo.release("v1")
+    assert d.apply(*render_args(d, d.port)).returncode == 0
+    d.repo.release("v2-crash", extra_files={"release.py": LATE_CRASH})
+    stop, out = f"{d.repo.root}/load-stop", f"{d.repo.root}/load.json"
+    load = box.popen(["python3", str(LOADGEN), f"{d.url}/", stop, out, "--clients", "3", "--max-seconds", "120"])
+    try:
+        while not box.exists(out + ".tmp") and http_get(box, f"{d.url}/")[0] != 200:
+            pass  # the load runs against v1 first
+        res = d.apply(*render_args(d, d.port), timeout=10)
+    finally:
+        box.write_file(stop, "")
+        load.wait(timeout=120)
+    assert res.returncode == 4, res.stderr
+    assert d.repo.head() == v1 and d.served() == "release v1" and d.ready()
+    records = json.loads(box.read_file(out))["records"]
+    failed = [r for r in records if r[2] != "200"]
+    # A dying worker drops the connection it holds: that is the crash, before any verdict. A socket that stopped
+    # listening would refuse or time out instead: none.
+    dropped = ("RemoteDisconnected", "ConnectionResetError", "IncompleteRead", "BrokenPipeError")
+    assert [r for r in failed if r[2] not in dropped] == [], failed[:5]
+    releases = [r[3] for r in records]
+    crashed = releases.index("v2-crash")
+    back = releases.index("v1", crashed)
+    # From the rolled-back release's first answer on, every request (those queued during the rollback included)
+    # was answered, by v1; the crash dropped at most the few connections its workers held.
+    assert all(r[2] == "200" and r[3] == "v1" for r in records[back:]), [r for r in records[back:] if r[2] != "200"]
+    assert len(records) - back > 0 and len(failed) <= 3 * 5  # 3 clients, at most one connection each per crash

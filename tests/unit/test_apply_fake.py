@@ -909,6 +909,12 @@ def test_a_changed_socket_is_restarted_and_put_back_by_the_rollback(world: World
     ops = [c[0] if c[0] == "daemon_reload" else f"{c[0]} {c[1]}" for c in world.fake.calls if c[0] != "state"]
     last = len(ops) - 1 - ops[::-1].index(f"restart {SOCKET}")
     assert "daemon_reload" in ops[:last] and ops[:last].count("daemon_reload") >= 2
+    # The previous code first, then the files, the reload, and only then the service: whatever starts it from the
+    # checkout on (the rollback, or the socket on a queued connection) runs the previous release.
+    journal = (world.hist / "journal" / f"{UNIT}.jsonl").read_text().splitlines()
+    steps = [step for line in journal if (step := json.loads(line).get("step", "")).startswith("rollback-")]
+    assert steps == ["rollback-checkout", "rollback-socket", "rollback-daemon-reload", "rollback-restart",
+                     "rollback-guard"]  # fmt: skip
 
 
 def test_a_socket_beside_the_unit_file_goes_with_it(
