@@ -70,9 +70,13 @@ def test_apply_render_installs_the_socket_and_a_rollback_restores_both_units(box
     assert steps[-2:] == ["rollback", "rollback-guard"]
 
 
-@pytest.mark.parametrize("first", [True, False], ids=["first-deploy", "changed-socket"])
-def test_a_deploy_killed_after_writing_the_socket_is_undone_by_the_next_command(
-    box: Sandbox, venv_bin: Path, first: bool
+@pytest.mark.parametrize(
+    ("first", "step"),
+    [(True, "daemon-reload"), (False, "socket-write"), (False, "daemon-reload"), (False, "socket-restart")],
+    ids=["first-deploy", "changed-at-socket-write", "changed-at-daemon-reload", "changed-at-socket-restart"],
+)
+def test_a_deploy_killed_around_the_socket_write_is_undone_by_the_next_command(
+    box: Sandbox, venv_bin: Path, first: bool, step: str
 ) -> None:
     d = Deploy(box, venv_bin)
     other = d.port + 1000
@@ -82,8 +86,9 @@ def test_a_deploy_killed_after_writing_the_socket_is_undone_by_the_next_command(
         assert d.apply(*render_args(d, d.port)).returncode == 0
         before = box.read_file(socket_path(d))
     d.repo.release("v2")
-    run = Paused(d, "daemon-reload", *render_args(d, d.port, other))  # unit and socket written, not yet loaded
-    assert b"127.0.0.1:%d" % other in box.read_file(socket_path(d))
+    run = Paused(d, step, *render_args(d, d.port, other))  # killed right after announcing the step
+    written = box.exists(socket_path(d)) and b"127.0.0.1:%d" % other in box.read_file(socket_path(d))
+    assert written == (step != "socket-write")
     run.signal("KILL")
     run.resume()
     assert run.wait() != 0
@@ -97,6 +102,7 @@ def test_a_deploy_killed_after_writing_the_socket_is_undone_by_the_next_command(
         assert box.read_file(socket_path(d)) == before
         assert box.unit_properties(f"{d.name}.socket", "NeedDaemonReload")["NeedDaemonReload"] == "no"
         assert d.served() == "release v1" and d.ready()
+        assert served_on(d, other).startswith("HTTP 0")  # the new address is closed again
     assert d.history()[-1]["outcome"] == "interrupted"
 
 
