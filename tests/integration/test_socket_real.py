@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from apphelpers import APP_USER, http_get
-from test_apply_real import Deploy, Paused
+from test_apply_real import BACKENDS, Deploy, Paused
 
 from unitctl.sandbox import Sandbox
 
@@ -34,8 +34,11 @@ def served_on(d: Deploy, port: int) -> str:
     return body.strip() if status == 200 else f"HTTP {status}: {body}"
 
 
-def test_apply_render_installs_the_socket_and_a_rollback_restores_both_units(box: Sandbox, venv_bin: Path) -> None:
-    d = Deploy(box, venv_bin)
+@BACKENDS
+def test_apply_render_installs_the_socket_and_a_rollback_restores_both_units(
+    box: Sandbox, venv_bin: Path, backend: str
+) -> None:
+    d = Deploy(box, venv_bin, backend)
     other = d.port + 1000
     d.repo.release("v1")
     res = d.apply(*render_args(d, d.port))
@@ -43,9 +46,9 @@ def test_apply_render_installs_the_socket_and_a_rollback_restores_both_units(box
     assert f"wrote {socket_path(d)}" in res.stderr
     socket_v1 = box.read_file(socket_path(d))
     assert f"\nListenStream=127.0.0.1:{d.port}\n".encode() in socket_v1
-    # "running": its service has the fds (it says "listening" while no service runs).
-    props = box.unit_properties(f"{d.name}.socket", "ActiveState", "SubState")
-    assert (props["ActiveState"], props["SubState"]) == ("active", "running")
+    # "running": its service has the fds (it says "listening" while no service runs); enabled for the next boot.
+    props = box.unit_properties(f"{d.name}.socket", "ActiveState", "SubState", "UnitFileState")
+    assert (props["ActiveState"], props["SubState"], props["UnitFileState"]) == ("active", "running", "enabled")
     # Gunicorn runs without --bind: it serves on the fds systemd passed it.
     assert "--bind" not in box.unit_properties(d.unit, "ExecStart")["ExecStart"]
     assert d.served() == "release v1"
@@ -185,3 +188,14 @@ def test_a_late_crash_with_socket_activation_is_rolled_back_and_queued_requests_
     # was answered, by v1; the crash dropped at most the few connections its workers held.
     assert all(r[2] == "200" and r[3] == "v1" for r in records[back:]), [r for r in records[back:] if r[2] != "200"]
     assert len(records) - back > 0 and len(failed) <= 3 * 5  # 3 clients, at most one connection each per crash
+
+
+def test_a_failed_first_deploy_stops_disables_and_removes_its_socket(box: Sandbox, venv_bin: Path) -> None:
+    d = Deploy(box, venv_bin)
+    d.repo.release("v1", table="items_v1")  # imports, never ready: its table is missing
+    res = d.apply(*render_args(d, d.port), timeout=4)
+    assert res.returncode == 4, res.stderr
+    assert "first deploy was undone" in res.stderr
+    assert not box.exists(socket_path(d)) and not box.exists(d.unit_path)
+    assert not box.exists(f"/etc/systemd/system/sockets.target.wants/{d.name}.socket")  # enabled, then disabled
+    assert http_get(box, f"{d.url}/")[0] == 0  # nothing listens on the address any more

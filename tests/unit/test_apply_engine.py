@@ -250,7 +250,7 @@ def test_fault_hook_writes_the_pid_and_waits_for_the_file_to_go(tmp_path: Path) 
     t.join()
     assert seen == [f"{os.getpid()}\n"]
     assert set(model.STEPS) >= {"lock", "unit-write", "socket-write", "rollback-guard", "record"}
-    assert len(model.STEPS) == len(set(model.STEPS)) == 20
+    assert len(model.STEPS) == len(set(model.STEPS)) == 21
 
 
 # -- caller loss ------------------------------------------------------------------------------------------------

@@ -863,6 +863,7 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
     assert result.exit_code == 0, result.message
     assert world.unit_path.read_bytes() == req.unit_bytes
     assert (world.units / "app.socket").read_bytes() == req.socket_bytes
+    assert world.fake.enabled == {"app.socket"}  # listens after a reboot
 
 
 def test_apply_render_no_socket_installs_the_service_alone(
@@ -889,10 +890,13 @@ def test_a_first_deploy_with_a_socket_that_fails_removes_both_units(world: World
     with pytest.raises(RolledBackError, match="first deploy was undone"):
         world.run(unit_bytes=unit_text(), socket_bytes=SOCKET_V1)
     assert not world.unit_path.exists() and not (world.units / SOCKET).exists()
-    assert "stop" in world.fake.ops(SOCKET)  # systemd closed the socket before its file went
+    # Enabled by the deploy; stopped (systemd closed it) and disabled before its file went.
+    assert [op for op in world.fake.ops(SOCKET) if op != "state"] == ["enable", "stop", "disable"]
+    assert SOCKET not in world.fake.enabled
     journal = (world.hist / "journal" / f"{UNIT}.jsonl").read_text().splitlines()
     steps = [json.loads(line).get("step") for line in journal]
     assert steps.index("unit-write") < steps.index("socket-write") < steps.index("daemon-reload")
+    assert steps.index("daemon-reload") < steps.index("socket-enable") < steps.index("restart")
     assert "rollback-socket" in steps and "socket-restart" not in steps  # the service's start pulled it in
 
 

@@ -318,7 +318,9 @@ def _switch(att: Attempt) -> None:
             att.step("daemon-reload", Undo("daemon"))
             backend.daemon_reload()
             detail.append("daemon-reload")
-        if plan.socket_changed and facts.socket_active:
+        if plan.socket_changed and facts.socket is not None and facts.socket.data is None:
+            _enable_socket(att, facts, detail)
+        elif plan.socket_changed and facts.socket_active:
             _restart_socket(att, facts, detail)
         # What ran before is restarted by a rollback, what was stopped stays stopped (unitpath decides).
         then = unitpath.undo_plan(facts.target, facts.state).then
@@ -377,6 +379,15 @@ def _write_socket(att: Attempt, facts: Facts) -> None:
         raise InputError(
             f"{snap.path}: cannot write the new socket unit: {exc.strerror}", hint="free space in its file system"
         ) from exc
+
+
+def _enable_socket(att: Attempt, facts: Facts, detail: list[str]) -> None:
+    """Enable a socket this deploy installed, so it listens after a reboot; the restart below starts it."""
+    assert facts.socket is not None
+    name = facts.socket.path.name
+    att.step("socket-enable")  # the socket's undo (a new file) disables it before removing it
+    att.edges.backend.enable(name)
+    detail.append(f"enabled {name}")
 
 
 def _restart_socket(att: Attempt, facts: Facts, detail: list[str]) -> None:

@@ -51,6 +51,7 @@ STEPS = (
     "unit-write",
     "socket-write",
     "daemon-reload",
+    "socket-enable",
     "socket-restart",
     "restart",
     "guard",

@@ -216,8 +216,10 @@ def _undo_socket(att: Attempt, undo: Undo, detail: list[str]) -> None:
     current = fsutil.snapshot(path)
     if undo.sha256 is None:
         # Stopping it closes its fd and stops the service that Requires= it: the service's own undo follows.
-        with contextlib.suppress(SystemdError):
-            backend.stop(path.name)
+        # Disabling removes the links enable made (none when the deploy died before it).
+        for op in (backend.stop, backend.disable):
+            with contextlib.suppress(SystemdError):
+                op(path.name)
         if current.data is not None:
             fsutil.remove(path)
             detail.append(f"removed {path}")

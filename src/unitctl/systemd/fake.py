@@ -89,6 +89,7 @@ class FakeSystemd:
         self._after_restart: dict[str, list[UnitState]] = {}
         self._next_pid = 1000
         self.leftover_transients: set[str] = set()  # check units a killed run left behind
+        self.enabled: set[str] = set()  # units enable() linked into their [Install] targets
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -164,6 +165,14 @@ class FakeSystemd:
             self.units[unit] = dataclasses.replace(
                 self.units[unit], active_state="inactive", sub_state="dead", result="success", n_restarts=0
             )
+
+    def enable(self, unit: str) -> None:
+        unit = self._op("enable", unit, need_loaded=False)
+        self.enabled.add(unit)
+
+    def disable(self, unit: str) -> None:
+        unit = self._op("disable", unit, need_loaded=False)
+        self.enabled.discard(unit)
 
     def state(self, unit: str) -> UnitState:
         unit = validate_unit_name(unit)
