@@ -29,6 +29,8 @@ Options:
   --workers N|auto     set Gunicorn's worker count (auto: 2 x CPUs + 1) [keep the unit's]
   --keep-preload       do not drop --preload (see the README: the trade-off)
   --unit-file FILE     start from this unit instead of the installed one (first deploy)
+                       (a NAME.socket beside the unit, as 'unitctl render -o' writes it, goes with it:
+                       installed on a first deploy, left alone when unchanged)
   --unitctl PATH       the unitctl to run [\$UNITCTL, else unitctl on PATH]
   --summary-stdout     for a job that runs this over SSH: report as in GitHub Actions
                        (annotations on stderr with all other output) and print the Markdown
@@ -222,6 +224,12 @@ trap cleanup EXIT
 # Same name as the unit: unitctl verifies the candidate as that unit.
 candidate="$workdir/$unit"
 cp -- "$unit_file" "$candidate"
+# A socket-activated service: the NAME.socket beside the unit travels with it. unitctl installs it on a first
+# deploy and leaves an installed socket alone when it is unchanged (its listening fd stays open).
+socket_unit="$(dirname -- "$unit_file")/${unit%.service}.socket"
+if [ -f "$socket_unit" ]; then
+  cp -- "$socket_unit" "$workdir/${unit%.service}.socket"
+fi
 
 if [ "$summary_stdout" = 1 ]; then
   export GITHUB_STEP_SUMMARY="$workdir/summary.md"

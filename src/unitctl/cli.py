@@ -147,6 +147,12 @@ _RenderEnv = Annotated[
     list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="With --render: KEY=VALUE; repeatable.")
 ]
 _RenderTemplate = Annotated[str | None, typer.Option("--template", help="With --render: your own template.")]
+_RenderSocket = Annotated[
+    bool | None,
+    typer.Option(
+        "--socket/--no-socket", help="With --render: socket activation, NAME.socket installed too [default: --socket]."
+    ),
+]
 
 
 def _version_callback(value: bool) -> None:
@@ -218,7 +224,8 @@ def render(
         bool | None,
         typer.Option(
             "--socket/--no-socket",
-            help="Also render NAME.socket for socket activation (systemd listens on the --bind addresses).",
+            help="Render NAME.socket too: systemd listens on the --bind addresses and hands them to Gunicorn, "
+            "so a restart queues connections [default: --socket]; --no-socket: Gunicorn binds them itself.",
         ),
     ] = None,
     control_socket: Annotated[
@@ -421,6 +428,7 @@ def diff(
     env_file: _RenderEnvFile = None,
     env: _RenderEnv = None,
     template: _RenderTemplate = None,
+    socket: _RenderSocket = None,
     root: Annotated[
         str, typer.Option("--root", help="Read the installed unit from the load path under this directory.")
     ] = "/",
@@ -439,7 +447,7 @@ def diff(
     opts = DesiredOptions(
         unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
         app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
     )  # fmt: skip
     want = resolve(name, opts, cpu_count=os.cpu_count())
     outcome = diff_mod.diff_installed(
@@ -516,6 +524,7 @@ def apply(
     env_file: _RenderEnvFile = None,
     env: _RenderEnv = None,
     template: _RenderTemplate = None,
+    socket: _RenderSocket = None,
     guarded: Annotated[
         bool | None,
         typer.Option(
@@ -596,7 +605,7 @@ def apply(
     desired = DesiredOptions(
         render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
         bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
     )  # fmt: skip
     request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired, edit_template=edit_template)
     # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unitctl.errors import RefusedError, UsageError
@@ -51,6 +52,7 @@ class DesiredOptions:
     env_file: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
     template: str | None = None
+    socket: bool | None = None  # None: [render] of unitctl.toml decides (default: socket activation)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ class Desired:
 
     unit_file: str | None = None
     rendered: str | None = None  # the rendered service unit's text
-    rendered_socket: str | None = None  # the .socket unit rendered with it (socket activation), by name
+    rendered_socket: str | None = None  # the .socket unit rendered with it (socket activation): its text
+    socket_name: str | None = None  # and its name, NAME.socket
     rewrite: RewriteSpec | None = None
 
     @property
@@ -70,7 +73,7 @@ class Desired:
 def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) -> Desired:
     """Check the options exclude each other properly; render the unit if asked; return the desired source."""
     render_only = [opts.app, opts.bind, opts.working_dir, opts.venv, opts.user, opts.group, opts.env_file, opts.env,
-                   opts.template]  # fmt: skip
+                   opts.template, opts.socket is not None]  # fmt: skip
     if not opts.render and any(v for v in render_only):
         raise UsageError("--app, --bind, --user ... describe a rendered unit", hint="add --render")
     rewrite_given = opts.workers is not None or opts.max_workers is not None or opts.no_preload
@@ -88,9 +91,11 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
             "name": name, "app": opts.app, "workers": opts.workers, "max_workers": opts.max_workers,
             "bind": list(opts.bind) or None, "working_dir": opts.working_dir, "venv": opts.venv, "user": opts.user,
             "group": opts.group, "env_file": list(opts.env_file) or None, "template": opts.template,
+            "socket": opts.socket,
         }  # fmt: skip
         result = render_from_flags(flags=flags, env_flags=list(opts.env), cpu_count=cpu_count)
-        return Desired(rendered=result.service, rendered_socket=result.socket_name if result.socket else None)
+        return Desired(rendered=result.service, rendered_socket=result.socket,
+                       socket_name=result.socket_name if result.socket is not None else None)  # fmt: skip
     if rewrite_given:
         from unitctl.render import parse_workers
 
@@ -103,8 +108,6 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
             )
         )
     if opts.unit_file is not None:
-        from pathlib import Path
-
         from unitctl.fsutil import read_unit_bytes
         from unitctl.unitfile import UnitFile
 
@@ -112,6 +115,20 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
         # before apply takes a lock or asks systemd.
         UnitFile.from_bytes(read_unit_bytes(Path(opts.unit_file), hint="check --unit-file"), path=opts.unit_file)
     return Desired(unit_file=opts.unit_file)
+
+
+def sibling_socket(unit_file: Path, unit: str) -> bytes | None:
+    """Return the ``NAME.socket`` beside ``unit_file`` (what ``unitctl render -o`` writes), or None: it travels
+    with the unit, so a first deploy installs the pair and an unchanged installed socket is left alone."""
+    from unitctl.fsutil import read_unit_bytes
+    from unitctl.unitfile import UnitFile
+
+    path = unit_file.parent / (unit.rsplit(".", 1)[0] + ".socket")
+    if not path.exists():
+        return None
+    data = read_unit_bytes(path, hint=f"move it away, or make it the socket of {unit}")
+    UnitFile.from_bytes(data, path=str(path))  # a socket systemd would not load is refused before anything changes
+    return data
 
 
 def rewrite_text(text: str, spec: RewriteSpec, *, path: str | None = None) -> tuple[str, list[str]]:

@@ -8,7 +8,7 @@ template only places ready-made strings. The defaults follow Gunicorn's own syst
 ``TimeoutStopSec=5``, ``PrivateTmp=true``, a ``RuntimeDirectory=``, and no ``--preload``.
 
 Template context (for ``--template``): ``name`` (unit name without ``.service``),
-``service_unit``, ``socket_unit`` (None without ``--socket``), ``description``, ``app``,
+``service_unit``, ``socket_unit`` (None with ``--no-socket``), ``description``, ``app``,
 ``workers`` (int), ``exec_start``, ``user``, ``group``, ``working_dir``, ``env_files``,
 ``environment`` (quoted ``Environment=`` values), ``runtime_directories``,
 ``runtime_directory_preserve`` (bool), ``listen_streams``, ``binds``, ``venv``,
@@ -56,7 +56,9 @@ class RenderOptions:
     group: str | None = None
     env_files: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    socket: bool = False
+    # Socket activation by default: systemd holds the listening socket, so a restart queues connections
+    # instead of refusing them.
+    socket: bool = True
     control_socket: bool = True
     description: str | None = None
 
@@ -411,8 +413,8 @@ def validate_bind(bind: str, *, socket: bool = False) -> str:
     if bind.startswith("fd://"):
         if socket:
             raise UsageError(
-                f"--bind {bind!r} cannot be combined with --socket",
-                hint="with --socket give the addresses the .socket unit should listen on",
+                f"--bind {bind!r} cannot be combined with socket activation (the default)",
+                hint="give the addresses the .socket unit should listen on, or pass --no-socket",
             )
         if not bind[len("fd://") :].isdigit():
             raise UsageError(f"--bind {bind!r}: fd://N needs a file descriptor number", hint=hint)
@@ -435,7 +437,7 @@ def validate_bind(bind: str, *, socket: bool = False) -> str:
             # systemd does not resolve names in ListenStream=.
             raise UsageError(
                 f"--bind {bind!r}: a .socket unit needs an IP address, not the name {host!r}",
-                hint="e.g. --bind 127.0.0.1:8000",
+                hint="e.g. --bind 127.0.0.1:8000, or pass --no-socket to let Gunicorn resolve it",
             ) from None
     return bind
 
@@ -608,7 +610,7 @@ def render_from_flags(
         group=values.get("group"),
         env_files=tuple(values.get("env_file") or ()),
         env=env,
-        socket=bool(values.get("socket")),
+        socket=values.get("socket") is not False,
         control_socket=values.get("control_socket") is not False,
         description=values.get("description"),
     )

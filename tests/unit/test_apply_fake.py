@@ -935,12 +935,100 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
     assert req.unit_bytes is not None and req.unit_file is None and req.rewrite is None
     text = req.unit_bytes.decode()
     # The flag wins over the table; the rest comes from the table.
-    assert "--workers 4 --bind 127.0.0.1:8000 shop.wsgi:application" in text
+    # Socket activation by default: Gunicorn gets its sockets from app.socket, installed next to the service.
+    assert "--workers 4 shop.wsgi:application" in text and "\nRequires=app.socket\n" in text
     assert "User=shop\n" in text and "WorkingDirectory=/srv/shop\n" in text and "--workers 7" not in text
+    assert req.socket_bytes is not None and b"\nListenStream=127.0.0.1:8000\n" in req.socket_bytes
     world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
     result = engine.run(dataclasses.replace(req, unit_dir=world.units, ready_timeout=10.0), world.edges())
     assert result.exit_code == 0, result.message
     assert world.unit_path.read_bytes() == req.unit_bytes
+    assert (world.units / "app.socket").read_bytes() == req.socket_bytes
+    assert world.fake.enabled == {"app.socket"}  # listens after a reboot
+
+
+def test_apply_render_no_socket_installs_the_service_alone(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    opts = DesiredOptions(render=True, app="shop:app", workers="2", user="shop", working_dir="/srv/shop")
+    req = commands.request_from_settings(_settings(world), command="apply", desired=dataclasses.replace(opts,
+                                         socket=False))  # fmt: skip
+    assert req.socket_bytes is None and req.unit_bytes is not None and b"--bind 127.0.0.1:8000" in req.unit_bytes
+    (tmp_path / "unitctl.toml").write_text("[render]\nsocket = false\n")
+    from_file = commands.request_from_settings(_settings(world), command="apply", desired=opts)
+    assert from_file.socket_bytes is None and from_file.unit_bytes == req.unit_bytes
+
+
+SOCKET_V1 = b"[Socket]\nListenStream=127.0.0.1:8000\n"
+SOCKET_V2 = b"[Socket]\nListenStream=127.0.0.1:8001\n"
+SOCKET = "app.socket"
+
+
+def test_a_first_deploy_with_a_socket_that_fails_removes_both_units(world: World) -> None:
+    world.fake.add_unit(UNIT, absent_state(UNIT))  # systemd knows nothing of it: a first deploy
+    world.fake.on_restart(UNIT, [failed_state(UNIT)])
+    with pytest.raises(RolledBackError, match="first deploy was undone"):
+        world.run(unit_bytes=unit_text(), socket_bytes=SOCKET_V1)
+    assert not world.unit_path.exists() and not (world.units / SOCKET).exists()
+    # Enabled by the deploy; stopped (systemd closed it) and disabled before its file went.
+    assert [op for op in world.fake.ops(SOCKET) if op != "state"] == ["enable", "stop", "disable"]
+    assert SOCKET not in world.fake.enabled
+    journal = (world.hist / "journal" / f"{UNIT}.jsonl").read_text().splitlines()
+    steps = [json.loads(line).get("step") for line in journal]
+    assert steps.index("unit-write") < steps.index("socket-write") < steps.index("daemon-reload")
+    assert steps.index("daemon-reload") < steps.index("socket-enable") < steps.index("restart")
+    assert "rollback-socket" in steps and "socket-restart" not in steps  # the service's start pulled it in
+
+
+def test_a_changed_socket_is_restarted_and_put_back_by_the_rollback(world: World) -> None:
+    data = installed(world)
+    (world.units / SOCKET).write_bytes(SOCKET_V1)
+    world.fake.add_unit(SOCKET)
+    world.answers = [503] * 30 + [200]  # never ready within 10 s; the previous release is
+    with pytest.raises(RolledBackError, match="rolled back to the previous release"):
+        world.run(unit_bytes=data, socket_bytes=SOCKET_V2)
+    assert (world.units / SOCKET).read_bytes() == SOCKET_V1
+    # Once to listen on the new address, once to listen on the old one again, each after a daemon-reload.
+    assert world.fake.ops(SOCKET).count("restart") == 2
+    ops = [c[0] if c[0] == "daemon_reload" else f"{c[0]} {c[1]}" for c in world.fake.calls if c[0] != "state"]
+    last = len(ops) - 1 - ops[::-1].index(f"restart {SOCKET}")
+    assert "daemon_reload" in ops[:last] and ops[:last].count("daemon_reload") >= 2
+    # The previous code first, then the files, the reload, and only then the service: whatever starts it from the
+    # checkout on (the rollback, or the socket on a queued connection) runs the previous release.
+    journal = (world.hist / "journal" / f"{UNIT}.jsonl").read_text().splitlines()
+    steps = [step for line in journal if (step := json.loads(line).get("step", "")).startswith("rollback-")]
+    assert steps == ["rollback-checkout", "rollback-socket", "rollback-daemon-reload", "rollback-restart",
+                     "rollback-guard"]  # fmt: skip
+
+
+def test_a_socket_beside_the_unit_file_goes_with_it(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = _write(world, unit_text())
+    alone = commands.request_from_settings(_settings(world, unit_file=str(path)), command="apply")
+    assert alone.socket_bytes is None
+    (path.parent / "other.socket").write_bytes(SOCKET_V2)  # another unit's socket: not ours
+    (path.parent / SOCKET).write_bytes(SOCKET_V1)
+    req = commands.request_from_settings(_settings(world, unit_file=str(path)), command="apply")
+    assert req.socket_bytes == SOCKET_V1
+    world.fake.add_unit(UNIT, absent_state(UNIT))
+    assert engine.run(dataclasses.replace(req, unit_dir=world.units), world.edges()).exit_code == 0
+    assert (world.units / SOCKET).read_bytes() == SOCKET_V1 and not (world.units / "other.socket").exists()
+    (path.parent / SOCKET).write_bytes(b"[Socket\nListenStream=1\n")
+    with pytest.raises(errors.UnitSyntaxError):  # refused before anything changes
+        commands.request_from_settings(_settings(world, unit_file=str(path)), command="apply")
+
+
+def test_an_unchanged_socket_is_left_alone(world: World) -> None:
+    data = installed(world)
+    (world.units / SOCKET).write_bytes(SOCKET_V1)
+    world.fake.add_unit(SOCKET)
+    result = world.run(unit_bytes=data, socket_bytes=SOCKET_V1)
+    assert result.exit_code == 0 and result.plan is not None and not result.plan.socket_changed
+    assert set(world.fake.ops(SOCKET)) == {"state"}
+    assert "daemon_reload" not in world.fake.ops()
 
 
 @pytest.mark.parametrize(
@@ -976,15 +1064,6 @@ def test_apply_cli_refuses_unit_file_with_workers_in_one_line(tmp_path: Path, mo
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("unitctl: error: --unit-file is the whole desired unit")
     assert not (tmp_path / "locks").exists()  # refused before the lock: no attempt
-
-
-def test_apply_render_with_socket_activation_is_refused(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "unitctl.toml").write_text('[render]\napp = "shop:app"\nsocket = true\n')
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match=r"--render makes app\.socket too"):
-        commands.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True))
 
 
 # -- the git checks wired into the engine ------------------------------------------------------------

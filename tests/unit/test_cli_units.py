@@ -35,11 +35,27 @@ def test_render_prints_the_unit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("# shop.service: rendered by unitctl")
-    assert (
-        "\nExecStart=/srv/shop/venv/bin/gunicorn --workers 4 --bind unix:/run/shop/shop.sock "
-        "shop.wsgi:application\n" in result.stdout
-    )
+    service, sep, socket = result.stdout.partition("\n# ==> shop.socket <==\n")
+    assert sep, "socket activation is the default: the .socket follows the service"
+    assert "\nExecStart=/srv/shop/venv/bin/gunicorn --workers 4 shop.wsgi:application\n" in service
+    assert "\nListenStream=/run/shop/shop.sock\n" in socket
     assert result.stderr == ""
+
+
+def test_render_no_socket_prints_the_service_alone_with_its_bind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["render", "--name", "shop", "--app", "shop:app", "--workers", "2", "--user", "shop", "--working-dir",
+            "/srv/shop", "--bind", "127.0.0.1:8001", "--no-socket"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "==>" not in result.stdout and ".socket" not in result.stdout
+    assert "\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8001 shop:app\n" in result.stdout
+    (tmp_path / "unitctl.toml").write_text("[render]\nsocket = false\n")
+    from_file = runner.invoke(app, args[:-1])
+    assert from_file.exit_code == 0, from_file.output
+    assert from_file.stdout == result.stdout
 
 
 def test_render_workers_auto_uses_this_hosts_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +130,9 @@ def test_render_unknown_toml_key_is_usage_error(tmp_path: Path, monkeypatch: pyt
 def test_render_user_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.j2").write_text("[Service]\nExecStart={{ exec_start }}\n")
-    result = runner.invoke(app, ["render", "--name", "a", "--app", "a:app", "--workers", "2", "--template", "t.j2"])
+    result = runner.invoke(
+        app, ["render", "--name", "a", "--app", "a:app", "--workers", "2", "--template", "t.j2", "--no-socket"]
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == "[Service]\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 a:app\n"
 
@@ -254,7 +272,7 @@ def test_diff_against_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
          "--working-dir", "/srv/shop"],
     )  # fmt: skip
     assert result.exit_code == 1, result.output
-    assert "+ExecStart=gunicorn --workers 5 --bind 127.0.0.1:8000 shop:app\n" in result.stdout
+    assert "+ExecStart=gunicorn --workers 5 shop:app\n" in result.stdout
     assert "Environment API_TOKEN removed" in result.stdout
 
 

@@ -89,11 +89,18 @@ def test_no_preload_ever_and_notify_defaults() -> None:
 
 
 def test_socket_mode_has_no_bind_and_requires_the_socket() -> None:
-    result = render(options(socket=True, binds=("127.0.0.1:9000", "[::1]:9001")))
+    result = render(options(binds=("127.0.0.1:9000", "[::1]:9001")))  # socket activation is the default
     assert "--bind" not in result.service
     assert "\nRequires=app.socket\n" in result.service and "After=network.target app.socket\n" in result.service
     assert result.socket is not None and result.socket_name == "app.socket"
     assert "\nListenStream=127.0.0.1:9000\nListenStream=[::1]:9001\n" in result.socket
+
+
+def test_no_socket_lets_gunicorn_bind_and_renders_the_service_alone() -> None:
+    result = render(options(socket=False, binds=("127.0.0.1:9000",)))
+    assert result.socket is None and result.socket_name is None
+    assert "--bind 127.0.0.1:9000 app:app\n" in result.service
+    assert ".socket" not in result.service
 
 
 def test_warnings_for_root_and_missing_working_dir() -> None:
@@ -117,10 +124,10 @@ def test_warnings_for_root_and_missing_working_dir() -> None:
         ({"binds": ("[::zz]:80",)}, "not an IPv6 address"),
         ({"binds": ("bad_host!:80",)}, "not a host name"),
         ({"binds": ("unix:relative.sock",)}, "absolute path"),
-        ({"binds": ("fd://x",)}, "file descriptor number"),
-        ({"binds": ("unix:/run/my dir/a.sock",)}, "RuntimeDirectory= name"),
-        ({"binds": ("fd://3",), "socket": True}, "cannot be combined with --socket"),
-        ({"binds": ("localhost:8000",), "socket": True}, "needs an IP address"),
+        ({"binds": ("fd://x",), "socket": False}, "file descriptor number"),
+        ({"binds": ("unix:/run/my dir/a.sock",), "socket": False}, "RuntimeDirectory= name"),
+        ({"binds": ("fd://3",)}, "cannot be combined with socket activation .*pass --no-socket"),
+        ({"binds": ("localhost:8000",)}, "needs an IP address.*pass --no-socket"),
         ({"working_dir": "srv/app"}, "absolute path"),
         ({"working_dir": "/srv/../etc"}, "normalized"),
         ({"venv": "/srv/venv\n"}, "control character"),
@@ -175,7 +182,8 @@ def test_user_template_gets_the_context(tmp_path: Path) -> None:
     tpl = tmp_path / "mine.j2"
     tpl.write_text("[Service]\nExecStart={{ exec_start }}\nUser={{ user }}\n# {{ workers }} workers for {{ app }}\n")
     text = r.render(options(), cpu_count=2, service_template=r.read_user_template(tpl), socket_template="").service
-    assert text.startswith("[Service]\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 app:app\nUser=app\n")
+    # Socket activation (the default): Gunicorn takes the listening sockets from systemd, no --bind.
+    assert text.startswith("[Service]\nExecStart=gunicorn --workers 2 app:app\nUser=app\n")
     assert text.endswith("# 2 workers for app:app\n")
 
 
@@ -194,9 +202,11 @@ def test_builtin_templates_are_found() -> None:
 
 
 def test_socket_directly_in_run_warns_and_other_run_dirs_become_runtime_directories() -> None:
-    result = render(options(binds=("unix:/run/app.sock",)))
+    result = render(options(binds=("unix:/run/app.sock",), socket=False))
     assert any("only root may create sockets directly in /run" in w for w in result.warnings)
-    result = render(options(binds=("unix:/run/nginx/app.sock", "unix:/run/app/sub/app.sock")))
+    # With socket activation systemd (root) creates the socket: no warning, no runtime directory for it.
+    assert render(options(binds=("unix:/run/app.sock",))).warnings == ()
+    result = render(options(binds=("unix:/run/nginx/app.sock", "unix:/run/app/sub/app.sock"), socket=False))
     assert "\nRuntimeDirectory=app nginx app/sub\n" in result.service
     assert result.warnings == ()
 
@@ -208,7 +218,7 @@ def test_user_env_can_override_the_control_socket_directory() -> None:
 
 
 def test_dollar_and_percent_in_execstart_arguments_are_literal() -> None:
-    text = render(options(app="app:make('100%', '$HOME')")).service
+    text = render(options(app="app:make('100%', '$HOME')", socket=False)).service
     assert "ExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 \"app:make('100%%', '$$HOME')\"\n" in text
     with pytest.raises(UsageError, match="contains '\\$'"):
         render(options(venv="/srv/$venv"))
@@ -274,7 +284,7 @@ def test_include_works_relative_to_the_templates_folder(tmp_path: Path) -> None:
     (tmp_path / "parts").mkdir()
     (tmp_path / "parts" / "exec.j2").write_text("ExecStart={{ exec_start }}\n")
     text = _render_file(tmp_path / "mine.j2", "[Service]\n{% include 'parts/exec.j2' %}User={{ user }}\n")
-    assert text == "[Service]\nExecStart=gunicorn --workers 2 --bind 127.0.0.1:8000 app:app\nUser=app\n"
+    assert text == "[Service]\nExecStart=gunicorn --workers 2 app:app\nUser=app\n"
 
 
 def test_an_included_templates_error_names_that_file(tmp_path: Path) -> None:
@@ -305,7 +315,8 @@ def test_built_in_templates_include_nothing() -> None:
     [("gthread", "gthread"), ("uvicorn_worker.UvicornWorker", "uvicorn_worker.UvicornWorker"), ("a.b.C", "a.b.C")],
 )
 def test_worker_class_goes_after_workers(value: str, shown: str) -> None:
-    assert f"--workers 2 --worker-class {shown} --bind" in render(options(workers=2, worker_class=value)).service
+    assert f"--workers 2 --worker-class {shown} app:app" in render(options(workers=2, worker_class=value)).service
+    assert f"--workers 2 --worker-class {shown} --bind" in render(options(worker_class=value, socket=False)).service
 
 
 def test_no_worker_class_means_gunicorns_default() -> None:

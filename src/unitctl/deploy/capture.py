@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from unitctl import fsutil, history, unitpath
@@ -35,6 +36,7 @@ def capture(att: Attempt) -> None:
         snapshot = fsutil.snapshot(target.path)
         installed = unitpath.loaded_bytes(target)  # what systemd runs now: the vendor file for a vendor copy
         candidate = _candidate(req, target, installed, detail)
+        socket, socket_candidate, socket_active = _socket_facts(att, target)
         records = history.read(req.history_dir, req.unit)
         last = history.last_good(records)
         deployed_rev = last.to_rev if last else None
@@ -98,6 +100,9 @@ def capture(att: Attempt) -> None:
             rollback=rollback,
             previous_ready_seconds=_ready_seconds(last),
             tree_reason=tree_reason,
+            socket=socket,
+            socket_candidate=socket_candidate,
+            socket_active=socket_active,
             **_running(records, state),
         )
         plan = plan_from(facts, req.strategy)
@@ -113,19 +118,46 @@ def capture(att: Attempt) -> None:
         att.record.to_rev = to_rev
         att.record.unit_sha256 = snapshot.sha256
         att.record.candidate_sha256 = fsutil.sha256(candidate)
-        if snapshot.data is not None:
-            att.kept[fsutil.sha256(snapshot.data)] = snapshot.data
+        for kept in (snapshot, socket):
+            if kept is not None and kept.data is not None:
+                att.kept[fsutil.sha256(kept.data)] = kept.data
         if state.need_daemon_reload:
             detail.append("NeedDaemonReload=yes: systemd runs an older copy of the unit")
         if facts.running_unrecorded:
             detail.append(f"the running process (InvocationID {state.invocation_id[:12]}) was not started by a deploy")
         detail.append(target.describe())
+        if socket is not None:
+            listening = "listening" if socket_active else "not listening"
+            detail.append(f"socket activation: {socket.path} ({'new' if socket.data is None else listening})")
         detail.append(f"{state.active_state}/{state.sub_state} (backend {backend.name})")
     att.journal.note(
         from_rev=att.record.from_rev, to_rev=to_rev, rollback_source=att.record.rollback_source,
         unit_sha256=snapshot.sha256, candidate_sha256=att.record.candidate_sha256, was_active=state.is_active,
         rollback_timeout=att.rollback_timeout, build_cmd=req.build_cmd,
     )  # fmt: skip
+
+
+def socket_path(unit_path: Path) -> Path:
+    """Return where the ``.socket`` of a socket-activated unit lives: next to the unit file, NAME.socket."""
+    return unit_path.with_name(unit_path.name.rsplit(".", 1)[0] + ".socket")
+
+
+def _socket_facts(att: Attempt, target: unitpath.WriteTarget) -> tuple[fsutil.FileSnapshot | None, bytes | None, bool]:
+    """Return the ``.socket`` file next to the unit as it is now, the one to install, and whether systemd listens.
+
+    A socket systemd already loads from elsewhere (a vendor file) with the same bytes is left alone: copying it
+    next to the unit would change nothing but restart it.
+    """
+    wanted = att.req.socket_bytes
+    if wanted is None:
+        return None, None, False
+    path = socket_path(target.path)
+    snap = fsutil.snapshot(path)
+    state = att.edges.backend.state(path.name)
+    loaded = Path(state.fragment_path) if state.fragment_path else None
+    if snap.data is None and loaded is not None and loaded != path and fsutil.snapshot(loaded).data == wanted:
+        return None, None, state.is_active
+    return snap, wanted, state.is_active
 
 
 def tree_needs_checkout(repo: GitRepo) -> str:

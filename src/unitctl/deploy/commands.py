@@ -25,7 +25,7 @@ from unitctl.deploy.model import (
     parse_strategy,
 )
 from unitctl.deploy.progress import Reporter, safe_write, settle
-from unitctl.desired import DesiredOptions
+from unitctl.desired import Desired, DesiredOptions
 from unitctl.errors import ExitCode, InputError, LockHeldError, RefusedError, UnitctlError, UsageError
 from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import Record
@@ -241,15 +241,11 @@ def request_from_settings(
     # unit_file may come from unitctl.toml: it takes part in the "one way to say what the unit becomes" check.
     opts = replace(desired or DesiredOptions(), unit_file=s.get("unit_file") or None)
     want = resolve(s.get("name"), opts, cpu_count=os.cpu_count())
-    if want.rendered_socket is not None:
-        raise UsageError(
-            f"--render makes {want.rendered_socket} too (socket activation); apply installs only {unit}",
-            hint="install the socket with 'unitctl render -o' first, or set socket = false in [render]",
-        )
     return ApplyRequest(
         unit=unit,
         unit_file=Path(want.unit_file) if want.unit_file else None,
         unit_bytes=want.rendered.encode("utf-8", "surrogateescape") if want.rendered is not None else None,
+        socket_bytes=_socket_bytes(want, unit),
         rewrite=want.rewrite,
         guarded=bool(s.get("guarded")) if command == "apply" else True,
         repo=Path(s["repo"]).absolute() if s.get("repo") else None,
@@ -270,6 +266,17 @@ def request_from_settings(
         command=command,
         argv=default_argv(),
     )
+
+
+def _socket_bytes(want: Desired, unit: str) -> bytes | None:
+    """Return the ``.socket`` to install with the unit: rendered with it, or beside its --unit-file."""
+    from unitctl.desired import sibling_socket
+
+    if want.rendered_socket is not None:
+        return want.rendered_socket.encode("utf-8")
+    if want.unit_file is not None:
+        return sibling_socket(Path(want.unit_file), unit)
+    return None
 
 
 def real_edges(backend_name: str | None) -> Edges:

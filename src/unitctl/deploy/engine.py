@@ -297,6 +297,8 @@ def _plan_summary(plan: Plan, unit_line: str) -> str:
     parts = []
     if plan.unit_changed:
         parts.append(unit_line)  # what is written where, and how it is undone (unitpath)
+    if plan.socket_changed:
+        parts.append(f"write {plan.socket_path}")
     if plan.code_changed and plan.to_rev:
         parts.append(f"deploy revision {plan.to_rev[:12]}")
     parts.append(f"{plan.action} {plan.unit} ({plan.why})")
@@ -315,10 +317,17 @@ def _switch(att: Attempt) -> None:
         if plan.unit_changed:
             _write_unit(att, facts)
             detail.append(f"wrote {facts.unit_path}")
+        if plan.socket_changed:
+            _write_socket(att, facts)
+            detail.append(f"wrote {plan.socket_path}")
         if plan.daemon_reload:
             att.step("daemon-reload", Undo("daemon"))
             backend.daemon_reload()
             detail.append("daemon-reload")
+        if plan.socket_changed and facts.socket is not None and facts.socket.data is None:
+            _enable_socket(att, facts, detail)
+        elif plan.socket_changed and facts.socket_active:
+            _restart_socket(att, facts, detail)
         # The live checkout moves last, right before the restart: until then a worker the running master
         # respawns loads the release it runs.
         _checkout_live(att, detail)
@@ -387,6 +396,46 @@ def _write_unit(att: Attempt, facts: Facts) -> None:
             f"{snap.path}: cannot write the new unit: {exc.strerror}",
             hint="free space in its file system (nothing was changed)",
         ) from exc
+
+
+def _write_socket(att: Attempt, facts: Facts) -> None:
+    """Write the unit's ``.socket`` next to it; its undo (put back, or stop and remove a new one) comes first."""
+    snap, data = facts.socket, facts.socket_candidate
+    assert snap is not None and data is not None
+    if snap.data is not None:
+        history.store_unit(att.req.history_dir, snap.data)  # the undo puts these bytes back, maybe from another process
+    undo = Undo("socket", path=str(snap.path), sha256=snap.sha256, mode=snap.mode, uid=snap.uid, gid=snap.gid,
+                was_active=facts.socket_active)  # fmt: skip
+    att.step("socket-write", undo)
+    try:
+        fsutil.atomic_write(snap.path, data)
+    except OSError as exc:
+        att.unregister("socket")  # the failed atomic write left the old file in place
+        raise InputError(
+            f"{snap.path}: cannot write the new socket unit: {exc.strerror}", hint="free space in its file system"
+        ) from exc
+
+
+def _enable_socket(att: Attempt, facts: Facts, detail: list[str]) -> None:
+    """Enable a socket this deploy installed, so it listens after a reboot; the restart below starts it."""
+    assert facts.socket is not None
+    name = facts.socket.path.name
+    att.step("socket-enable")  # the socket's undo (a new file) disables it before removing it
+    att.edges.backend.enable(name)
+    detail.append(f"enabled {name}")
+
+
+def _restart_socket(att: Attempt, facts: Facts, detail: list[str]) -> None:
+    """Restart a listening socket whose file changed: the only way systemd applies a new ``ListenStream=``.
+
+    It closes the listening fd (connections are refused until the socket listens again) and restarts the service
+    that Requires= it: rare (the addresses changed), and said in the phase line.
+    """
+    assert facts.socket is not None
+    name = facts.socket.path.name
+    att.step("socket-restart")  # the socket's undo restarts it again with its previous file
+    att.edges.backend.restart(name)
+    detail.append(f"restarted {name} (its listening socket was closed and reopened)")
 
 
 def _keep_unit(att: Attempt) -> None:

@@ -53,13 +53,17 @@ STEPS = (
     "pre-import",
     "canary",
     "unit-write",
+    "socket-write",
     "daemon-reload",
+    "socket-enable",
+    "socket-restart",
     "checkout",
     "live-build",
     "restart",
     "guard",
     "rollback-checkout",
     "rollback-unit",
+    "rollback-socket",
     "rollback-daemon-reload",
     "rollback-restart",
     "rollback-guard",
@@ -74,6 +78,7 @@ class ApplyRequest:
     unit: str  # validated unit name, e.g. app.service
     unit_file: Path | None = None  # None: keep the installed unit
     unit_bytes: bytes | None = None  # the unit to deploy given as bytes (rollback from history, --render)
+    socket_bytes: bytes | None = None  # the NAME.socket installed next to it (--render, socket activation)
     rewrite: RewriteSpec | None = None  # deploy the installed unit rewritten (--workers/--max-workers/--no-preload)
     guarded: bool = True
     repo: Path | None = None
@@ -144,6 +149,10 @@ class Facts:
     running_unrecorded: bool = False  # deploys record their process, but none started the one running now
     running_ready: bool | None = None  # one probe of the running release (asked only when nothing else changed)
     tree_reason: str = ""  # why the checkout is not simply at HEAD (interrupted, stale lock, changed files), or ""
+    # Socket activation (--render): the NAME.socket file next to the unit as it was, and the one to install.
+    socket: fsutil.FileSnapshot | None = None
+    socket_candidate: bytes | None = None
+    socket_active: bool = False  # systemd listens on it now
     reloadable: bool = True  # the candidate has an ExecReload= (a HUP is possible at all)
 
 
@@ -244,6 +253,8 @@ class Plan:
     candidate_sha256: str
     installed_sha256: str | None
     daemon_reload: bool = False  # the unit changed, or systemd has not loaded the one on disk
+    socket_path: str | None = None  # the NAME.socket installed with the unit (socket activation)
+    socket_changed: bool = False  # its bytes change: write it (a running socket is restarted: its fd is closed)
 
     @property
     def changes(self) -> bool:
@@ -267,9 +278,14 @@ def make_plan(
     running_ready: bool | None = None,
     tree_reason: str = "",
     first_deploy: bool | None = None,
+    socket_path: Path | None = None,
+    socket_installed: bytes | None = None,
+    socket_candidate: bytes | None = None,
     reloadable: bool = True,
 ) -> Plan:
     """Decide the plan (pure)."""
+    # A .socket is only ever installed, never removed: no candidate means "leave whatever is there alone".
+    socket_changed = socket_candidate is not None and socket_installed != socket_candidate
     unit_changed = installed != candidate
     # Without a recorded deploy the running code is unknown: treat the revision as new. A process known to run
     # another revision than the one to deploy (a rollback's, say) is a code change too.
@@ -280,7 +296,7 @@ def make_plan(
     stale = state.need_daemon_reload and installed is not None
     action, why = choose_action(
         strategy,
-        unit_changed=unit_changed,
+        unit_changed=unit_changed or socket_changed,
         code_changed=code_changed,
         preload=preload,
         was_active=state.is_active,
@@ -305,7 +321,9 @@ def make_plan(
         why=why,
         candidate_sha256=fsutil.sha256(candidate),
         installed_sha256=fsutil.sha256(installed) if installed is not None else None,
-        daemon_reload=unit_changed or stale,
+        daemon_reload=unit_changed or stale or socket_changed,
+        socket_path=str(socket_path) if socket_path is not None and socket_candidate is not None else None,
+        socket_changed=socket_changed,
     )
 
 
@@ -327,6 +345,9 @@ def plan_from(facts: Facts, strategy: Strategy) -> Plan:
         running_ready=facts.running_ready,
         tree_reason=facts.tree_reason,
         first_deploy=facts.target.first_deploy,
+        socket_path=facts.socket.path if facts.socket is not None else None,
+        socket_installed=facts.socket.data if facts.socket is not None else None,
+        socket_candidate=facts.socket_candidate,
         reloadable=facts.reloadable,
     )
 

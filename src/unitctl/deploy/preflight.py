@@ -162,6 +162,9 @@ def _verify(att: Attempt) -> Any:
     with tempfile.TemporaryDirectory(prefix="unitctl-verify-") as tmp:
         path = Path(tmp) / req.unit
         path.write_bytes(att.facts.candidate)
+        if att.facts.socket is not None and att.facts.socket_candidate is not None:
+            # The service Requires= its .socket: verify loads the pair, as systemd will.
+            (Path(tmp) / att.facts.socket.path.name).write_bytes(att.facts.socket_candidate)
         return verifier(path, name=req.unit)
 
 

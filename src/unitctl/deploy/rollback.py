@@ -131,6 +131,10 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
                         backend.reset_failed(req.unit)
                     backend.daemon_reload()
                     detail.append("daemon-reload")
+            elif undo.resource == "socket":
+                att.announce("rollback-socket")
+                # A socket put back or removed means new listening fds: the service restarts to take them.
+                restored = _undo_socket(att, undo, detail) or restored
             elif undo.resource == "daemon":
                 att.announce("rollback-daemon-reload")
                 with contextlib.suppress(SystemdError):
@@ -236,6 +240,42 @@ def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> tuple[bool, bool]
     fsutil.restore(wanted)
     detail.append(f"restored {path}")
     return False, True
+
+
+def _undo_socket(att: Attempt, undo: Undo, detail: list[str]) -> bool:
+    """Put the unit's ``.socket`` back (restarted when it listened before) or stop and remove the one deployed.
+
+    Return whether the socket changed (then a HUP cannot bring the previous release back: it keeps the old fds).
+    """
+    assert undo.path is not None
+    path, backend = Path(undo.path), att.edges.backend
+    current = fsutil.snapshot(path)
+    if undo.sha256 is None:
+        # Stopping it closes its fd and stops the service that Requires= it: the service's own undo follows.
+        # Disabling removes the links enable made (none when the deploy died before it).
+        for op in (backend.stop, backend.disable):
+            with contextlib.suppress(SystemdError):
+                op(path.name)
+        if current.data is not None:
+            fsutil.remove(path)
+            detail.append(f"removed {path}")
+        if att.undo.get("daemon") is None:
+            backend.daemon_reload()  # the deploy died before its daemon-reload: systemd still has the file loaded
+        return True
+    data = att.kept.get(undo.sha256) or history.stored_unit(att.req.history_dir, undo.sha256)
+    if data is None:
+        raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
+    if (current.data, current.mode, current.uid, current.gid) == (data, undo.mode, undo.uid, undo.gid):
+        detail.append(f"{path} unchanged")
+        return False
+    fsutil.restore(fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid))
+    detail.append(f"restored {path}")
+    # systemd applies the old ListenStream= only once it has loaded the file and the socket listens anew.
+    backend.daemon_reload()
+    if undo.was_active:
+        backend.restart(path.name)
+        detail.append(f"restarted {path.name}")
+    return True
 
 
 def _state_text(att: Attempt) -> str:

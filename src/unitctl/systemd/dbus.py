@@ -178,6 +178,23 @@ class DbusBackend:
         except self._error_type as exc:
             raise SystemdError(f"daemon-reload failed: {dbus_message(exc)}") from exc
 
+    def enable(self, unit: str) -> None:
+        unit = validate_unit_name(unit)
+        try:
+            # (files, runtime=False: under /etc, force=False); then a reload, as 'systemctl enable' does.
+            self._call(MANAGER_PATH, MANAGER_IFACE, b"EnableUnitFiles", b"asbb", [[unit.encode()], False, False])
+            self._call(MANAGER_PATH, MANAGER_IFACE, b"Reload", b"", [])
+        except self._error_type as exc:
+            raise SystemdError(f"enable of {unit} failed: {dbus_message(exc)}") from exc
+
+    def disable(self, unit: str) -> None:
+        unit = validate_unit_name(unit)
+        try:
+            self._call(MANAGER_PATH, MANAGER_IFACE, b"DisableUnitFiles", b"asb", [[unit.encode()], False])
+            self._call(MANAGER_PATH, MANAGER_IFACE, b"Reload", b"", [])
+        except self._error_type as exc:
+            raise SystemdError(f"disable of {unit} failed: {dbus_message(exc)}") from exc
+
     def start(self, unit: str) -> None:
         self._job("start", b"StartUnit", unit)
 

@@ -92,6 +92,7 @@ class FakeSystemd:
         self.started_specs: list[TransientSpec] = []  # start_transient() calls, in order
         self.leftover_transients: set[str] = set()  # check units a killed run left behind
         self._pids: dict[str, deque[set[int] | None]] = {}
+        self.enabled: set[str] = set()  # units enable() linked into their [Install] targets
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -171,6 +172,14 @@ class FakeSystemd:
             self.units[unit] = dataclasses.replace(
                 self.units[unit], active_state="inactive", sub_state="dead", result="success", n_restarts=0
             )
+
+    def enable(self, unit: str) -> None:
+        unit = self._op("enable", unit, need_loaded=False)
+        self.enabled.add(unit)
+
+    def disable(self, unit: str) -> None:
+        unit = self._op("disable", unit, need_loaded=False)
+        self.enabled.discard(unit)
 
     def state(self, unit: str) -> UnitState:
         unit = validate_unit_name(unit)

@@ -170,6 +170,14 @@ class SystemctlBackend:
         unit = validate_unit_name(unit)
         self._run([self._systemctl, "reset-failed", unit], what=f"reset-failed of {unit}", timeout=60)
 
+    def enable(self, unit: str) -> None:
+        unit = validate_unit_name(unit)
+        self._run([self._systemctl, "enable", unit], what=f"enable of {unit}", timeout=60)
+
+    def disable(self, unit: str) -> None:
+        unit = validate_unit_name(unit)
+        self._run([self._systemctl, "disable", unit], what=f"disable of {unit}", timeout=60)
+
     def state(self, unit: str) -> UnitState:
         unit = validate_unit_name(unit)
         proc = self._run(
