@@ -34,10 +34,11 @@ from apphelpers import DeployedApp, http_get
 from unitctl.deploy.model import STEPS
 from unitctl.sandbox import Sandbox
 
-# The engine's steps in order (its own list, so a new step gets its cells); these deploys pass no --build-cmd.
-NOT_PERFORMED = ("build", "live-build")
+# The engine's steps in order (its own list, so a new step gets its cells), but for those these deploys never
+# perform: they pass no --build-cmd and deploy no .socket (test_socket_real.py kills a deploy at the socket steps).
+NOT_PERFORMED = ("build", "live-build", "socket-write", "socket-enable", "socket-restart", "rollback-socket")
 DEPLOY_STEPS = tuple(s for s in STEPS[: STEPS.index("guard") + 1] if s not in NOT_PERFORMED)
-ROLLBACK_STEPS = tuple(s for s in STEPS if s.startswith("rollback-"))
+ROLLBACK_STEPS = tuple(s for s in STEPS if s.startswith("rollback-") and s not in NOT_PERFORMED)
 FAULTS = ("kill-9", "sighup", "pipes-closed", "sigterm")
 # What `unitctl status` may call the faulted attempt, by the exit code it ended with (None: killed).
 TRUE_OUTCOMES: dict[int | None, tuple[str, ...]] = {
