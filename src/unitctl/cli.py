@@ -680,11 +680,35 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the records.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=0, help="Show the last N attempts (0: all).")] = 20,
     history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Remove all but the --keep newest records of the unit (the last good deploy and the one "
+            "'unitctl rollback' returns to are always kept) and the stored unit files only they used.",
+        ),
+    ] = False,
+    keep: Annotated[
+        int | None, typer.Option("--keep", metavar="N", min=1, help="With --prune: how many newest records to keep.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --prune: list what would be removed, change nothing (exit 1).")
+    ] = False,
 ) -> None:
-    """List the recorded deploys of a unit (oldest first)."""
-    from unitctl.deploy.commands import STATUS_SCHEMA, cli_history, settings
+    """List the recorded deploys of a unit (oldest first); with --prune --keep N, remove old ones."""
+    from unitctl.deploy.commands import STATUS_SCHEMA, cli_history, cli_prune, settings
+    from unitctl.errors import UsageError
 
+    if not prune and (keep is not None or dry_run):
+        raise UsageError("--keep and --dry-run go with --prune", hint="add --prune")
+    if prune and keep is None:
+        raise UsageError("--prune needs --keep N", hint="add e.g. --keep 50")
+    if prune and as_json:
+        raise UsageError("--prune prints no JSON", hint="drop --json")
     s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
+    if prune:
+        assert keep is not None
+        raise typer.Exit(cli_prune(s, keep=keep, dry_run=dry_run))
     cli_history(s, as_json=as_json, limit=limit)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -115,8 +116,7 @@ def append_line(path: Path, line: bytes) -> None:
     if not line.endswith(b"\n"):
         raise ValueError("a journal line must end with a newline")
     created = not path.exists()
-    # Private to root (journal excerpts), created so whatever the umask, never through a symlink.
-    fd = fsutil.open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+    fd = _open_locked(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -139,6 +139,26 @@ def append_line(path: Path, line: bytes) -> None:
         os.close(fd)
     if created:
         fsutil.fsync_dir(path.parent)
+
+
+def _open_locked(path: Path, flags: int) -> int:
+    """Open ``path`` and hold its flock, reopening when a prune replaced the file meanwhile (its inode changed).
+
+    Appenders and ``prune`` take the same lock, so a line appended while a prune rewrites the file is never lost.
+    """
+    while True:
+        # Private to root (journal excerpts), created so whatever the umask, never through a symlink.
+        fd = fsutil.open_private(path, flags)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass  # renamed away between open and stat: open the new one
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def read(directory: Path, unit: str | None = None) -> list[Record]:
@@ -184,6 +204,96 @@ def previous_good(records: Sequence[Record]) -> Record | None:
         if rec.outcome in GOOD_OUTCOMES and (rec.to_rev, rec.unit_sha256) != (current.to_rev, current.unit_sha256):
             return rec
     return None
+
+
+def prune_selection(records: Sequence[Record], keep: int) -> list[bool]:
+    """Return, per record (oldest first), whether a prune keeping the ``keep`` newest keeps it.
+
+    The records ``unitctl rollback`` and the next apply read are always kept: the last good deploy and the
+    previous good one, so ``previous_good`` of what is kept is ``previous_good`` of everything.
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    needed = {id(r) for r in (last_good(records), previous_good(records)) if r is not None}
+    newest = len(records) - keep
+    return [i >= newest or id(r) in needed for i, r in enumerate(records)]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune removed (or, dry, would remove)."""
+
+    removed: list[Record]
+    kept: int
+    units: list[str]  # digests of stored unit files removed with them
+
+
+def _digests(rec: Record) -> set[str]:
+    return {d for d in (rec.unit_sha256, rec.candidate_sha256) if d}
+
+
+def prune(directory: Path, unit: str, keep: int, *, dry_run: bool = False) -> Pruned:
+    """Remove the records of ``unit`` a prune keeping ``keep`` does not keep, and the unit files only they referenced.
+
+    The history is rewritten to a new file and renamed over the old one while its lock is held; other units'
+    lines stay byte for byte. A stored unit file goes only when no remaining record and no intent journal
+    (a deploy in flight or waiting for recovery) names its digest.
+    """
+    path = directory / HISTORY_NAME
+    if not path.exists():
+        return Pruned([], 0, [])
+    fd = _open_locked(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size > HISTORY_LIMIT:
+            raise InputError(f"{path}: {size} bytes is too large to prune", hint="move it aside and start a new one")
+        data = os.pread(fd, size, 0)
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        parsed: list[tuple[int, Record]] = []
+        for index, line in enumerate(lines):
+            try:
+                rec = Record.from_json(json.loads(line))
+            except (ValueError, TypeError):
+                continue
+            if rec.unit == unit:
+                parsed.append((index, rec))
+        keep_flags = prune_selection([r for _, r in parsed], keep)
+        drop = {index for (index, _), kept in zip(parsed, keep_flags, strict=True) if not kept}
+        removed = [r for (index, r) in parsed if index in drop]
+        # Whatever a remaining line (of any unit) or a journal names stays: a digest is a digest wherever it is.
+        referenced = _named_digests(line for index, line in enumerate(lines) if index not in drop)
+        referenced |= _journal_digests(directory)
+        gone = sorted(set().union(*(_digests(r) for r in removed)) - referenced) if removed else []
+        gone = [d for d in gone if (directory / "units" / d).exists()]
+        if dry_run or not removed:
+            return Pruned(removed, len(parsed) - len(removed), gone)
+        text = b"".join(line + b"\n" for index, line in enumerate(lines) if index not in drop)
+        fsutil.atomic_write(path, text, mode=fsutil.PRIVATE_FILE)
+        fsutil.fsync_dir(directory)
+    finally:
+        os.close(fd)  # the lock goes with it, after the rename: an appender waiting on the old file reopens
+    for digest in gone:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(directory / "units" / digest)
+    if gone:
+        fsutil.fsync_dir(directory / "units")
+    return Pruned(removed, len(parsed) - len(removed), gone)
+
+
+def _named_digests(chunks: Iterable[bytes]) -> set[str]:
+    return {m.decode() for chunk in chunks for m in re.findall(rb"[0-9a-f]{64}", chunk)}
+
+
+def _journal_digests(directory: Path) -> set[str]:
+    """Return every digest an intent journal under ``directory`` names (its undo may need those bytes)."""
+    from unitctl.deploy.journal import JOURNAL_DIR
+
+    journals = directory / JOURNAL_DIR
+    if not journals.is_dir():
+        return set()
+    return _named_digests(fsutil.read_capped(entry, HISTORY_LIMIT) or b"" for entry in journals.iterdir())
 
 
 def store_unit(directory: Path, data: bytes) -> str:

@@ -163,3 +163,118 @@ def test_an_older_record_without_a_trigger_is_not_given_the_readers(monkeypatch:
 
 def test_outside_github_only_the_user_is_recorded() -> None:
     assert history.current_trigger({"SUDO_USER": "bob", "GITHUB_ACTOR": "x"}) == {"user": "bob"}
+
+
+# -- prune ----------------------------------------------------------------------------------------------
+
+
+def _digest(n: int) -> str:
+    return f"{n:064x}"
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3, 5, 20])
+@pytest.mark.parametrize(
+    "outcomes",
+    [
+        "ok ok ok ok ok",
+        "ok rolled-back refused ok refused refused",
+        "ok ok refused refused refused refused",
+        "ok refused refused refused refused",
+        "refused refused",
+        "ok ok ok",  # the same release deployed three times: previous_good is further back
+    ],
+)
+def test_prune_keeps_the_newest_and_what_rollback_reads(keep: int, outcomes: str) -> None:
+    revs = "aabcdefg" if outcomes == "ok ok ok" else "abcdefgh"
+    records = [rec(o, revs[i], sha=_digest(i)) for i, o in enumerate(outcomes.split())]  # type: ignore[arg-type]
+    if outcomes == "ok ok ok":
+        records[1].unit_sha256 = records[0].unit_sha256
+        records[2].to_rev, records[2].unit_sha256 = "a", records[0].unit_sha256
+        records[0].to_rev = "z"
+    flags = history.prune_selection(records, keep)
+    kept = [r for r, k in zip(records, flags, strict=True) if k]
+    assert flags[-keep:] == [True] * min(keep, len(records))
+    assert history.last_good(kept) is history.last_good(records)
+    assert history.previous_good(kept) is history.previous_good(records)
+    needed = {id(history.last_good(records)), id(history.previous_good(records))}
+    assert len(kept) == len({id(r) for r in records[-keep:]} | (needed - {id(None)}))
+
+
+def test_prune_keep_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        history.prune_selection([rec("ok", "a")], 0)
+
+
+def _history_with_store(tmp_path: Path) -> list[str]:
+    """Six deploys of app (good, good, refused x4) and one of other, each with its own stored unit."""
+    digests = []
+    for i, outcome in enumerate(["ok", "ok", "refused", "refused", "refused", "refused"]):
+        digest = history.store_unit(tmp_path, f"unit {i}\n".encode())
+        digests.append(digest)
+        history.append(tmp_path, rec(outcome, f"r{i}", sha=digest))  # type: ignore[arg-type]
+    other = history.store_unit(tmp_path, b"other\n")
+    history.append(tmp_path, rec("ok", "o", sha=other, unit="other.service"))
+    digests.append(other)
+    return digests
+
+
+def test_prune_rewrites_the_history_and_the_store(tmp_path: Path) -> None:
+    digests = _history_with_store(tmp_path)
+    before = (tmp_path / "history.jsonl").read_bytes().splitlines(keepends=True)
+    result = history.prune(tmp_path, "app.service", 2)
+    # r0 (previous good) and r1 (last good) stay for rollback, r4 and r5 are the two newest: r2 and r3 go.
+    assert [r.to_rev for r in result.removed] == ["r2", "r3"]
+    assert result.units == sorted([digests[2], digests[3]])
+    assert [r.to_rev for r in history.read(tmp_path, "app.service")] == ["r0", "r1", "r4", "r5"]
+    after = (tmp_path / "history.jsonl").read_bytes().splitlines(keepends=True)
+    assert after == [before[i] for i in (0, 1, 4, 5, 6)]  # byte for byte, the other unit's line included
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == sorted(digests[i] for i in (0, 1, 4, 5, 6))
+    assert history.previous_good(history.read(tmp_path, "app.service")).to_rev == "r0"  # type: ignore[union-attr]
+    assert _mode(tmp_path / "history.jsonl") == 0o600
+    assert history.prune(tmp_path, "app.service", 2).removed == []  # nothing more to do
+
+
+def test_prune_dry_run_changes_nothing(tmp_path: Path) -> None:
+    _history_with_store(tmp_path)
+    before = (tmp_path / "history.jsonl").read_bytes()
+    units = sorted(p.name for p in (tmp_path / "units").iterdir())
+    result = history.prune(tmp_path, "app.service", 1, dry_run=True)
+    assert [r.to_rev for r in result.removed] == ["r2", "r3", "r4"]
+    assert (tmp_path / "history.jsonl").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == units
+
+
+def test_prune_keeps_unit_files_a_journal_or_another_record_names(tmp_path: Path) -> None:
+    digests = _history_with_store(tmp_path)
+    history.append(tmp_path, rec("refused", "x", sha=digests[2], unit="other.service"))  # shared bytes
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "journal" / "app.service.jsonl").write_text(json.dumps({"undo": {"sha256": digests[3]}}) + "\n")
+    result = history.prune(tmp_path, "app.service", 2)
+    assert [r.to_rev for r in result.removed] == ["r2", "r3"]
+    assert result.units == []
+    assert {digests[2], digests[3]} <= {p.name for p in (tmp_path / "units").iterdir()}
+
+
+def test_an_append_after_a_prune_lands_in_the_new_file(tmp_path: Path) -> None:
+    _history_with_store(tmp_path)
+    history.prune(tmp_path, "app.service", 1)
+    history.append(tmp_path, rec("ok", "new"))
+    assert history.read(tmp_path, "app.service")[-1].to_rev == "new"
+
+
+def test_prune_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from unitctl.cli import app
+
+    monkeypatch.setenv("UNITCTL_LOCK_DIR", str(tmp_path / "lock"))
+    _history_with_store(tmp_path)
+    base = ["history", "app", "--history-dir", str(tmp_path), "--prune", "--keep", "2"]
+    dry = CliRunner().invoke(app, [*base, "--dry-run"])
+    assert dry.exit_code == 1, dry.output
+    assert dry.output.count("would remove: ") == 4  # two records, two unit files
+    assert "app.service: would remove 2 record(s) and 2 stored unit file(s), kept 4" in dry.output
+    done = CliRunner().invoke(app, base)
+    assert done.exit_code == 0, done.output
+    assert "app.service: removed 2 record(s) and 2 stored unit file(s), kept 4" in done.output
+    assert len(history.read(tmp_path, "app.service")) == 4

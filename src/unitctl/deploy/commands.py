@@ -355,6 +355,30 @@ def cli_status(s: dict[str, Any], *, history_dir: Path | None, as_json: bool) ->
     return int(ExitCode.OK)
 
 
+def cli_prune(s: dict[str, Any], *, keep: int, dry_run: bool) -> int:
+    """Prune a unit's history to its ``keep`` newest records (and the ones rollback needs); return the exit code."""
+    from unitctl import lock
+
+    unit = unit_name(s.get("name"))
+    directory = Path(s["history_dir"]) if s.get("history_dir") else history.DEFAULT_DIR
+    if dry_run:
+        result = history.prune(directory, unit, keep, dry_run=True)
+    else:
+        # The unit's own deploys wait (or we do): its journal and last records are not rewritten under it.
+        with lock.unit_lock(lock.default_dir(), unit, command=default_argv()):
+            result = history.prune(directory, unit, keep)
+    verb = "would remove" if dry_run else "removed"
+    for line in history.iter_lines(result.removed):
+        sys.stdout.write(f"{verb}: {line}\n")
+    for digest in result.units:
+        sys.stdout.write(f"{verb}: {directory / 'units' / digest}\n")
+    sys.stdout.write(
+        f"{unit}: {verb} {len(result.removed)} record(s) and {len(result.units)} stored unit file(s), "
+        f"kept {result.kept}\n"
+    )
+    return int(ExitCode.CHANGES_PENDING if dry_run and result.removed else ExitCode.OK)
+
+
 def cli_history(s: dict[str, Any], *, as_json: bool, limit: int) -> None:
     """Print the recorded attempts of a unit."""
     unit = unit_name(s.get("name"))
