@@ -85,6 +85,7 @@ class World:
     revs: dict[str, str]
     answers: list[int] = field(default_factory=lambda: [200])
     verify_errors: tuple[str, ...] = ()
+    verify_warnings: tuple[str, ...] = ()
     sleep_hook: Callable[[int], None] | None = None
     answer_fn: Callable[[], int] | None = None  # overrides ``answers``
     handler: Callable[[httpx.Request], httpx.Response] | None = None  # overrides both: the whole HTTP exchange
@@ -114,7 +115,7 @@ class World:
 
     def verifier(self, path: Path, *, name: str | None = None) -> Report:
         assert path.read_bytes()  # verification sees the candidate's bytes
-        return Report(errors=self.verify_errors)
+        return Report(errors=self.verify_errors, warnings=self.verify_warnings)
 
     def sleep(self, seconds: float) -> None:
         self.sleeps += 1
@@ -363,6 +364,22 @@ def test_verification_errors_refuse(world: World) -> None:
         world.run(unit_file=_write(world, unit_text(bind="0.0.0.0:9")))
     assert world.unit_path.read_bytes() == data and world.head() == world.revs["v2"]
     assert set(world.fake.ops()) <= {"state"}
+
+
+def test_verify_warnings_are_printed_one_line_each_masked(world: World) -> None:
+    installed(world)
+    world.verify_warnings = ("unknown key Foo= in [Service]", "DATABASE_PASSWORD=hunter2hunter2 in a comment")
+    assert world.run(unit_file=_write(world, unit_text(bind="0.0.0.0:9"))).record.outcome == "ok"
+    lines = world.stderr.getvalue().splitlines()
+    warnings = [line for line in lines if line.startswith("unitctl: warning: ")]
+    assert warnings == [
+        "unitctl: warning: unknown key Foo= in [Service]",
+        "unitctl: warning: DATABASE_PASSWORD=**** in a comment",
+    ]
+    verify_line = next(i for i, line in enumerate(lines) if line.startswith("unitctl: verify"))
+    assert "2 warning(s)" in lines[verify_line]
+    assert all(lines.index(w) < verify_line for w in warnings)  # inside the verify phase, before its line
+    assert "hunter2" not in world.stderr.getvalue()
 
 
 def test_a_second_apply_is_refused_while_the_lock_is_held(world: World, tmp_path: Path) -> None:

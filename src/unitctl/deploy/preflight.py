@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from unitctl import masking
 from unitctl.deploy import canary
 from unitctl.deploy.attempt import Attempt, Detail
 from unitctl.deploy.capture import transient_prefix
@@ -41,6 +42,9 @@ def preflight(att: Attempt) -> None:
                     f"{req.unit}: the new unit does not verify: {report.errors[0]}{more}",
                     hint="fix the unit; nothing was changed",
                 )
+            # Printed, not only counted: a warning nobody reads is how a bad unit reaches production.
+            for warning in report.warnings:
+                att.reporter.line(f"warning: {masking.mask(str(warning))}")
             detail.append(f"{len(report.warnings)} warning(s)" if report.warnings else "clean")
         else:
             detail.append("skipped")
