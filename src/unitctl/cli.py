@@ -6,17 +6,22 @@ function body, so that ``unitctl --help`` never pays for jinja2, httpx or pystem
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from typer.core import TyperGroup
 
 from unitctl import __version__
+from unitctl.deploy.model import DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STRATEGY, STRATEGIES
 from unitctl.errors import ExitCode, UnitctlError
+from unitctl.guard import DEFAULT_FAIL_AFTER
+from unitctl.history import DEFAULT_DIR as DEFAULT_HISTORY_DIR
+from unitctl.systemd import BACKENDS
 
 # Click's exception classes, found through typer's public BadParameter: typer vendors click from 0.22 on.
 _ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -114,14 +119,59 @@ def _seconds(param: typer.CallbackParam, value: float | None) -> float | None:
     return positive_number_flag(max(param.opts, key=len), value)
 
 
+def _choice(name: str, values: Sequence[str]) -> Any:
+    """Return a str Enum of ``values`` for typer: the parser refuses anything else (exit 2) and lists them."""
+    return enum.Enum(name, [(v, v) for v in values], type=str)
+
+
+def _value(choice: enum.Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)
+
+
+# Built from the constants the deploy checks, so the parser, the help and unitctl.toml agree on one list.
+if TYPE_CHECKING:  # a functional Enum is a value to mypy; to typer it is the type of the option
+    StrategyChoice: TypeAlias = enum.Enum
+    BackendChoice: TypeAlias = enum.Enum
+else:
+    StrategyChoice = _choice("StrategyChoice", STRATEGIES)
+    BackendChoice = _choice("BackendChoice", BACKENDS)
+
 # Options that apply and rollback share: readiness timing, checked by the rule unitctl.toml's values obey.
 _ReadyTimeout = Annotated[
     float | None,
-    typer.Option("--ready-timeout", callback=_seconds, help="Seconds to wait for readiness [default: 60]."),
+    typer.Option(
+        "--ready-timeout",
+        metavar="SECONDS",
+        callback=_seconds,
+        help=f"Seconds to wait for readiness [default: {DEFAULT_READY_TIMEOUT:g}].",
+    ),
 ]
 _ReadyInterval = Annotated[
-    float | None, typer.Option("--ready-interval", callback=_seconds, help="Seconds between probes [default: 0.5].")
+    float | None,
+    typer.Option(
+        "--ready-interval",
+        metavar="SECONDS",
+        callback=_seconds,
+        help=f"Seconds between probes [default: {DEFAULT_READY_INTERVAL:g}].",
+    ),
 ]
+# Options of every command that reads the history or talks to systemd.
+_HistoryDir = Annotated[
+    str | None,
+    typer.Option(
+        "--history-dir",
+        metavar="DIR",
+        help=f"Where the history, its unit copies and journals live [default: {DEFAULT_HISTORY_DIR}].",
+    ),
+]
+_Backend = Annotated[
+    BackendChoice | None,
+    typer.Option(
+        "--backend",
+        help=f"How to talk to systemd (auto: D-Bus if pystemd works, else systemctl) [default: {BACKENDS[0]}].",
+    ),
+]
+_Repo = Annotated[str | None, typer.Option("--repo", metavar="DIR", help="The app's git checkout (HEAD is deployed).")]
 
 # Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
 _EditTemplate = Annotated[
@@ -131,22 +181,32 @@ _EditTemplate = Annotated[
         help="For an instance (app@1.service) run from its template: change the template (every instance).",
     ),
 ]
-_MaxWorkers = Annotated[int | None, typer.Option("--max-workers", min=1, help="Upper limit for --workers auto.")]
-_RenderApp = Annotated[str | None, typer.Option("--app", help="With --render: MODULE:VARIABLE.")]
+_MaxWorkers = Annotated[
+    int | None, typer.Option("--max-workers", metavar="N", min=1, help="Upper limit for --workers auto.")
+]
+_Workers = Annotated[
+    str | None,
+    typer.Option(
+        "--workers", metavar="N|auto", help="Workers (N or auto); without --render: rewrite the installed unit."
+    ),
+]
+_RenderApp = Annotated[str | None, typer.Option("--app", metavar="MODULE:VAR", help="With --render: MODULE:VARIABLE.")]
 _RenderBind = Annotated[
     list[str] | None, typer.Option("--bind", metavar="ADDR", help="With --render: listen address; repeatable.")
 ]
-_RenderWorkingDir = Annotated[str | None, typer.Option("--working-dir", help="With --render.")]
-_RenderVenv = Annotated[str | None, typer.Option("--venv", help="With --render.")]
-_RenderUser = Annotated[str | None, typer.Option("--user", help="With --render.")]
-_RenderGroup = Annotated[str | None, typer.Option("--group", help="With --render.")]
+_RenderWorkingDir = Annotated[str | None, typer.Option("--working-dir", metavar="DIR", help="With --render.")]
+_RenderVenv = Annotated[str | None, typer.Option("--venv", metavar="DIR", help="With --render.")]
+_RenderUser = Annotated[str | None, typer.Option("--user", metavar="USER", help="With --render.")]
+_RenderGroup = Annotated[str | None, typer.Option("--group", metavar="GROUP", help="With --render.")]
 _RenderEnvFile = Annotated[
     list[str] | None, typer.Option("--env-file", metavar="FILE", help="With --render; repeatable.")
 ]
 _RenderEnv = Annotated[
     list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="With --render: KEY=VALUE; repeatable.")
 ]
-_RenderTemplate = Annotated[str | None, typer.Option("--template", help="With --render: your own template.")]
+_RenderTemplate = Annotated[
+    str | None, typer.Option("--template", metavar="FILE", help="With --render: your own template.")
+]
 _RenderSocket = Annotated[
     bool | None,
     typer.Option(
@@ -173,13 +233,20 @@ def _root(
 
 @app.command()
 def render(
-    name: Annotated[str | None, typer.Option("--name", help="Unit name, e.g. myapp (→ myapp.service).")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", metavar="NAME", help="Unit name, e.g. myapp (→ myapp.service).")
+    ] = None,
     app_: Annotated[
-        str | None, typer.Option("--app", help="The WSGI app as MODULE:VARIABLE, e.g. myproject.wsgi:application.")
+        str | None,
+        typer.Option(
+            "--app", metavar="MODULE:VAR", help="The WSGI app as MODULE:VARIABLE, e.g. myproject.wsgi:application."
+        ),
     ] = None,
     workers: Annotated[
         str | None,
-        typer.Option("--workers", help="Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: auto]."),
+        typer.Option(
+            "--workers", metavar="N|auto", help="Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: auto]."
+        ),
     ] = None,
     max_workers: _MaxWorkers = None,
     worker_class: Annotated[
@@ -201,13 +268,15 @@ def render(
         ),
     ] = None,
     working_dir: Annotated[
-        str | None, typer.Option("--working-dir", help="WorkingDirectory= (absolute); Gunicorn imports from here.")
+        str | None,
+        typer.Option("--working-dir", metavar="DIR", help="WorkingDirectory= (absolute); Gunicorn imports from here."),
     ] = None,
     venv: Annotated[
-        str | None, typer.Option("--venv", help="Virtual environment whose bin/gunicorn runs the app (absolute).")
+        str | None,
+        typer.Option("--venv", metavar="DIR", help="Virtual environment whose bin/gunicorn runs the app (absolute)."),
     ] = None,
-    user: Annotated[str | None, typer.Option("--user", help="User= the service runs as.")] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Group= the service runs as.")] = None,
+    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="User= the service runs as.")] = None,
+    group: Annotated[str | None, typer.Option("--group", metavar="GROUP", help="Group= the service runs as.")] = None,
     env_file: Annotated[
         list[str] | None,
         typer.Option(
@@ -218,7 +287,10 @@ def render(
         list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="Environment variable KEY=VALUE; repeatable.")
     ] = None,
     template: Annotated[
-        str | None, typer.Option("--template", help="Your own Jinja2 service template instead of the built-in one.")
+        str | None,
+        typer.Option(
+            "--template", metavar="FILE", help="Your own Jinja2 service template instead of the built-in one."
+        ),
     ] = None,
     socket: Annotated[
         bool | None,
@@ -235,10 +307,14 @@ def render(
             help="Keep Gunicorn's (>= 25.1) control socket, placed in /run/NAME [default: keep].",
         ),
     ] = None,
-    description: Annotated[str | None, typer.Option("--description", help="Description= of the unit.")] = None,
+    description: Annotated[
+        str | None, typer.Option("--description", metavar="TEXT", help="Description= of the unit.")
+    ] = None,
     output: Annotated[
         str | None,
-        typer.Option("-o", "--output", help="Write the unit to this file atomically (the .socket next to it)."),
+        typer.Option(
+            "-o", "--output", metavar="FILE", help="Write the unit to this file atomically (the .socket next to it)."
+        ),
     ] = None,
 ) -> None:
     """Render a systemd unit for a Gunicorn app from a Jinja2 template.
@@ -293,7 +369,10 @@ def render(
 def rewrite(
     file: Annotated[str, typer.Argument(help="The unit file to rewrite.")],
     workers: Annotated[
-        str | None, typer.Option("--workers", help="Set the worker count: N, or auto = (2 x CPUs of this host) + 1.")
+        str | None,
+        typer.Option(
+            "--workers", metavar="N|auto", help="Set the worker count: N, or auto = (2 x CPUs of this host) + 1."
+        ),
     ] = None,
     max_workers: _MaxWorkers = None,
     no_preload: Annotated[
@@ -304,7 +383,9 @@ def rewrite(
     ] = False,
     drop_in: Annotated[
         str | None,
-        typer.Option("--drop-in", help="Leave FILE alone; write DIR/NAME.service.d/50-unitctl.conf instead."),
+        typer.Option(
+            "--drop-in", metavar="DIR", help="Leave FILE alone; write DIR/NAME.service.d/50-unitctl.conf instead."
+        ),
     ] = None,
     check: Annotated[
         bool, typer.Option("--check", help="Write nothing; exit 1 when the rewrite would change the unit, else 0.")
@@ -405,7 +486,8 @@ def rewrite(
 def diff(
     name: Annotated[str, typer.Argument(help="The installed unit, e.g. myapp or myapp.service.")],
     unit_file: Annotated[
-        str | None, typer.Option("--unit-file", help="Desired state: this unit file replaces the installed one.")
+        str | None,
+        typer.Option("--unit-file", metavar="FILE", help="Desired state: this unit file replaces the installed one."),
     ] = None,
     render_: Annotated[
         bool,
@@ -413,7 +495,11 @@ def diff(
     ] = False,
     workers: Annotated[
         str | None,
-        typer.Option("--workers", help="Desired workers (N or auto); without --render: rewrite the installed unit."),
+        typer.Option(
+            "--workers",
+            metavar="N|auto",
+            help="Desired workers (N or auto); without --render: rewrite the installed unit.",
+        ),
     ] = None,
     max_workers: _MaxWorkers = None,
     no_preload: Annotated[
@@ -430,7 +516,8 @@ def diff(
     template: _RenderTemplate = None,
     socket: _RenderSocket = None,
     root: Annotated[
-        str, typer.Option("--root", help="Read the installed unit from the load path under this directory.")
+        str,
+        typer.Option("--root", metavar="DIR", help="Read the installed unit from the load path under this directory."),
     ] = "/",
 ) -> None:
     """Show the difference between the installed unit and the desired one (exit 1 if they differ).
@@ -464,7 +551,7 @@ def diff(
 def verify(
     file: Annotated[str, typer.Argument(help="The unit file to check; it need not be installed.")],
     name: Annotated[
-        str | None, typer.Option("--name", help="Load it as this unit name (default: the file name).")
+        str | None, typer.Option("--name", metavar="NAME", help="Load it as this unit name [default: the file name].")
     ] = None,
     offline: Annotated[
         bool,
@@ -502,15 +589,13 @@ def verify(
 def apply(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp (→ myapp.service).")] = None,
     unit_file: Annotated[
-        str | None, typer.Option("--unit-file", help="The unit to install [default: keep the installed unit].")
+        str | None,
+        typer.Option("--unit-file", metavar="FILE", help="The unit to install [default: keep the installed unit]."),
     ] = None,
     render_: Annotated[
         bool, typer.Option("--render", help="Install the unit 'unitctl render' makes from [render] and the options.")
     ] = False,
-    workers: Annotated[
-        str | None,
-        typer.Option("--workers", help="Workers (N or auto); without --render: rewrite the installed unit."),
-    ] = None,
+    workers: _Workers = None,
     max_workers: _MaxWorkers = None,
     no_preload: Annotated[
         bool, typer.Option("--no-preload", help="Install the installed unit rewritten without --preload.")
@@ -532,32 +617,40 @@ def apply(
             help="Pre-import check, readiness guard and automatic rollback [default: off: write, reload, restart].",
         ),
     ] = None,
-    repo: Annotated[str | None, typer.Option("--repo", help="The app's git checkout (HEAD is deployed)")] = None,
-    rev: Annotated[str | None, typer.Option("--rev", help="Check out this revision (detached) [default: HEAD]")] = None,
+    repo: _Repo = None,
+    rev: Annotated[
+        str | None, typer.Option("--rev", metavar="REV", help="Check out this revision (detached) [default: HEAD].")
+    ] = None,
     ready_url: Annotated[
-        str | None, typer.Option("--ready-url", help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH.")
+        str | None,
+        typer.Option("--ready-url", metavar="URL", help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH."),
     ] = None,
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
     strategy: Annotated[
-        str | None,
+        StrategyChoice | None,
         typer.Option(
             "--strategy",
-            help="auto | restart | reload (auto: HUP if only the code changed, else restart) [default: auto].",
+            help=f"How to switch (auto: HUP if only the code changed, else restart) [default: {DEFAULT_STRATEGY}].",
         ),
     ] = None,
     fail_after: Annotated[
         int | None,
         typer.Option(
             "--fail-after",
+            metavar="N",
             min=0,
             help="Fail the release after N HTTP non-2xx readiness answers in a row, before --ready-timeout "
-            "(refused connections do not count; 0: off) [default: 10].",
+            f"(refused connections do not count; 0: off) [default: {DEFAULT_FAIL_AFTER}].",
         ),
     ] = None,
     pre_import: Annotated[
         str | None,
-        typer.Option("--pre-import", help="Check MODULE:VAR imports [default: gunicorn --check-config]."),
+        typer.Option(
+            "--pre-import",
+            metavar="MODULE:VAR",
+            help="Check MODULE:VAR imports [default: gunicorn --check-config].",
+        ),
     ] = None,
     no_pre_import: Annotated[
         bool | None, typer.Option("--no-pre-import", help="Skip the import check before the switch.")
@@ -570,17 +663,16 @@ def apply(
         ),
     ] = None,
     build_cmd: Annotated[
-        str | None, typer.Option("--build-cmd", help="Run in --repo after each checkout (argv split, no shell).")
+        str | None,
+        typer.Option("--build-cmd", metavar="CMD", help="Run in --repo after each checkout (argv split, no shell)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Capture and check, print the plan, change nothing (exit 1: changes).")
     ] = False,
     edit_template: _EditTemplate = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
-    history_dir: Annotated[
-        str | None, typer.Option("--history-dir", help="Where history and locks live [default: /var/lib/unitctl].")
-    ] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl [default: auto].")] = None,
+    history_dir: _HistoryDir = None,
+    backend: _Backend = None,
 ) -> None:
     """Install a unit and restart its service; with --guarded, roll back unless it becomes ready.
 
@@ -596,10 +688,10 @@ def apply(
 
     flags = {
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
-        "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": strategy,
+        "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": _value(strategy),
         "fail_after": fail_after, "pre_import": pre_import, "no_pre_import": no_pre_import, "canary": canary,
         "build_cmd": build_cmd,
-        "history_dir": history_dir, "backend": backend,
+        "history_dir": history_dir, "backend": _value(backend),
     }  # fmt: skip
     s = settings("apply", APPLY_SCHEMA, flags)
     desired = DesiredOptions(
@@ -617,15 +709,21 @@ def apply(
 @app.command()
 def rollback(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
-    repo: Annotated[str | None, typer.Option("--repo", help="The checkout [default: the one recorded].")] = None,
-    ready_url: Annotated[str | None, typer.Option("--ready-url", help="Readiness URL [default: recorded].")] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", metavar="DIR", help="The checkout [default: the one recorded].")
+    ] = None,
+    ready_url: Annotated[
+        str | None, typer.Option("--ready-url", metavar="URL", help="Readiness URL [default: recorded].")
+    ] = None,
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
-    build_cmd: Annotated[str | None, typer.Option("--build-cmd", help="Run in the checkout after it.")] = None,
+    build_cmd: Annotated[
+        str | None, typer.Option("--build-cmd", metavar="CMD", help="Run in the checkout after it.")
+    ] = None,
     edit_template: _EditTemplate = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
-    history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl.")] = None,
+    history_dir: _HistoryDir = None,
+    backend: _Backend = None,
 ) -> None:
     """Switch a service back to its previous good deploy, guarded.
 
@@ -637,7 +735,8 @@ def rollback(
 
     flags = {
         "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
-        "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir, "backend": backend,
+        "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir,
+        "backend": _value(backend),
     }  # fmt: skip
     s = settings("rollback", ROLLBACK_SCHEMA, flags)
     request = request_from_settings(s, command="rollback", edit_template=edit_template)
@@ -650,11 +749,12 @@ def rollback(
 def status(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
     ready_url: Annotated[
-        str | None, typer.Option("--ready-url", help="Probe this URL once [default: the last recorded one].")
+        str | None,
+        typer.Option("--ready-url", metavar="URL", help="Probe this URL once [default: the last recorded one]."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="auto | dbus | systemctl.")] = None,
+    history_dir: _HistoryDir = None,
+    backend: _Backend = None,
 ) -> None:
     """Show a unit's state, deployed revision, last outcome and readiness.
 
@@ -664,7 +764,7 @@ def status(
 
     from unitctl.deploy.commands import STATUS_SCHEMA, cli_status, settings
 
-    flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": backend}
+    flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": _value(backend)}
     s = settings("status", STATUS_SCHEMA, flags)
     if s.get("ready_url"):
         from unitctl.probe import parse_target
@@ -678,8 +778,8 @@ def status(
 def history(
     name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the records.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Show the last N attempts (0: all).")] = 20,
-    history_dir: Annotated[str | None, typer.Option("--history-dir", help="[default: /var/lib/unitctl]")] = None,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=0, help="Show the last N attempts (0: all).")] = 20,
+    history_dir: _HistoryDir = None,
     prune: Annotated[
         bool,
         typer.Option(

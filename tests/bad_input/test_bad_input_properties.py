@@ -95,9 +95,9 @@ def test_seconds_that_are_not_finite_and_positive_are_refused_from_flags_and_tom
 @settings(max_examples=50, deadline=None)
 @given(x=st.floats(min_value=1e-6, max_value=1e12, exclude_min=False))
 def test_finite_positive_seconds_pass_the_check(x: float) -> None:
-    # The next check (an unknown backend) fails instead: the number itself was accepted.
+    # A later check (a guarded apply without a readiness URL) fails instead: the number itself was accepted.
     code, errors, _ = invoke(
-        ["apply", "app", f"--ready-timeout={x!r}", "--backend", "bogus", "--history-dir", "/nonexistent"]
+        ["apply", "app", f"--ready-timeout={x!r}", "--guarded", "--backend=systemctl", "--history-dir=/nonexistent"]
     )
     refused_with_one_line(code, errors, {2})
-    assert "unknown systemd backend 'bogus'" in errors[0]
+    assert "needs a readiness URL" in errors[0]

@@ -692,7 +692,7 @@ def test_cli_usage_errors_exit_2(world: World, cli: Callable[..., Any]) -> None:
     res = cli("apply", "app", "--guarded", "--history-dir", str(world.hist))
     assert res.exit_code == 2 and "needs a readiness URL" in res.stderr
     res = cli("apply", "app", "--strategy", "sideways", "--history-dir", str(world.hist))
-    assert res.exit_code == 2 and "--strategy must be one of" in res.stderr
+    assert res.exit_code == 2 and "'sideways' is not one of 'auto', 'restart', 'reload'" in res.stderr
     res = cli("apply", "bad name!", "--history-dir", str(world.hist))
     assert res.exit_code == 2 and "not a valid systemd unit name" in res.stderr
     assert world.fake.calls == []

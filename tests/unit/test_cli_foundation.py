@@ -125,3 +125,26 @@ def test_python_dash_m_runs_the_cli() -> None:
     out = subprocess.run([sys.executable, "-m", "unitctl", "--version"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"unitctl {__version__}"
+
+
+def test_help_choices_metavars_and_defaults_come_from_the_constants() -> None:
+    from unitctl.deploy.model import DEFAULT_READY_TIMEOUT, DEFAULT_STRATEGY, STRATEGIES
+    from unitctl.history import DEFAULT_DIR
+    from unitctl.systemd import BACKENDS
+
+    out = " ".join(CliRunner().invoke(cli.app, ["apply", "--help"], terminal_width=200).output.split())
+    assert f"--strategy <{'|'.join(STRATEGIES)}>" in out and f"[default: {DEFAULT_STRATEGY}]" in out
+    assert f"--backend <{'|'.join(BACKENDS)}>" in out
+    assert f"--ready-timeout SECONDS Seconds to wait for readiness [default: {DEFAULT_READY_TIMEOUT:g}]" in out
+    assert f"[default: {DEFAULT_DIR}]" in out
+    for option in ("--ready-url URL", "--repo DIR", "--unit-file FILE", "--workers N|auto", "--rev REV"):
+        assert option in out
+
+
+@pytest.mark.parametrize(
+    ("command", "option"), [("apply", "--strategy"), ("apply", "--backend"), ("rollback", "--backend")]
+)
+def test_a_bad_choice_is_refused_by_the_parser_with_the_choices(command: str, option: str) -> None:
+    res = CliRunner().invoke(cli.app, [command, "app", option, "sideways"])
+    assert res.exit_code == 2
+    assert f"Invalid value for '{option}'" in res.output and "'sideways' is not one of 'auto'" in res.output
