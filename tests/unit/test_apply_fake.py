@@ -128,7 +128,7 @@ class World:
             backend=self.fake,
             probe_factory=self.probe_factory,
             verifier=self.verifier,
-            reporter=Reporter(self.stderr),
+            reporter=Reporter(self.stderr, environ={}),  # the same lines on GitHub Actions as anywhere
             clock=self.clock,
             sleep=self.sleep,
             canary_probe_factory=self.canary_probe_factory,
@@ -725,11 +725,57 @@ def test_reporter_counts_down_only_on_a_terminal() -> None:
     tty, plain = Tty(), io.StringIO()
     answer = ProbeResult(False, 503, None, 0.01, "starting")
     for stream in (tty, plain):
-        r = Reporter(stream)
+        r = Reporter(stream, environ={})
         r.waiting("waiting for http://x/ready", 1.5, 60.0, answer)
         r.phase(history.Phase("guard", 2.0, True, "ready"))
     assert "\r" in tty.getvalue() and "1.5s / 60s" in tty.getvalue() and "HTTP 503" in tty.getvalue()
     assert plain.getvalue() == "unitctl: guard        2.00s  ok  ready\n"
+
+
+def test_without_a_terminal_a_wait_beats_every_ten_seconds() -> None:
+    plain = io.StringIO()
+    r = Reporter(plain, environ={})
+    answer = ProbeResult(False, 503, None, 0.01, "starting")
+    for tick in range(0, 61):  # a probe every 0.5 s for 30 s
+        r.waiting("waiting for http://u:hunter2@x/ready", tick / 2, 60.0, answer if tick else None)
+    r.phase(history.Phase("guard", 30.0, False, "timeout"))
+    assert plain.getvalue().splitlines() == [
+        "unitctl: waiting for http://u:****@x/ready: 10 s of 60 s, last answer HTTP 503 (starting)",
+        "unitctl: waiting for http://u:****@x/ready: 20 s of 60 s, last answer HTTP 503 (starting)",
+        "unitctl: waiting for http://u:****@x/ready: 30 s of 60 s, last answer HTTP 503 (starting)",
+        "unitctl: guard       30.00s  FAILED  timeout",
+    ]
+
+
+def test_on_github_actions_each_wait_is_a_group() -> None:
+    out = io.StringIO()
+    r = Reporter(out, environ={"GITHUB_ACTIONS": "true"})
+    for wait in ("waiting for the canary at /run/x.sock", "waiting for http://x/ready"):
+        for tick in range(0, 25):
+            r.waiting(wait, tick, 60.0, None)
+        r.phase(history.Phase("guard", 24.0, True, "ready"))
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "::group::unitctl: waiting for the canary at /run/x.sock (at most 60 s)",
+        "unitctl: waiting for the canary at /run/x.sock: 10 s of 60 s, last answer no answer yet",
+        "unitctl: waiting for the canary at /run/x.sock: 20 s of 60 s, last answer no answer yet",
+        "::endgroup::",
+        "unitctl: guard       24.00s  ok  ready",
+        "::group::unitctl: waiting for http://x/ready (at most 60 s)",
+        "unitctl: waiting for http://x/ready: 10 s of 60 s, last answer no answer yet",
+        "unitctl: waiting for http://x/ready: 20 s of 60 s, last answer no answer yet",
+        "::endgroup::",
+        "unitctl: guard       24.00s  ok  ready",
+    ]
+
+
+def test_a_slow_release_beats_in_the_ci_log_of_a_guarded_apply(world: World) -> None:
+    installed(world)
+    world.answers = [503] * 50 + [200]  # the fake clock advances 0.5 s a probe: about 25 s of 503 before ready
+    res = world.run(unit_file=_write(world, unit_text(extra=" --timeout 30")), fail_after=0, ready_timeout=60.0)
+    assert res.record.outcome == "ok"
+    beats = [line for line in world.stderr.getvalue().splitlines() if " s of 60 s, last answer " in line]
+    assert [b.split(": ")[2].split(",")[0] for b in beats] == ["10 s of 60 s", "20 s of 60 s"], world.stderr.getvalue()
 
 
 BUILD = f"{sys.executable} -c \"import pathlib; pathlib.Path('built').write_text(pathlib.Path('app.py').read_text())\""

@@ -12,10 +12,15 @@ import contextlib
 import io
 import os
 import sys
+from collections.abc import Mapping
 from typing import IO
 
+from unitctl import masking
 from unitctl.history import Phase
 from unitctl.probe import ProbeResult
+
+# Without a terminal (a CI log) a wait shows one line this often, so a slow release does not look like a hang.
+HEARTBEAT_SECONDS = 10.0
 
 
 def safe_write(stream: IO[str], text: str) -> bool:
@@ -54,17 +59,24 @@ def settle() -> None:
 
 
 class Reporter:
-    """One line per phase with its duration on ``stream``; a live countdown while waiting on a terminal."""
+    """One line per phase with its duration on ``stream``; while waiting, a live countdown on a terminal, else a
+    heartbeat line every HEARTBEAT_SECONDS (inside a ``::group::`` on GitHub Actions)."""
 
-    def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, *, quiet: bool = False, environ: Mapping[str, str] | None = None
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
         try:
             self.live = bool(getattr(self.stream, "isatty", lambda: False)()) and not quiet
         except (OSError, ValueError):
             self.live = False
+        self.github = (os.environ if environ is None else environ).get("GITHUB_ACTIONS") == "true"
         self._spinning = False
         self._frame = 0
+        self._wait: str | None = None  # the wait a heartbeat is running for
+        self._next_beat = HEARTBEAT_SECONDS
+        self._grouped = False
 
     def _write(self, text: str) -> None:
         if not self.quiet and not safe_write(self.stream, text):
@@ -81,16 +93,38 @@ class Reporter:
         self.line(f"{p.name:<10} {p.seconds:6.2f}s  {mark}{detail}")
 
     def waiting(self, what: str, elapsed: float, timeout: float, last: ProbeResult | None) -> None:
+        answer = last.describe() if last else "no answer yet"
         if not self.live:
+            self._heartbeat(what, elapsed, timeout, answer)
             return
         frames = "|/-\\"
         self._frame += 1
-        answer = last.describe() if last else "no answer yet"
         text = f"\r{frames[self._frame % 4]} {what}: {elapsed:5.1f}s / {timeout:g}s  ({answer})"
         self._write(text[:200] + "\x1b[K")
         self._spinning = True
 
+    def _heartbeat(self, what: str, elapsed: float, timeout: float, answer: str) -> None:
+        if self.quiet:
+            return
+        if self._wait != what:  # a new wait (the next line or phase ends the previous one: _clear)
+            self._clear()
+            # The next multiple of the period: a wait a warning line interrupted resumes its rhythm.
+            self._wait, self._next_beat = what, (elapsed // HEARTBEAT_SECONDS + 1) * HEARTBEAT_SECONDS
+            if self.github:
+                self._write(f"::group::unitctl: {masking.mask(what)} (at most {timeout:g} s)\n")
+                self._grouped = True
+        if elapsed < self._next_beat:
+            return
+        self._next_beat = (elapsed // HEARTBEAT_SECONDS + 1) * HEARTBEAT_SECONDS  # one line however long the tick
+        text = f"{what}: {elapsed:.0f} s of {timeout:g} s, last answer {answer}"
+        self._write(f"unitctl: {masking.mask(text)[:300]}\n")
+
     def _clear(self) -> None:
+        """End what the last wait showed: the spinner's line on a terminal, the heartbeat's group in CI."""
         if self._spinning:
             self._spinning = False
             self._write("\r\x1b[K")
+        self._wait = None
+        if self._grouped:
+            self._grouped = False
+            self._write("::endgroup::\n")
