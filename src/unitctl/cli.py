@@ -21,6 +21,7 @@ from unitctl.deploy.model import DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, 
 from unitctl.errors import ExitCode, UnitctlError
 from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import DEFAULT_DIR as DEFAULT_HISTORY_DIR
+from unitctl.render import DEFAULT_BIND, DEFAULT_WORKERS
 from unitctl.systemd import BACKENDS
 
 # Click's exception classes, found through typer's public BadParameter: typer vendors click from 0.22 on.
@@ -245,7 +246,9 @@ def render(
     workers: Annotated[
         str | None,
         typer.Option(
-            "--workers", metavar="N|auto", help="Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: auto]."
+            "--workers",
+            metavar="N|auto",
+            help=f"Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: {DEFAULT_WORKERS}].",
         ),
     ] = None,
     max_workers: _MaxWorkers = None,
@@ -264,7 +267,7 @@ def render(
         typer.Option(
             "--bind",
             metavar="ADDR",
-            help="HOST:PORT, [IPv6]:PORT, unix:/abs/path or fd://N; repeatable [default: 127.0.0.1:8000].",
+            help=f"HOST:PORT, [IPv6]:PORT, unix:/abs/path or fd://N; repeatable [default: {DEFAULT_BIND}].",
         ),
     ] = None,
     working_dir: Annotated[

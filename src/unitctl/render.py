@@ -38,6 +38,8 @@ _USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?|[0-9]{1,10}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Workers = int | Literal["auto"]
+DEFAULT_WORKERS: Workers = "auto"
+DEFAULT_BIND = "127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class RenderOptions:
 
     name: str
     app: str
-    workers: Workers = "auto"
+    workers: Workers = DEFAULT_WORKERS
     max_workers: int | None = None
     worker_class: str | None = None
     binds: Sequence[str] = ()
@@ -223,7 +225,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     worker_class, class_warning = validate_worker_class(options.worker_class)
     if class_warning:
         warnings.append(class_warning)
-    binds = [validate_bind(b, socket=options.socket) for b in options.binds] or ["127.0.0.1:8000"]
+    binds = [validate_bind(b, socket=options.socket) for b in options.binds] or [DEFAULT_BIND]
     working_dir = validate_path(options.working_dir, "--working-dir") if options.working_dir else None
     venv = validate_path(options.venv, "--venv") if options.venv else None
     user = validate_user(options.user, "--user") if options.user else None
@@ -600,7 +602,7 @@ def render_from_flags(
     options = RenderOptions(
         name=values["name"],
         app=values["app"],
-        workers=parse_workers(workers) if isinstance(workers, str) else (workers or "auto"),
+        workers=parse_workers(workers) if isinstance(workers, str) else (workers or DEFAULT_WORKERS),
         max_workers=values.get("max_workers"),
         worker_class=values.get("worker_class"),
         binds=tuple(values.get("bind") or ()),
