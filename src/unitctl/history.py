@@ -270,15 +270,15 @@ def prune(directory: Path, unit: str, keep: int, *, dry_run: bool = False) -> Pr
         if dry_run or not removed:
             return Pruned(removed, len(parsed) - len(removed), gone)
         text = b"".join(line + b"\n" for index, line in enumerate(lines) if index not in drop)
-        fsutil.atomic_write(path, text, mode=fsutil.PRIVATE_FILE)
-        fsutil.fsync_dir(directory)
+        fsutil.atomic_write(path, text, mode=fsutil.PRIVATE_FILE)  # rename and fsync of the directory
+        # Still under the lock: no record naming one of these can be appended before it is gone.
+        for digest in gone:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / "units" / digest)
+        if gone:
+            fsutil.fsync_dir(directory / "units")
     finally:
         os.close(fd)  # the lock goes with it, after the rename: an appender waiting on the old file reopens
-    for digest in gone:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(directory / "units" / digest)
-    if gone:
-        fsutil.fsync_dir(directory / "units")
     return Pruned(removed, len(parsed) - len(removed), gone)
 
 

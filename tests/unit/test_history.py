@@ -278,3 +278,25 @@ def test_prune_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert done.exit_code == 0, done.output
     assert "app.service: removed 2 record(s) and 2 stored unit file(s), kept 4" in done.output
     assert len(history.read(tmp_path, "app.service")) == 4
+
+
+def test_an_append_racing_a_prune_reopens_the_file_the_prune_renamed_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unitctl import fsutil
+
+    _history_with_store(tmp_path)
+    real_open = fsutil.open_private
+    calls: list[int] = []
+
+    def open_then_prune(path: Path, flags: int) -> int:
+        fd = real_open(path, flags)
+        calls.append(fd)
+        if len(calls) == 1:  # the appender has the old file open; a prune replaces it before the appender's flock
+            history.prune(tmp_path, "app.service", 1)
+        return fd
+
+    monkeypatch.setattr(fsutil, "open_private", open_then_prune)
+    history.append(tmp_path, rec("ok", "new"))
+    assert len(calls) == 3  # the appender's open, the prune's, the appender's reopen of the new file
+    assert [r.to_rev for r in history.read(tmp_path, "app.service")][-1] == "new"
