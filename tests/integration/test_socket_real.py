@@ -64,7 +64,8 @@ def test_apply_render_installs_the_socket_and_a_rollback_restores_both_units(
 
     # A bad release that changes the socket again: the rollback puts both files back and listens as before.
     d.repo.release("v3", table="items_v3")
-    res = d.apply(*render_args(d, d.port), timeout=4)
+    # --no-canary: this is about the rollback after the switch (a canary refuses v3 first: test_canary_real.py).
+    res = d.apply(*render_args(d, d.port), "--no-canary", timeout=4)
     assert res.returncode == 4, res.stderr
     assert box.read_file(socket_path(d)) == socket_v2 and box.read_file(d.unit_path) == unit_v2
     assert served_on(d, other) == "release v2" and d.served() == "release v2" and d.ready()
@@ -138,8 +139,10 @@ def test_the_update_script_deploys_a_socket_activated_service(box: Sandbox, venv
     v2 = d.repo.release("v2")
     assert script(v2) == 0
     assert d.served() == "release v2"
-    d.repo.release("v3", table="items_v3")  # never ready: rolled back through the socket
-    assert script(d.repo.head()) == 4
+    v3 = d.repo.release("v3", table="items_v3")  # never ready
+    assert script(v3) == 3  # the defaults: its canary refuses it, the live service is not touched
+    assert d.served() == "release v2" and d.repo.head() == v2
+    assert script(v3, "--no-canary") == 4  # without a canary: switched, then rolled back through the socket
     assert d.served() == "release v2" and d.ready() and d.repo.head() == v2
     # The socket was never restarted nor rewritten: its listening fd stayed open across both deploys.
     assert box.unit_properties(f"{d.name}.socket", "ActiveEnterTimestampMonotonic") == socket_since
@@ -194,7 +197,8 @@ def test_a_late_crash_with_socket_activation_is_rolled_back_and_queued_requests_
 def test_a_failed_first_deploy_stops_disables_and_removes_its_socket(box: Sandbox, venv_bin: Path) -> None:
     d = Deploy(box, venv_bin)
     d.repo.release("v1", table="items_v1")  # imports, never ready: its table is missing
-    res = d.apply(*render_args(d, d.port), timeout=4)
+    # --no-canary: this is about undoing a first deploy after its switch (a canary refuses v1 before it).
+    res = d.apply(*render_args(d, d.port), "--no-canary", timeout=4)
     assert res.returncode == 4, res.stderr
     assert "first deploy was undone" in res.stderr
     assert not box.exists(socket_path(d)) and not box.exists(d.unit_path)
