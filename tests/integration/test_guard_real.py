@@ -126,7 +126,9 @@ def test_app_that_cannot_import_is_decided_long_before_the_timeout(box: Sandbox,
 def test_restart_loop_is_decided_fast(box: Sandbox, venv_bin: Path) -> None:
     unit, _ = install(box, venv_bin, BROKEN_APP, bind="127.0.0.1:8203", extra="Restart=on-failure\nRestartSec=200ms\n")
     out = guard(box, venv_bin, "dbus", unit, "http://127.0.0.1:8203/health/ready", timeout=60)
-    assert not out["ready"] and out["kind"] == "restart-loop", out
+    # The first reads may land between the crash and systemd scheduling the restart (active, MainPID 0: the
+    # main process is gone): the same truth, decided from the unit's state alone, just as fast.
+    assert not out["ready"] and out["kind"] in ("restart-loop", "main-exited"), out
     assert out["elapsed"] < 15
     box.systemctl("stop", unit)
 
