@@ -103,6 +103,23 @@ def test_a_release_that_is_not_ready_is_refused_by_its_canary_and_live_is_never_
     assert "canary" in names and "switch" not in names and "guard" not in names
 
 
+@pytest.mark.parametrize("backend", ["dbus", "systemctl"])
+def test_the_import_check_runs_the_new_revision_from_the_canary_tree_on_both_backends(
+    app: Canaried, backend: str
+) -> None:
+    # The live tree keeps v1, which imports: only a check that sees the worktree at the checkout's path fails.
+    live_before = app.live()
+    v2 = app.release_aside("v2", broken_import=True)
+    res = app.apply("--rev", v2, "--backend", backend, "--json", timeout=30)
+    assert res.returncode == 3, res.stderr
+    record = json.loads(res.stdout)["record"]
+    names = [p["name"] for p in record["phases"]]
+    assert "pre-import" in names and "canary" not in names, names
+    assert "BaseSettings" in record["reason"], record["reason"]
+    assert app.live() == live_before and app.served() == "release v1"
+    assert app.leftovers() == []
+
+
 def test_a_canary_that_crashes_at_start_is_refused_by_its_unit_state(app: Canaried) -> None:
     live_before = app.live()
     # Skip the import check: only the canary stands between this release and the users.

@@ -245,35 +245,17 @@ class DbusBackend:
     def run_transient(self, spec: TransientSpec) -> TransientResult:
         if not spec.argv:
             raise SystemdError("run_transient needs a command; got an empty argv")
-        exe = resolve_executable(spec.argv[0])
         name = transient_unit_name(spec.name_prefix)
         what = f"running {spec.argv[0]!r} as transient unit {name}"
-        for key, value in spec.env.items():
-            if not key or "=" in key or "\n" in value:
-                raise SystemdError(f"environment variable {key!r} cannot be passed to a transient unit")
-        argv = [exe.encode(), *(a.encode() for a in transient_args(spec))]
         with tempfile.TemporaryFile() as out, open(os.devnull, "rb") as devnull:
-            props: dict[bytes, Any] = {
-                b"Description": f"unitctl check: {' '.join(spec.argv)[:200]}".encode(),
-                b"Type": b"exec",
-                b"ExecStart": [(exe.encode(), argv, False)],
+            props = _service_props(spec, "check")
+            props.update({
                 # Keep the unit after exit so its status can be read; we stop and collect it below.
                 b"RemainAfterExit": True,
-                b"RuntimeMaxUSec": int(max(1.0, spec.timeout) * 1_000_000),
                 b"StandardInputFileDescriptor": devnull.fileno(),
                 b"StandardOutputFileDescriptor": out.fileno(),
                 b"StandardErrorFileDescriptor": out.fileno(),
-            }
-            if spec.user:
-                props[b"User"] = spec.user.encode()
-            if spec.group:
-                props[b"Group"] = spec.group.encode()
-            if spec.cwd:
-                props[b"WorkingDirectory"] = spec.cwd.encode()
-            if spec.env:
-                props[b"Environment"] = [f"{k}={v}".encode() for k, v in spec.env.items()]
-            if spec.env_files:
-                props[b"EnvironmentFiles"] = [(p.encode(), bool(ignore)) for p, ignore in spec.env_files]
+            })  # fmt: skip
             try:
                 final = self._run_unit(name, props, spec.timeout + 30, what)
             finally:
@@ -290,35 +272,7 @@ class DbusBackend:
 
     def start_transient(self, spec: TransientSpec) -> str:
         name = transient_name(spec)
-        exe = resolve_executable(spec.argv[0])
-        for key, value in spec.env.items():
-            if not key or "=" in key or "\n" in value:
-                raise SystemdError(f"environment variable {key!r} cannot be passed to a transient unit")
-        argv = [exe.encode(), *(a.encode() for a in transient_args(spec))]
-        props: dict[bytes, Any] = {
-            b"Description": f"unitctl canary: {' '.join(spec.argv)[:200]}".encode(),
-            b"Type": b"exec",
-            b"ExecStart": [(exe.encode(), argv, False)],
-            b"RuntimeMaxUSec": int(max(1.0, spec.timeout) * 1_000_000),
-        }
-        if spec.user:
-            props[b"User"] = spec.user.encode()
-        if spec.group:
-            props[b"Group"] = spec.group.encode()
-        if spec.cwd:
-            props[b"WorkingDirectory"] = spec.cwd.encode()
-        if spec.env:
-            props[b"Environment"] = [f"{k}={v}".encode() for k, v in spec.env.items()]
-        if spec.env_files:
-            props[b"EnvironmentFiles"] = [(p.encode(), bool(ignore)) for p, ignore in spec.env_files]
-        if spec.temporary_fs:
-            props[b"TemporaryFileSystem"] = [(mount_path(p).encode(), b"ro") for p in spec.temporary_fs]
-        for prop, pairs in ((b"BindPaths", spec.binds), (b"BindReadOnlyPaths", spec.ro_binds)):
-            if pairs:
-                # (source, destination, ignore a missing source, mount flags): MS_REC as systemd's own parser sets.
-                props[prop] = [(mount_path(a).encode(), mount_path(b).encode(), False, MS_REC) for a, b in pairs]
-        if spec.runtime_directory:
-            props[b"RuntimeDirectory"] = [spec.runtime_directory.encode()]
+        props = _service_props(spec, "canary")
         self._discard(name)  # a failed unit of an earlier run keeps its name taken until reset
         from pystemd.systemd1 import Manager
 
@@ -389,3 +343,43 @@ class DbusBackend:
         for name in names:
             self._discard(name)
         return names
+
+
+def _service_props(spec: TransientSpec, kind: str) -> dict[bytes, Any]:
+    """Return the transient service's properties from ``spec``: command, identity, environment, mounts.
+
+    One home for what ``systemd-run``'s flags say in the systemctl backend (``transient_argv``): a check and a
+    canary must see the same identity and the same mount namespace.
+    """
+    if not spec.argv:
+        raise SystemdError("a transient unit needs a command; got an empty argv")
+    for key, value in spec.env.items():
+        if not key or "=" in key or "\n" in value:
+            raise SystemdError(f"environment variable {key!r} cannot be passed to a transient unit")
+    exe = resolve_executable(spec.argv[0])
+    argv = [exe.encode(), *(a.encode() for a in transient_args(spec))]
+    props: dict[bytes, Any] = {
+        b"Description": f"unitctl {kind}: {' '.join(spec.argv)[:200]}".encode(),
+        b"Type": b"exec",
+        b"ExecStart": [(exe.encode(), argv, False)],
+        b"RuntimeMaxUSec": int(max(1.0, spec.timeout) * 1_000_000),
+    }
+    if spec.user:
+        props[b"User"] = spec.user.encode()
+    if spec.group:
+        props[b"Group"] = spec.group.encode()
+    if spec.cwd:
+        props[b"WorkingDirectory"] = spec.cwd.encode()
+    if spec.env:
+        props[b"Environment"] = [f"{k}={v}".encode() for k, v in spec.env.items()]
+    if spec.env_files:
+        props[b"EnvironmentFiles"] = [(p.encode(), bool(ignore)) for p, ignore in spec.env_files]
+    if spec.temporary_fs:
+        props[b"TemporaryFileSystem"] = [(mount_path(p).encode(), b"ro") for p in spec.temporary_fs]
+    for prop, pairs in ((b"BindPaths", spec.binds), (b"BindReadOnlyPaths", spec.ro_binds)):
+        if pairs:
+            # (source, destination, ignore a missing source, mount flags): MS_REC as systemd's own parser sets.
+            props[prop] = [(mount_path(a).encode(), mount_path(b).encode(), False, MS_REC) for a, b in pairs]
+    if spec.runtime_directory:
+        props[b"RuntimeDirectory"] = [spec.runtime_directory.encode()]
+    return props
