@@ -198,14 +198,18 @@ def guard_phase(
     return outcome
 
 
-def journal_excerpt(att: Attempt) -> list[str]:
-    """Return the journal lines of the unit's current invocation (secrets masked)."""
+def journal_excerpt(att: Attempt, unit: str | None = None, state: UnitState | None = None) -> list[str]:
+    """Return the journal lines of ``unit``'s (default: the service's) invocation in ``state`` (default: read now).
+
+    Secrets masked; a journal that cannot be read is one line saying so.
+    """
     backend = att.edges.backend
+    unit = unit or att.req.unit
     try:
-        state = backend.state(att.req.unit)
-        lines = backend.journal(att.req.unit, invocation_id=state.invocation_id or None, lines=JOURNAL_LINES)
+        state = state or backend.state(unit)
+        lines = backend.journal(unit, invocation_id=state.invocation_id or None, lines=JOURNAL_LINES)
         if not lines:
-            lines = backend.journal(att.req.unit, lines=JOURNAL_LINES)
+            lines = backend.journal(unit, lines=JOURNAL_LINES)
     except SystemdError as exc:
         return [f"(journal unavailable: {exc})"]
     return [masking.mask(line, att.env) for line in lines]

@@ -35,22 +35,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from unitctl import masking
 from unitctl.deploy import signals
-from unitctl.deploy.attempt import Attempt, guard_phase
+from unitctl.deploy.attempt import Attempt, guard_phase, journal_excerpt
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Resource, Undo
-from unitctl.errors import RefusedError, SystemdError, UnitctlError
+from unitctl.errors import RefusedError, UnitctlError
 from unitctl.gitrepo import GitRepo, regenerable
 from unitctl.gunicorn import Invocation
-from unitctl.systemd.base import SystemdBackend, TransientSpec, UnitState
+from unitctl.systemd.base import SystemdBackend, TransientSpec
 
 CANARY_DIR_ENV = "UNITCTL_CANARY_DIR"
 DEFAULT_CANARY_DIR = Path("/var/lib/unitctl/canary")
 RUN_DIR = "unitctl/canary"  # under /run: the canary's RuntimeDirectory= parent
 # The canary stops itself (RuntimeMaxSec=) this long after its deploy's readiness budget: a safety net behind the undo.
 LIFETIME_MARGIN = 120.0
-JOURNAL_LINES = 40
 # Options of the service's command the canary does not take over: where it listens, its pid file, its worker
 # count (set anew below), and daemonizing (the canary's main process must stay the master).
 _REPLACED = ("bind", "pidfile", "workers", "daemon")
@@ -243,7 +241,7 @@ def run(att: Attempt, tree: Tree | None) -> None:
         outcome = guard_phase(att, "canary", req.ready_timeout, fail_after=req.fail_after, unit=name, probe=probe,
                               waiting=f"waiting for the canary at {socket_path(req.unit)}")  # fmt: skip
         if not outcome.ready:
-            att.record.journal = _journal(att, name, outcome.last_state)
+            att.record.journal = journal_excerpt(att, name, outcome.last_state)
             for line in att.record.journal[-10:]:
                 att.reporter.line(f"  canary: {line}")
             raise RefusedError(
@@ -253,19 +251,6 @@ def run(att: Attempt, tree: Tree | None) -> None:
             )
     finally:
         remove(att, "canary")
-
-
-def _journal(att: Attempt, name: str, state: UnitState | None) -> list[str]:
-    """Return the canary's journal lines (its invocation's; secrets masked); a journal error is one line."""
-    backend = att.edges.backend
-    try:
-        invocation = (state.invocation_id if state is not None else "") or None
-        lines = backend.journal(name, invocation_id=invocation, lines=JOURNAL_LINES)
-        if not lines:
-            lines = backend.journal(name, lines=JOURNAL_LINES)
-    except SystemdError as exc:
-        return [f"(journal unavailable: {exc})"]
-    return [masking.mask(line, att.env) for line in lines]
 
 
 def remove(att: Attempt, *resources: Resource) -> None:
