@@ -230,16 +230,22 @@ def _undo_unit(att: Attempt, undo: Undo, detail: list[str]) -> tuple[bool, bool]
         fsutil.remove(path)
         detail.append(f"removed {path}")
         return first, True
+    return False, _put_back(att, undo, current, detail)
+
+
+def _put_back(att: Attempt, undo: Undo, current: fsutil.FileSnapshot, detail: list[str]) -> bool:
+    """Restore the file's previous bytes (kept by the deploy); return False when it already holds them, as it was."""
+    assert undo.sha256 is not None
+    path = current.path
     data = att.kept.get(undo.sha256) or history.stored_unit(att.req.history_dir, undo.sha256)
     if data is None:
         raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
-    wanted = fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid)
     if (current.data, current.mode, current.uid, current.gid) == (data, undo.mode, undo.uid, undo.gid):
         detail.append(f"{path} unchanged")
-        return False, False
-    fsutil.restore(wanted)
+        return False
+    fsutil.restore(fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid))
     detail.append(f"restored {path}")
-    return False, True
+    return True
 
 
 def _undo_socket(att: Attempt, undo: Undo, detail: list[str]) -> bool:
@@ -262,14 +268,8 @@ def _undo_socket(att: Attempt, undo: Undo, detail: list[str]) -> bool:
         if att.undo.get("daemon") is None:
             backend.daemon_reload()  # the deploy died before its daemon-reload: systemd still has the file loaded
         return True
-    data = att.kept.get(undo.sha256) or history.stored_unit(att.req.history_dir, undo.sha256)
-    if data is None:
-        raise InputError(f"the previous {path} ({undo.sha256[:12]}) was not kept: cannot put it back")
-    if (current.data, current.mode, current.uid, current.gid) == (data, undo.mode, undo.uid, undo.gid):
-        detail.append(f"{path} unchanged")
+    if not _put_back(att, undo, current, detail):
         return False
-    fsutil.restore(fsutil.FileSnapshot(path, data, undo.mode, undo.uid, undo.gid))
-    detail.append(f"restored {path}")
     # systemd applies the old ListenStream= only once it has loaded the file and the socket listens anew.
     backend.daemon_reload()
     if undo.was_active:
