@@ -154,6 +154,15 @@ def test_plan_when_everything_is_deployed() -> None:
     assert plan.installed_sha256 == plan.candidate_sha256
 
 
+def test_an_apply_without_a_repo_after_a_deploy_from_one_changes_no_code() -> None:
+    # No --repo: unitctl deploys no revision, whatever revision the history recorded stays where it is.
+    plan = plan_of(to_rev=None, deployed_rev="b" * 40)
+    assert not plan.code_changed and not plan.changes
+    assert (plan.action, plan.to_rev) == ("none", None)
+    unit_only = plan_of(to_rev=None, candidate=b"[Service]\nUser=app\n")
+    assert unit_only.unit_changed and not unit_only.code_changed and unit_only.action == "restart"
+
+
 def test_unknown_running_code_counts_as_changed() -> None:
     plan = plan_of(deployed_rev=None, rollback=RollbackTarget("a" * 40, "ORIG_HEAD"), preload=True)
     assert plan.code_changed and plan.action == "restart"
