@@ -785,14 +785,14 @@ def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: W
     installed(world)
     built: list[str] = []
     # Before the build (the pre-flight probe of the running release) there is nothing built to look at.
-    world.answer_fn = lambda: (
-        200
-        if not (world.repo / "built").exists()
-        else built.append((world.repo / "built").read_text())
-        or (  # type: ignore[func-returns-value]
-            503 if world.head() == world.revs["v2"] else 200
-        )
-    )
+
+    def answer() -> int:
+        if not (world.repo / "built").exists():
+            return 200
+        built.append((world.repo / "built").read_text())
+        return 503 if world.head() == world.revs["v2"] else 200
+
+    world.answer_fn = answer
     with pytest.raises(RolledBackError):
         world.run(build_cmd=BUILD)
     assert built[0] == "V = 2\n"  # the new release was built before it started
