@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakeclock import Clock
 from gitcmd import commit, git
 
 from unitctl import desired, errors, fsutil, gitrepo, history
@@ -44,7 +45,7 @@ from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, runnin
 
 UNIT = "app.service"
 URL = "http://127.0.0.1:8000/health/ready"
-GUNICORN = "/work/main/.venv/bin/gunicorn"
+GUNICORN = str(Path(sys.prefix) / "bin" / "gunicorn")  # this venv's: the units name a Gunicorn that exists
 
 
 def unit_text(bind: str = "127.0.0.1:8000", extra: str = "", *, exec_reload: bool = False) -> bytes:
@@ -61,17 +62,6 @@ def unit_text(bind: str = "127.0.0.1:8000", extra: str = "", *, exec_reload: boo
 class Report:
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -177,7 +167,7 @@ def world(tmp_path: Path) -> World:
     units = tmp_path / "units"
     units.mkdir()
     fake = FakeSystemd(unit_dir=str(units))
-    return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(), revs)
+    return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(100.0), revs)
 
 
 def installed(world: World, data: bytes | None = None) -> bytes:
