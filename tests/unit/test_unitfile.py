@@ -519,3 +519,19 @@ def test_read_unit_file_reads_bytes_and_refuses_unreadable_paths(tmp_path: Path)
     assert (u.path, u.get("Unit", "Description"), u.to_bytes()) == (str(p), "x", p.read_bytes())
     with pytest.raises(InputError, match=r"missing.service: no such file; check the path$"):
         read_unit_file(tmp_path / "missing.service")
+
+
+def test_a_unit_name_may_be_255_characters_not_256() -> None:
+    # systemd's UNIT_NAME_MAX is 256 bytes with the terminating NUL: 255 characters is the longest name it loads.
+    longest = "a" * (255 - len(".service")) + ".service"
+    assert dropin_dirs(longest)
+    with pytest.raises(UsageError, match="not a valid unit name"):
+        dropin_dirs("a" + longest)
+
+
+@pytest.mark.parametrize("text", ["[Service]", "[Service]\r\n"])
+def test_an_entry_added_after_a_header_starts_a_line_of_its_own(text: str) -> None:
+    uf = UnitFile.parse(text)
+    uf.add_entry("Service", "User", "app")
+    eol = "\r\n" if text.endswith("\r\n") else "\n"
+    assert uf.serialize() == f"[Service]{eol}User=app{eol}"
