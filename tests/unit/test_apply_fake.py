@@ -22,6 +22,7 @@ import httpx
 import pytest
 from fakeclock import Clock
 from gitcmd import commit, git
+from known_warnings import HTTPCORE_UNIX_CONNECT_LEAK
 
 from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
@@ -878,6 +879,7 @@ def test_ready_url_that_answers_on_a_retry_is_accepted(world: World) -> None:
     assert result.exit_code == 0 and "restart" in world.fake.ops()
 
 
+@HTTPCORE_UNIX_CONNECT_LEAK
 def test_missing_unix_socket_is_refused_nothing_changed(world: World, tmp_path: Path) -> None:
     data = installed(world)
     sock = tmp_path / "no-such.sock"
