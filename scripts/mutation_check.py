@@ -46,7 +46,13 @@ MODULES: dict[str, Module] = {
     "execline": Module(("src/unitctl/execline.py",), ("tests/unit/test_execline.py",)),
     "gunicorn": Module(
         ("src/unitctl/gunicorn.py", "src/unitctl/gunicorn/*.py", "src/unitctl/workers.py"),
-        ("tests/unit/test_gunicorn.py", "tests/unit/test_rewrite.py", "tests/unit/test_cli_units.py"),
+        # test_masking reads EnvironmentFile= syntax through parse_env_file
+        (
+            "tests/unit/test_gunicorn.py",
+            "tests/unit/test_rewrite.py",
+            "tests/unit/test_cli_units.py",
+            "tests/unit/test_masking.py",
+        ),
     ),
     "rewrite": Module(
         ("src/unitctl/rewrite.py",),
@@ -72,6 +78,10 @@ class Mutant:
 
 
 M = Mutant
+# Left out as equivalent (no input tells them apart, so no test can kill them): in make_plan, dropping
+# "installed is not None" from the stale check (no installed unit is always a unit change, which wins) and
+# "and state.is_active" from running_unrecorded (an inactive service is always restarted first); in rewrite,
+# dropping "or old.app != new.app" from _same_meaning (no edit plan touches the app, the check is a safety net).
 MUTANTS: list[Mutant] = [
     # -- unitfile: the lossless unit model ---------------------------------------------------------------------
     M(
@@ -204,7 +214,7 @@ MUTANTS: list[Mutant] = [
         "gunicorn",
         'if setting in facts.computed or "*" in facts.computed:',
         "if setting in facts.computed:",
-        "a config file that computes everything (exec, import *) taken as literal",
+        "a config file writing through globals()/exec/setattr taken as literal",
     ),
     M(
         "gunicorn",
@@ -245,9 +255,9 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "rewrite",
-        "    if before != after or old.app != new.app:",
-        "    if before != after:",
-        "a changed app module passes the same-meaning check",
+        "if k >= args.start and k not in drop]",
+        "if k > args.start and k not in drop]",
+        "the expected argv loses Gunicorn's first argument",
     ),
     M(
         "rewrite",
@@ -277,15 +287,15 @@ MUTANTS: list[Mutant] = [
     M("plan", " or bool(tree_reason)\n", "\n", "a torn checkout is not a code change"),
     M(
         "plan",
-        "stale = state.need_daemon_reload and installed is not None",
-        "stale = state.need_daemon_reload",
-        "NeedDaemonReload on a first deploy",
+        "        if running_ready is False:",
+        "        if running_ready is not True:",
+        "a running release nobody probed (None) restarted as if it did not answer",
     ),
     M(
         "plan",
-        "running_unrecorded=running_unrecorded and state.is_active,",
-        "running_unrecorded=running_unrecorded,",
-        "an inactive unrecorded service",
+        '    if unit_restored:\n        return "restart", "the unit file was put back"',
+        '    if not unit_restored:\n        return "restart", "the unit file was put back"',
+        "the rollback HUPs a master whose unit file it put back",
     ),
     M(
         "plan",
