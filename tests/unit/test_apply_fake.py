@@ -576,6 +576,17 @@ def test_rollback_command_targets_the_previous_good_deploy(world: World) -> None
     assert world.records()[-1].command == "rollback"
 
 
+def test_rollback_after_a_unit_only_deploy_puts_the_old_unit_back(world: World) -> None:
+    data_v1 = installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])  # no pull: only the unit changes
+    deployed = world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    assert deployed.exit_code == 0 and world.records()[-1].to_rev == world.revs["v1"]
+    req = commands.rollback_request(world.request())
+    assert req.rev == world.revs["v1"] and req.unit_bytes == data_v1
+    result = engine.run(req, world.edges())
+    assert result.exit_code == 0 and world.unit_path.read_bytes() == data_v1
+
+
 def test_rollback_command_goes_ahead_when_the_running_release_does_not_answer(world: World) -> None:
     data_v1 = installed(world)
     world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
