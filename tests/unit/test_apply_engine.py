@@ -30,7 +30,7 @@ from unitctl.errors import (
     RolledBackError,
     UnitPathError,
 )
-from unitctl.systemd.base import TransientResult
+from unitctl.systemd.base import TransientResult, TransientSpec
 
 UNIT = "app.service"
 # The fake world of test_apply_fake: the same fixtures, shared rather than copied.
@@ -389,7 +389,12 @@ def test_leftover_check_units_are_removed_by_name(world: World) -> None:
     other = capture.transient_prefix("other.service") + "0123456789abcdef.service"
     world.fake.leftover_transients = {mine, other}
     seen: list[str] = []
-    world.fake.script_transient(lambda spec: seen.append(spec.name_prefix) or TransientResult(0, ""))  # type: ignore[func-returns-value]
+
+    def check(spec: TransientSpec) -> TransientResult:
+        seen.append(spec.name_prefix)
+        return TransientResult(0, "")
+
+    world.fake.script_transient(check)
     world.run()
     assert world.fake.leftover_transients == {other}  # another unit's check may be running: never touched
     assert seen == [capture.transient_prefix(UNIT)]

@@ -234,7 +234,12 @@ def test_pre_import_runs_in_the_services_environment(world: World) -> None:
 def test_pre_import_module_var_uses_the_services_python(world: World) -> None:
     installed(world)
     seen: list[TransientSpec] = []
-    world.fake.script_transient(lambda spec: seen.append(spec) or TransientResult(0, ""))  # type: ignore[func-returns-value]
+
+    def check(spec: TransientSpec) -> TransientResult:
+        seen.append(spec)
+        return TransientResult(0, "")
+
+    world.fake.script_transient(check)
     world.run(pre_import="app:app")
     argv = list(seen[0].argv)
     assert Path(argv[0]).name.startswith("python") and argv[1] == "-c"
