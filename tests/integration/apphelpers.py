@@ -253,3 +253,8 @@ def http_get(box: Sandbox, url: str, timeout: float = 3.0) -> tuple[int, str]:
     out = box.run(["python3", "-c", code, url, str(timeout)], timeout=timeout + 10, check=True).stdout
     status, body = json.loads(out)
     return int(status), str(body)
+
+
+def bus_path(unit: str) -> str:
+    """Return systemd's D-Bus object path of ``unit`` (every character but [A-Za-z0-9] escaped as _XX)."""
+    return "/org/freedesktop/systemd1/unit/" + "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in unit)

@@ -59,7 +59,8 @@ class Canaried(Deploy):
     def phase(self, record: dict[str, Any], name: str) -> dict[str, Any]:
         found = [p for p in record["phases"] if p["name"] == name]
         assert found, f"no phase {name} in {[p['name'] for p in record['phases']]}"
-        return found[-1]
+        last: dict[str, Any] = found[-1]
+        return last
 
 
 @pytest.fixture

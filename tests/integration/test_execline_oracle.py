@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apphelpers import bus_path
 
 from unitctl import execline
 from unitctl.sandbox import Sandbox
@@ -40,13 +41,9 @@ def _resolve(text: str, unit: str) -> str:
     return re.sub(r"%(.)", lambda m: table.get(m.group(1), m.group(0)), text)
 
 
-def _bus_path(unit: str) -> str:
-    return "/org/freedesktop/systemd1/unit/" + "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in unit)
-
-
 def _bus_commands(box: Sandbox, unit: str, prop: str) -> list[tuple[str, list[str], list[str]]]:
     out = box.run(
-        ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", _bus_path(unit),
+        ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", bus_path(unit),
          "org.freedesktop.systemd1.Service", prop],
         check=True,
     ).stdout  # fmt: skip
@@ -219,7 +216,7 @@ def test_split_words_reads_environment_lines_as_systemd_does(box: Sandbox) -> No
     box.write_file("/etc/systemd/system/uxo-env.service", ENV_UNIT)
     box.systemctl("daemon-reload", check=True)
     out = box.run(
-        ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", _bus_path("uxo-env.service"),
+        ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", bus_path("uxo-env.service"),
          "org.freedesktop.systemd1.Service", "Environment"],
         check=True,
     ).stdout  # fmt: skip

@@ -241,8 +241,8 @@ def test_a_checkout_killed_half_way_is_repaired_by_the_next_apply(box: Sandbox, 
         gits = _pids_with("git", "checkout", v2)
         unitctls = _pids_with("unitctl", f"apply {app.name} ")
         assert gits and unitctls, (gits, unitctls)
-        for pid in [*unitctls, *gits]:
-            os.kill(pid, signal.SIGKILL)
+        for victim in [*unitctls, *gits]:
+            os.kill(victim, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

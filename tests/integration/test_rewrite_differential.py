@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apphelpers import bus_path
 
 from unitctl.rewrite import dropin_for, rewrite_unit
 from unitctl.sandbox import Sandbox
@@ -69,16 +70,12 @@ def _rewrite(case: str) -> tuple[str, str]:
     return text, result.text
 
 
-def _bus_path(unit: str) -> str:
-    return "/org/freedesktop/systemd1/unit/" + "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in unit)
-
-
 def _loaded(box: Sandbox, unit: str) -> tuple[list[str], list[str]]:
     """Return (executable + arguments of the one ExecStart, Environment=) as systemd loaded them."""
 
     def prop(name: str) -> Any:
         out = box.run(
-            ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", _bus_path(unit),
+            ["busctl", "--json=short", "get-property", "org.freedesktop.systemd1", bus_path(unit),
              "org.freedesktop.systemd1.Service", name],
             check=True,
         ).stdout  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from unitctl import sandbox as sandbox_mod
+from unitctl.errors import SandboxError
 
 pytestmark = pytest.mark.systemd
 
@@ -144,12 +146,12 @@ def test_teardown_leaves_nothing_behind(how: str, tmp_path: Path) -> None:
 
 def test_refuses_clearly_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(sandbox_mod.SandboxError, match="needs root"):
+    with pytest.raises(SandboxError, match="needs root"):
         sandbox_mod.check_host()
 
 
 def test_refuses_clearly_without_nspawn(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_which = sandbox_mod.shutil.which
-    monkeypatch.setattr(sandbox_mod.shutil, "which", lambda n: None if n == "systemd-nspawn" else real_which(n))
-    with pytest.raises(sandbox_mod.SandboxError, match="systemd-container"):
+    real_which = shutil.which
+    monkeypatch.setattr("unitctl.sandbox.shutil.which", lambda n: None if n == "systemd-nspawn" else real_which(n))
+    with pytest.raises(SandboxError, match="systemd-container"):
         sandbox_mod.check_host()

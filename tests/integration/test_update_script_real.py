@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from unitctl.sandbox import Sandbox
+from unitctl.sandbox import Result, Sandbox
 
 pytestmark = pytest.mark.systemd
 
@@ -43,7 +43,7 @@ def _setup(box: Sandbox) -> dict[str, str]:
     return revs
 
 
-def _deploy(box: Sandbox, venv_bin: Path, rev: str, *extra: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def _deploy(box: Sandbox, venv_bin: Path, rev: str, *extra: str, env: dict[str, str] | None = None) -> Result:
     if box.exists(SUMMARY):
         box.host_path(SUMMARY).unlink()
     return box.run(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import test_apply_fake as base
-from test_apply_fake import World, _write, git, installed, unit_text
+from gitcmd import git
+from test_apply_fake import World, _write, installed, unit_text
 
 from unitctl import fsutil, history, lock
 from unitctl.deploy import capture, engine, journal, model
@@ -29,7 +30,7 @@ from unitctl.errors import (
     RolledBackError,
     UnitPathError,
 )
-from unitctl.systemd.base import TransientResult
+from unitctl.systemd.base import TransientResult, TransientSpec
 
 UNIT = "app.service"
 # The fake world of test_apply_fake: the same fixtures, shared rather than copied.
@@ -70,9 +71,10 @@ def test_undo_log_keeps_first_place_and_latest_target() -> None:
     log.register(Undo("unit", path="/u", sha256=None))
     log.register(Undo("tree", rev="b" * 40, repo="/r"))
     assert [(u.resource, u.rev) for u in log.entries()] == [("tree", "b" * 40), ("unit", None)]
-    assert log.touched_systemd
+    touched = [log.touched_systemd]
     log.drop("unit")
-    assert not log.touched_systemd
+    touched.append(log.touched_systemd)
+    assert touched == [True, False]
     assert Undo.from_json(Undo("unit", path="/u", sha256="c" * 64, mode=0o640).to_json()).mode == 0o640
     with pytest.raises(ValueError, match="unknown undo resource"):
         Undo.from_json({"resource": "database"})
@@ -267,7 +269,8 @@ def test_a_closed_output_pipe_changes_nothing_about_the_outcome(world: World) ->
     result = engine.run(world.request(), edges)
     assert result.exit_code == 0 and world.records()[-1].outcome == "ok" and world.head() == world.revs["v2"]
     assert world.fake.ops(UNIT).count("restart") == 1  # a good release is never undone for a lost caller
-    assert safe_write(stream, "more\n") and stream.close() is None  # the descriptor now points at /dev/null
+    assert safe_write(stream, "more\n")
+    stream.close()  # does not raise: the descriptor now points at /dev/null
 
 
 def test_sighup_is_ignored_during_the_deploy(world: World) -> None:
@@ -386,7 +389,12 @@ def test_leftover_check_units_are_removed_by_name(world: World) -> None:
     other = capture.transient_prefix("other.service") + "0123456789abcdef.service"
     world.fake.leftover_transients = {mine, other}
     seen: list[str] = []
-    world.fake.script_transient(lambda spec: seen.append(spec.name_prefix) or TransientResult(0, ""))  # type: ignore[func-returns-value]
+
+    def check(spec: TransientSpec) -> TransientResult:
+        seen.append(spec.name_prefix)
+        return TransientResult(0, "")
+
+    world.fake.script_transient(check)
     world.run()
     assert world.fake.leftover_transients == {other}  # another unit's check may be running: never touched
     assert seen == [capture.transient_prefix(UNIT)]

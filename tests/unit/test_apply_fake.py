@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fakeclock import Clock
 from gitcmd import commit, git
+from known_warnings import HTTPCORE_UNIX_CONNECT_LEAK
 
 from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
@@ -44,7 +46,7 @@ from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, runnin
 
 UNIT = "app.service"
 URL = "http://127.0.0.1:8000/health/ready"
-GUNICORN = "/work/main/.venv/bin/gunicorn"
+GUNICORN = str(Path(sys.prefix) / "bin" / "gunicorn")  # this venv's: the units name a Gunicorn that exists
 
 
 def unit_text(bind: str = "127.0.0.1:8000", extra: str = "", *, exec_reload: bool = False) -> bytes:
@@ -61,17 +63,6 @@ def unit_text(bind: str = "127.0.0.1:8000", extra: str = "", *, exec_reload: boo
 class Report:
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -177,7 +168,7 @@ def world(tmp_path: Path) -> World:
     units = tmp_path / "units"
     units.mkdir()
     fake = FakeSystemd(unit_dir=str(units))
-    return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(), revs)
+    return World(tmp_path, repo, units, tmp_path / "hist", fake, Clock(100.0), revs)
 
 
 def installed(world: World, data: bytes | None = None) -> bytes:
@@ -243,7 +234,12 @@ def test_pre_import_runs_in_the_services_environment(world: World) -> None:
 def test_pre_import_module_var_uses_the_services_python(world: World) -> None:
     installed(world)
     seen: list[TransientSpec] = []
-    world.fake.script_transient(lambda spec: seen.append(spec) or TransientResult(0, ""))  # type: ignore[func-returns-value]
+
+    def check(spec: TransientSpec) -> TransientResult:
+        seen.append(spec)
+        return TransientResult(0, "")
+
+    world.fake.script_transient(check)
     world.run(pre_import="app:app")
     argv = list(seen[0].argv)
     assert Path(argv[0]).name.startswith("python") and argv[1] == "-c"
@@ -585,6 +581,17 @@ def test_rollback_command_targets_the_previous_good_deploy(world: World) -> None
     assert world.records()[-1].command == "rollback"
 
 
+def test_rollback_after_a_unit_only_deploy_puts_the_old_unit_back(world: World) -> None:
+    data_v1 = installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])  # no pull: only the unit changes
+    deployed = world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
+    assert deployed.exit_code == 0 and world.records()[-1].to_rev == world.revs["v1"]
+    req = commands.rollback_request(world.request())
+    assert req.rev == world.revs["v1"] and req.unit_bytes == data_v1
+    result = engine.run(req, world.edges())
+    assert result.exit_code == 0 and world.unit_path.read_bytes() == data_v1
+
+
 def test_rollback_command_goes_ahead_when_the_running_release_does_not_answer(world: World) -> None:
     data_v1 = installed(world)
     world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")))
@@ -785,14 +792,14 @@ def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: W
     installed(world)
     built: list[str] = []
     # Before the build (the pre-flight probe of the running release) there is nothing built to look at.
-    world.answer_fn = lambda: (
-        200
-        if not (world.repo / "built").exists()
-        else built.append((world.repo / "built").read_text())
-        or (  # type: ignore[func-returns-value]
-            503 if world.head() == world.revs["v2"] else 200
-        )
-    )
+
+    def answer() -> int:
+        if not (world.repo / "built").exists():
+            return 200
+        built.append((world.repo / "built").read_text())
+        return 503 if world.head() == world.revs["v2"] else 200
+
+    world.answer_fn = answer
     with pytest.raises(RolledBackError):
         world.run(build_cmd=BUILD)
     assert built[0] == "V = 2\n"  # the new release was built before it started
@@ -888,6 +895,7 @@ def test_ready_url_that_answers_on_a_retry_is_accepted(world: World) -> None:
     assert result.exit_code == 0 and "restart" in world.fake.ops()
 
 
+@HTTPCORE_UNIX_CONNECT_LEAK
 def test_missing_unix_socket_is_refused_nothing_changed(world: World, tmp_path: Path) -> None:
     data = installed(world)
     sock = tmp_path / "no-such.sock"

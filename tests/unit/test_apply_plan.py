@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,30 @@ def test_plan_when_everything_is_deployed() -> None:
     plan = plan_of()
     assert not plan.changes and not plan.unit_changed and not plan.code_changed
     assert plan.installed_sha256 == plan.candidate_sha256
+
+
+def test_an_apply_without_a_repo_after_a_deploy_from_one_changes_no_code() -> None:
+    # No --repo: unitctl deploys no revision, whatever revision the history recorded stays where it is.
+    plan = plan_of(to_rev=None, deployed_rev="b" * 40)
+    assert not plan.code_changed and not plan.changes
+    assert (plan.action, plan.to_rev) == ("none", None)
+    unit_only = plan_of(to_rev=None, candidate=b"[Service]\nUser=app\n")
+    assert unit_only.unit_changed and not unit_only.code_changed and unit_only.action == "restart"
+
+
+def test_a_unit_systemd_has_not_loaded_gets_a_daemon_reload_and_a_restart() -> None:
+    stale = dataclasses.replace(running_state("app.service"), need_daemon_reload=True)
+    plan = plan_of(state=stale)
+    assert not plan.unit_changed and plan.daemon_reload and plan.action == "restart"
+    assert not plan_of().daemon_reload
+
+
+def test_no_socket_candidate_leaves_an_installed_socket_alone() -> None:
+    socket = {"socket_path": Path("/etc/systemd/system/app.socket"), "socket_installed": b"[Socket]\n"}
+    plan = plan_of(**socket, socket_candidate=None)
+    assert (plan.socket_changed, plan.socket_path, plan.daemon_reload, plan.changes) == (False, None, False, False)
+    changed = plan_of(**socket, socket_candidate=b"[Socket]\nListenStream=/run/app.sock\n")
+    assert changed.socket_changed and changed.daemon_reload and changed.action == "restart"
 
 
 def test_unknown_running_code_counts_as_changed() -> None:

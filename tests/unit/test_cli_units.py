@@ -353,6 +353,30 @@ def test_rewrite_workers_auto_uses_this_hosts_cpus(tmp_path: Path, monkeypatch: 
     assert "-w 6 app:app" in result.stdout
 
 
+@pytest.mark.parametrize(("workers", "code"), [("4", 0), ("5", 2)])
+def test_rewrite_workers_may_equal_max_workers_but_not_exceed_it(tmp_path: Path, workers: str, code: int) -> None:
+    path = unit_file(tmp_path, PLAIN_UNIT)
+    result = runner.invoke(app, ["rewrite", str(path), "--workers", workers, "--max-workers", "4"])
+    assert result.exit_code == code, result.output
+    if code == 0:
+        assert "-w 4 app:app" in result.stdout
+    else:
+        assert "--workers 5 is above --max-workers 4" in one_error_line(result.output)
+
+
+def test_rewrite_no_preload_warns_when_the_config_file_computes_preload(tmp_path: Path) -> None:
+    # Gunicorn evaluates gunicorn.conf.py: a computed preload_app may be on, and the unit cannot turn it off.
+    (tmp_path / "gunicorn.conf.py").write_text('import os\npreload_app = os.environ.get("PRELOAD") == "1"\n')
+    unit = f"[Service]\nWorkingDirectory={tmp_path}\nExecStart=/v/bin/gunicorn -w 2 app:app\n"
+    result = runner.invoke(app, ["rewrite", str(unit_file(tmp_path, unit)), "--no-preload"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == unit
+    assert f"unitctl: warning: {tmp_path}/gunicorn.conf.py sets preload_app;" in result.stderr
+    (tmp_path / "gunicorn.conf.py").write_text("preload_app = False\n")
+    literal_off = runner.invoke(app, ["rewrite", str(unit_file(tmp_path, unit)), "--no-preload"])
+    assert literal_off.exit_code == 0 and "warning" not in literal_off.stderr, literal_off.output
+
+
 def test_rewrite_check(tmp_path: Path) -> None:
     path = unit_file(tmp_path, PLAIN_UNIT)
     pending = runner.invoke(app, ["rewrite", str(path), "--workers", "5", "--check"])

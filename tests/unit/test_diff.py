@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from unitctl import diff, masking
+from unitctl.desired import RewriteSpec
 from unitctl.errors import ExitCode, InputError, NotGunicornError, UsageError
 from unitctl.output import colour_enabled
 
@@ -247,13 +248,13 @@ def test_rewrite_of_the_installed_unit(tmp_path: Path) -> None:
     root = make_root(tmp_path)
     text = INSTALLED.replace("gunicorn -w 9", "gunicorn --preload -w 9")
     (root / "etc/systemd/system/shop.service").write_text(text)
-    spec = diff.RewriteSpec(workers=5, no_preload=True)
+    spec = RewriteSpec(workers=5, no_preload=True)
     result = diff.diff_installed(name="shop", root=str(root), rewrite=spec)
     assert result.differs
     assert "-ExecStart=/srv/venv/bin/gunicorn --preload -w 9 shop:app\n" in "".join(result.lines)
     assert "+ExecStart=/srv/venv/bin/gunicorn -w 5 shop:app\n" in "".join(result.lines)
     assert result.summary == "workers 9 → 5, preload removed"
-    same = diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=9))
+    same = diff.diff_installed(name="shop", root=str(root), rewrite=RewriteSpec(workers=9))
     assert not same.differs and same.summary == "no changes"
 
 
@@ -261,15 +262,15 @@ def test_rewrite_of_a_unit_without_gunicorn_is_refused(tmp_path: Path) -> None:
     root = make_root(tmp_path, dropin=None)
     (root / "etc/systemd/system/shop.service").write_text("[Service]\nExecStart=/bin/sleep 9\n")
     with pytest.raises(NotGunicornError):
-        diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=5))
+        diff.diff_installed(name="shop", root=str(root), rewrite=RewriteSpec(workers=5))
 
 
 def test_rewrite_targets_the_drop_in_that_systemd_runs(tmp_path: Path) -> None:
     dropin = "[Service]\nExecStart=\nExecStart=/srv/venv/bin/gunicorn --preload -w 3 shop:app\n"
     root = make_root(tmp_path, dropin=dropin)
-    result = diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=5, no_preload=True))
+    result = diff.diff_installed(name="shop", root=str(root), rewrite=RewriteSpec(workers=5, no_preload=True))
     text = "".join(result.lines)
     assert "+ExecStart=/srv/venv/bin/gunicorn -w 5 shop:app\n" in text
     assert "-ExecStart=/srv/venv/bin/gunicorn -w 9 shop:app\n" not in text  # the main file is left alone
     assert result.summary == "workers 3 → 5, preload removed"
-    assert not diff.diff_installed(name="shop", root=str(root), rewrite=diff.RewriteSpec(workers=3)).differs
+    assert not diff.diff_installed(name="shop", root=str(root), rewrite=RewriteSpec(workers=3)).differs

@@ -300,8 +300,8 @@ def test_join_refuses_what_systemd_would_read_differently(argv: list[str]) -> No
 
 # -- properties ----------------------------------------------------------------------------------------------
 
-_TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20)
-_PATH_PART = st.text(st.characters(whitelist_categories=("Ll", "Lu", "Nd"), whitelist_characters="._+"), min_size=1)
+_TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=20)
+_PATH_PART = st.text(st.characters(categories=("Ll", "Lu", "Nd"), include_characters="._+"), min_size=1)
 _EXE = st.lists(_PATH_PART.filter(lambda p: p not in (".", "..")), min_size=1, max_size=4).map(
     lambda parts: "/" + "/".join(parts)
 )

@@ -21,7 +21,9 @@ def test_fake_satisfies_the_protocol() -> None:
 
 
 @pytest.mark.parametrize("backend", [FakeSystemd, SystemctlBackend, DbusBackend])
-def test_every_backend_has_the_protocols_methods_with_the_same_signatures(backend: type) -> None:
+def test_every_backend_has_the_protocols_methods_with_the_same_signatures(
+    backend: type[FakeSystemd | SystemctlBackend | DbusBackend],
+) -> None:
     # mypy checks only src/, where nothing assigns a FakeSystemd to a SystemdBackend: compare at run time.
     methods = [n for n, v in vars(SystemdBackend).items() if callable(v) and not n.startswith("_")]
     assert "run_transient" in methods and "journal" in methods

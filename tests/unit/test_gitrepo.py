@@ -414,7 +414,7 @@ def test_a_tree_torn_by_kill_9_is_detected_and_repaired_by_the_next_checkout(big
     proc.kill()
     for pid in kids:
         os.kill(pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()  # waits and closes the pipes
     assert _torn(repo, v1), "kill -9 of unitctl and git half-way leaves a torn tree"
     assert (repo / ".git/index.lock").exists()
     r = GitRepo(repo)
@@ -469,7 +469,7 @@ def test_a_lock_another_process_holds_is_refused(repo: Path) -> None:
         assert (repo / ".git/index.lock").exists(), "a held lock is never removed"
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # waits and closes the pipe
 
 
 # -- who runs git: the checkout's owner, so nothing the repository plants runs as root -------------

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 import httpx
 import pytest
+from fakeclock import Clock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,21 +17,6 @@ from unitctl.probe import Probe, ProbeResult
 from unitctl.systemd.fake import FakeSystemd, failed_state, running_state
 
 UNIT = "app.service"
-
-
-class Clock:
-    """A fake monotonic clock; sleep advances it, and each probe costs ``probe_cost`` seconds."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def scripted_probe(

@@ -395,6 +395,29 @@ def test_effective_settings_precedence() -> None:
     assert (s.workers.value, s.workers.source) == (2, "command line")
 
 
+def test_the_command_line_beats_gunicorn_cmd_args() -> None:
+    unit = UNIT.replace('"GUNICORN_CMD_ARGS=--preload', '"GUNICORN_CMD_ARGS=--workers 5 --preload')
+    s = g.effective_settings(unit, read_file=lambda p: None)
+    assert (s.workers.value, s.workers.source) == (5, "GUNICORN_CMD_ARGS")
+    s = g.effective_settings(unit.replace("app:application", "-w 2 app:application"), read_file=lambda p: None)
+    assert (s.workers.value, s.workers.source) == (2, "command line")
+
+
+def test_a_config_file_writing_through_globals_leaves_what_it_does_not_assign_unknown() -> None:
+    unit = "[Service]\nWorkingDirectory=/srv/app\nExecStart=/srv/app/.venv/bin/gunicorn app:application\n"
+    files = {"/srv/app/gunicorn.conf.py": 'globals()["preload_app"] = True\nworkers = 4\n'}
+    s = g.effective_settings(unit, read_file=files.get)
+    assert (s.preload.value, s.preload.source) == (None, "config file /srv/app/gunicorn.conf.py (computed)")
+    assert s.workers.value == 4
+
+
+@pytest.mark.parametrize("text", ["A='never closed", 'A="never closed', "A='never closed\nB=1\n"])
+def test_an_environment_file_value_whose_quote_never_closes_is_kept(text: str) -> None:
+    # systemd keeps such a value (to the end of the file) instead of dropping the assignment.
+    env = g.parse_env_file(text)
+    assert list(env) == ["A"] and env["A"].startswith("never closed")
+
+
 def test_effective_settings_warn_about_what_they_cannot_read() -> None:
     unit = UNIT.replace("WorkingDirectory=/srv/app\n", "WorkingDirectory=/srv/app\nEnvironmentFile=-/etc/app.env\n")
     s = g.effective_settings(unit)

@@ -54,6 +54,14 @@ def test_last_good_and_previous_good() -> None:
     assert history.last_good([rec("refused", "a")]) is None
 
 
+def test_previous_good_after_a_unit_only_deploy_is_the_same_revision_with_the_old_unit() -> None:
+    # A deploy that changes only the unit keeps the revision: 'unitctl rollback' must put the old unit back.
+    records = [rec("ok", "a", sha="u0"), rec("ok", "b", sha="u1"), rec("ok", "b", sha="u2")]
+    prev = history.previous_good(records)
+    assert prev is records[1]
+    assert history.previous_good([rec("ok", "b", sha="u1"), rec("ok", "b", sha="u1")]) is None
+
+
 def test_unit_store_is_content_addressed(tmp_path: Path) -> None:
     digest = history.store_unit(tmp_path, b"[Unit]\n")
     assert history.stored_unit(tmp_path, digest) == b"[Unit]\n"

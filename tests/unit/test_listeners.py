@@ -44,7 +44,7 @@ def spawn() -> Iterator[Callable[..., int]]:
     yield start
     for p in procs:
         p.kill()
-        p.wait()
+        p.communicate()  # waits and closes the pipe
 
 
 def test_a_process_without_sockets_does_not_listen(spawn: Callable[..., int]) -> None:

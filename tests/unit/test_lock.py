@@ -44,7 +44,7 @@ def test_lock_held_by_another_process_and_released_when_it_dies(tmp_path: Path) 
         assert time.monotonic() - start < 1.0  # refused at once, not after waiting
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()  # waits and closes the pipe
     with lock.unit_lock(tmp_path, "app.service"):
         pass
 

@@ -115,6 +115,17 @@ def test_unit_text_masks_by_position_every_other_byte_kept() -> None:
     assert masking.mask_unit_text(out) == out
 
 
+def test_an_empty_credential_has_nothing_to_mask() -> None:
+    # "id:" with no value: a mask would claim a secret where there is none (and change the diff for nothing).
+    text = "[Service]\nSetCredential=tok:\nSetCredential=tok2:   \nSetCredential=db:s3cret\n"
+    assert masking.mask_unit_text(text) == text.replace("s3cret", MASK)
+
+
+def test_a_four_character_url_password_is_learned_a_three_character_one_is_not() -> None:
+    assert "k9Zq" in masking.secret_values({"CACHE": "redis://:k9Zq@cache"})
+    assert "k9Z" not in masking.secret_values({"CACHE": "redis://:k9Z@cache"})
+
+
 def test_diff_hides_a_secret_gunicorn_argument() -> None:
     old = "[Service]\nExecStart=/g -e SESSION_SECRET=old-secret-1 app:app\n"
     new = "[Service]\nExecStart=/g -e SESSION_SECRET=new-secret-2 app:app\n"

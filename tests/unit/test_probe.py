@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from known_warnings import HTTPCORE_UNIX_CONNECT_LEAK
 
 from unitctl.errors import UsageError
 from unitctl.probe import Probe, parse_target, sanitize_excerpt
@@ -150,6 +151,7 @@ def test_real_refused_port() -> None:
     assert not res.ok and res.error == f"connection refused at http://127.0.0.1:{port}/ok"
 
 
+@HTTPCORE_UNIX_CONNECT_LEAK
 def test_real_missing_unix_socket(tmp_path: Path) -> None:
     res = Probe(f"unix:{tmp_path}/absent.sock:/ready", timeout=2)()
     assert not res.ok and res.error == f"socket {tmp_path}/absent.sock does not exist"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gitcmd import git
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "update_systemd_unit.sh"
@@ -206,7 +207,7 @@ def test_a_failed_rewrite_stops_before_apply_with_its_code(fake: dict[str, Path]
 
 def test_a_failed_fetch_is_refused_before_apply(fake: dict[str, Path], tmp_path: Path) -> None:
     repo = fake["repo"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    git(repo.parent, "init", "-q", str(repo))
     args = ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]), "--repo", str(repo)]
     proc = run([*args, "--fetch", "--remote", "nosuchremote"], fake)
     assert proc.returncode == 3
@@ -217,17 +218,16 @@ def test_a_failed_fetch_is_refused_before_apply(fake: dict[str, Path], tmp_path:
 
 def test_fetch_brings_the_revision_before_apply(fake: dict[str, Path], tmp_path: Path) -> None:
     origin = tmp_path / "origin"
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q", str(origin)], check=True)
-    subprocess.run([*git, "-C", str(origin), "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    git(tmp_path, "init", "-q", str(origin))
+    git(origin, "commit", "-q", "--allow-empty", "-m", "one")
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True)
-    subprocess.run([*git, "-C", str(origin), "commit", "-q", "--allow-empty", "-m", "two"], check=True)
-    new = subprocess.run(["git", "-C", str(origin), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git(tmp_path, "clone", "-q", str(origin), str(clone))
+    git(origin, "commit", "-q", "--allow-empty", "-m", "two")
+    new = git(origin, "rev-parse", "HEAD").strip()
     args = ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]), "--repo", str(clone)]
     proc = run([*args, "--fetch", "--rev", new], fake)
     assert proc.returncode == 0, proc.stderr
-    assert subprocess.run(["git", "-C", str(clone), "cat-file", "-e", new], check=False).returncode == 0
+    git(clone, "cat-file", "-e", new)  # raises unless the clone has the revision
     assert calls(fake)[1] == f"fetch {clone} --remote origin"
     assert calls(fake)[-1].endswith(f"--rev {new}")
 

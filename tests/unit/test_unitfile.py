@@ -424,8 +424,8 @@ def test_load_unit_reads_under_a_root(tmp_path: Path) -> None:
 
 _EOL = st.sampled_from(["\n", "\r\n", "\r", "\n\r"])
 _WS = st.text(" \t", max_size=3)
-_VALUE = st.text(st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)), max_size=15)
-_KEY_CHARS = st.characters(whitelist_categories=("Lu", "Ll", "Nd"), whitelist_characters="-_ ")
+_VALUE = st.text(st.characters(exclude_characters="\r\n\x00", exclude_categories=["Cs"]), max_size=15)
+_KEY_CHARS = st.characters(categories=("Lu", "Ll", "Nd"), include_characters="-_ ")
 _KEY = st.text(_KEY_CHARS, min_size=1, max_size=8)
 _LINE = st.one_of(
     st.builds(lambda w, n, t: f"{w}[{n}]{t}", _WS, _KEY, _WS),
@@ -448,7 +448,7 @@ def unit_texts(draw: st.DrawFn, *, header_first: bool = False) -> str:
         lines.insert(0, "[Service]")
     eols = draw(st.lists(_EOL, min_size=len(lines), max_size=len(lines)))
     text = "".join(line + eol for line, eol in zip(lines, eols, strict=True))
-    if lines and draw(st.booleans()):
+    if len(lines) > 0 and draw(st.booleans()):
         text = text[: -len(eols[-1])]  # no final newline
     return ("\ufeff" if draw(st.booleans()) else "") + text
 
@@ -519,3 +519,19 @@ def test_read_unit_file_reads_bytes_and_refuses_unreadable_paths(tmp_path: Path)
     assert (u.path, u.get("Unit", "Description"), u.to_bytes()) == (str(p), "x", p.read_bytes())
     with pytest.raises(InputError, match=r"missing.service: no such file; check the path$"):
         read_unit_file(tmp_path / "missing.service")
+
+
+def test_a_unit_name_may_be_255_characters_not_256() -> None:
+    # systemd's UNIT_NAME_MAX is 256 bytes with the terminating NUL: 255 characters is the longest name it loads.
+    longest = "a" * (255 - len(".service")) + ".service"
+    assert dropin_dirs(longest)
+    with pytest.raises(UsageError, match="not a valid unit name"):
+        dropin_dirs("a" + longest)
+
+
+@pytest.mark.parametrize("text", ["[Service]", "[Service]\r\n"])
+def test_an_entry_added_after_a_header_starts_a_line_of_its_own(text: str) -> None:
+    uf = UnitFile.parse(text)
+    uf.add_entry("Service", "User", "app")
+    eol = "\r\n" if text.endswith("\r\n") else "\n"
+    assert uf.serialize() == f"[Service]{eol}User=app{eol}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,17 +26,17 @@ from unitctl.unitpath import (
 )
 
 ETC = "/etc/systemd/system"
-RUNNING = {"load_state": "loaded", "active_state": "active", "sub_state": "running", "main_pid": 42}
-STOPPED = {"load_state": "loaded", "active_state": "inactive", "sub_state": "dead", "main_pid": 0}
-NOT_FOUND = {"load_state": "not-found", "active_state": "inactive", "sub_state": "dead", "main_pid": 0}
+RUNNING: dict[str, Any] = {"load_state": "loaded", "active_state": "active", "sub_state": "running", "main_pid": 42}
+STOPPED: dict[str, Any] = {"load_state": "loaded", "active_state": "inactive", "sub_state": "dead", "main_pid": 0}
+NOT_FOUND: dict[str, Any] = {"load_state": "not-found", "active_state": "inactive", "sub_state": "dead", "main_pid": 0}
 
 
-def st(name: str, *, fragment: str = "", dropins: tuple[str, ...] = (), ufs: str = "", **kw: object) -> UnitState:
+def st(name: str, *, fragment: str = "", dropins: tuple[str, ...] = (), ufs: str = "", **kw: Any) -> UnitState:
     fields = {**RUNNING, **kw}
-    return UnitState(name=name, fragment_path=fragment, dropin_paths=dropins, unit_file_state=ufs, **fields)  # type: ignore[arg-type]
+    return UnitState(name=name, fragment_path=fragment, dropin_paths=dropins, unit_file_state=ufs, **fields)
 
 
-def disk(files: dict[str, PathInfo | str]) -> object:
+def disk(files: dict[str, PathInfo | str]) -> Callable[[str], PathInfo]:
     """Return a ``look`` over a table: a path maps to 'file', 'other' or a PathInfo; anything else is absent."""
 
     def look(path: str) -> PathInfo:
@@ -167,9 +169,9 @@ WRITES = [
 
 @pytest.mark.parametrize(("case", "unit", "state", "files", "allow", "expected"), WRITES, ids=[w[0] for w in WRITES])
 def test_where_the_unit_is_written(
-    case: str, unit: str, state: UnitState, files: dict[str, PathInfo | str], allow: bool, expected: tuple
+    case: str, unit: str, state: UnitState, files: dict[str, PathInfo | str], allow: bool, expected: tuple[Any, ...]
 ) -> None:
-    target = decide(unit, state, allow_template=allow, look=disk(files))  # type: ignore[arg-type]
+    target = decide(unit, state, allow_template=allow, look=disk(files))
     path, kind, exists, first, via = expected
     assert (str(target.path), target.kind, target.exists, target.first_deploy, target.via_link) == expected
     assert target.undo == ("restore" if exists else "remove")
@@ -336,7 +338,7 @@ def test_refusals_are_one_clear_line(
     case: str, unit: str, state: UnitState, files: dict[str, PathInfo | str], message: str
 ) -> None:
     with pytest.raises(UnitPathError, match=message) as info:
-        decide(unit, state, look=disk(files))  # type: ignore[arg-type]
+        decide(unit, state, look=disk(files))
     assert info.value.exit_code == ExitCode.REFUSED
     assert "\n" not in str(info.value) and info.value.hint
 
@@ -350,10 +352,10 @@ def test_the_template_flag_does_not_lift_the_other_refusals() -> None:
 
 def test_unit_names_are_validated_and_must_match_the_state() -> None:
     with pytest.raises(Exception, match="not a valid systemd unit name"):
-        decide("../evil.service", st("../evil.service"), look=disk({}))  # type: ignore[arg-type]
+        decide("../evil.service", st("../evil.service"), look=disk({}))
     with pytest.raises(ValueError, match="state of other.service given for app.service"):
-        decide("app", st("other.service"), look=disk({}))  # type: ignore[arg-type]
-    assert decide("app", st("app.service", **NOT_FOUND), look=disk({})).unit == "app.service"  # type: ignore[arg-type]
+        decide("app", st("other.service"), look=disk({}))
+    assert decide("app", st("app.service", **NOT_FOUND), look=disk({})).unit == "app.service"
 
 
 def test_a_custom_unit_dir_and_link_roots() -> None:
@@ -449,7 +451,7 @@ def test_describe_says_what_is_written_and_how_it_is_undone() -> None:
     vendor = decide(
         "app.service",
         st("app.service", fragment="/usr/lib/systemd/system/app.service", dropins=VENDOR_DROPINS),
-        look=disk({}),  # type: ignore[arg-type]
+        look=disk({}),
     )
     assert vendor.describe() == (
         "write /etc/systemd/system/app.service, a copy that shadows /usr/lib/systemd/system/app.service; "
@@ -458,12 +460,12 @@ def test_describe_says_what_is_written_and_how_it_is_undone() -> None:
     linked = decide(
         "app.service",
         st("app.service", fragment=f"{ETC}/app.service"),
-        look=disk({f"{ETC}/app.service": link(f"{ETC}/app.service", "/etc/systemd/units/app.service")}),  # type: ignore[arg-type]
+        look=disk({f"{ETC}/app.service": link(f"{ETC}/app.service", "/etc/systemd/units/app.service")}),
     )
     assert linked.describe() == (
         "write /etc/systemd/units/app.service through the link /etc/systemd/system/app.service; undo: restore its bytes"
     )
-    new = decide("app.service", st("app.service", **NOT_FOUND), look=disk({}))  # type: ignore[arg-type]
+    new = decide("app.service", st("app.service", **NOT_FOUND), look=disk({}))
     assert new.describe() == "write /etc/systemd/system/app.service; undo: remove it (first deploy)"
 
 
