@@ -1,4 +1,4 @@
-"""gunicorn.py against the real Gunicorn: its option table, its argparse parser, finding it in an ExecStart."""
+"""The gunicorn package against the real Gunicorn: its option table, its argparse parser, finding it in an ExecStart."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_option_table_matches_the_installed_gunicorn() -> None:
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    committed = (REPO / "src" / "unitctl" / "_gunicorn_options.py").read_text(encoding="utf-8")
+    committed = (REPO / "src" / "unitctl" / "gunicorn" / "_table.py").read_text(encoding="utf-8")
     assert mod.generate() == committed, "run: .venv/bin/python scripts/gen_gunicorn_options.py"
 
 
