@@ -416,7 +416,7 @@ def rewrite(
     if max_workers is not None and workers is None:
         raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
     from unitctl.fsutil import read_unit_bytes
-    from unitctl.render import parse_workers
+    from unitctl.gunicorn.workers import parse_workers
 
     wanted = parse_workers(workers) if workers is not None else None
     path = Path(file)

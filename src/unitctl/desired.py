@@ -97,11 +97,11 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
         return Desired(rendered=result.service, rendered_socket=result.socket,
                        socket_name=result.socket_name if result.socket is not None else None)  # fmt: skip
     if rewrite_given:
-        from unitctl.render import parse_workers
+        from unitctl.gunicorn.workers import parse_request
 
         return Desired(
             rewrite=RewriteSpec(
-                workers=parse_workers(opts.workers) if opts.workers is not None else None,
+                workers=parse_request(opts.workers, opts.max_workers),
                 max_workers=opts.max_workers,
                 no_preload=opts.no_preload,
                 cpu_count=cpu_count,

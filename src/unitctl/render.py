@@ -23,9 +23,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from unitctl.errors import InputError, UsageError
+from unitctl.gunicorn.workers import Workers, parse_workers, resolve_workers
 
 SERVICE_TEMPLATE = "gunicorn.service.j2"
 SOCKET_TEMPLATE = "gunicorn.socket.j2"
@@ -37,7 +38,6 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0
 _USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?|[0-9]{1,10})$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-Workers = int | Literal["auto"]
 DEFAULT_WORKERS: Workers = "auto"
 DEFAULT_BIND = "127.0.0.1:8000"
 
@@ -74,12 +74,6 @@ class Rendered:
     socket_name: str | None = None
     socket: str | None = None
     warnings: tuple[str, ...] = ()
-
-
-def auto_workers(cpu_count: int | None, max_workers: int | None = None) -> int:
-    """Return Gunicorn's recommended (2 x CPUs) + 1 workers, capped by ``max_workers``."""
-    n = 2 * max(cpu_count or 1, 1) + 1
-    return min(n, max_workers) if max_workers else n
 
 
 def render(
@@ -221,7 +215,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     warnings: list[str] = []
     base = validate_name(options.name)
     app = validate_app(options.app)
-    workers = resolve_workers(options.workers, options.max_workers, cpu_count)
+    workers = resolve_workers(options.workers, cpu_count=cpu_count, max_workers=options.max_workers)
     worker_class, class_warning = validate_worker_class(options.worker_class)
     if class_warning:
         warnings.append(class_warning)
@@ -375,34 +369,6 @@ def validate_worker_class(value: str | None) -> tuple[str | None, str | None]:
     if value in _DEPRECATED_CLASSES:
         return value, f"{value} is deprecated by uvicorn since 0.30; use {_DEPRECATED_CLASSES[value]}"
     return value, None
-
-
-def resolve_workers(workers: Workers, max_workers: int | None, cpu_count: int | None) -> int:
-    """Turn ``auto`` into (2 x CPUs) + 1 capped by ``max_workers``; check an explicit count."""
-    if max_workers is not None and max_workers < 1:
-        raise UsageError(f"--max-workers must be a positive integer, not {max_workers}")
-    if workers == "auto":
-        return auto_workers(cpu_count, max_workers)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"--workers must be a positive integer or 'auto', not {workers!r}")
-    if max_workers is not None and workers > max_workers:
-        raise UsageError(f"--workers {workers} exceeds --max-workers {max_workers}", hint="lower one of them")
-    return workers
-
-
-def parse_workers(value: str) -> Workers:
-    """Parse a ``--workers`` flag value: a positive integer or ``auto``."""
-    if value == "auto":
-        return "auto"
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise UsageError(
-            f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4"
-        ) from None
-    if n < 1:
-        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4")
-    return n
 
 
 def validate_bind(bind: str, *, socket: bool = False) -> str:

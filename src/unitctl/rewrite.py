@@ -333,7 +333,7 @@ def rewrite_unit(
     warnings = list(before.warnings) if no_preload else []
     changes: list[str] = []
     target: int | None = None
-    if workers is not None:
+    if workers is not None or max_workers is not None:
         target = resolve_workers(workers, cpu_count=cpu_count, max_workers=max_workers)
     last = found.invocation.args.last("workers")
     new_workers = str(target) if target is not None and (last is None or last.value != str(target)) else None
