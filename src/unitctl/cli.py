@@ -464,7 +464,7 @@ def rewrite(
     if in_place or drop_in:
         target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
         if drop_in:
-            from unitctl.systemd.base import validate_unit_name
+            from unitctl.unitname import validate_unit_name
 
             if not Path(drop_in).is_dir():
                 raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")

@@ -274,6 +274,28 @@ def split_words(value: str, *, relax_escapes: bool = True, what: str = "value", 
     return out
 
 
+def environment_words(value: str) -> list[Word]:
+    """Split an ``Environment=`` value into words with spans, as systemd reads that directive.
+
+    Unlike Exec lines, ';' is an ordinary character there, and an unknown escape or an unbalanced quote makes
+    systemd ignore the whole line: that is an ExecSyntaxError here (callers that only report may skip the line).
+    """
+    try:
+        return split_words(value, relax_escapes=False, what="Environment=")
+    except ExecSyntaxError as exc:
+        raise ExecSyntaxError(f"Environment={value!r} cannot be read: {exc}", hint="fix its quoting") from None
+
+
+def environment_assignments(value: str) -> list[tuple[str, str, int]]:
+    """Split an ``Environment=`` value into (name, value, word index) for each ``NAME=VALUE`` word, as systemd does."""
+    out: list[tuple[str, str, int]] = []
+    for k, w in enumerate(environment_words(value)):
+        name, eq, val = w.value.partition("=")
+        if eq and name:
+            out.append((name, val, k))
+    return out
+
+
 def _error(value: str, what: str, todo: str, subject: str = "command line") -> ExecSyntaxError:
     return ExecSyntaxError(f"{subject} {value!r}: {what}; {todo}")
 

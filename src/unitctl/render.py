@@ -322,7 +322,7 @@ def exec_line(argv: Sequence[str]) -> str:
 
 def validate_name(name: str) -> str:
     """Return the unit's base name (without ``.service``) or raise UsageError."""
-    from unitctl.systemd.base import validate_unit_name
+    from unitctl.unitname import validate_unit_name
 
     full = validate_unit_name(name)
     if not full.endswith(".service"):

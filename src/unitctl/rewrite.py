@@ -23,7 +23,6 @@ from unitctl.gunicorn import (
     GunicornArgs,
     ReadFile,
     effective_settings,
-    environment_words,
     find_gunicorn,
     parse_args,
     resolve_workers,
@@ -286,7 +285,7 @@ def _drop_preload_from_env(uf: UnitFile, changes: list[str]) -> list[str] | None
     _remove_words(ops, idx)
     new_value = _apply(value, ops.edits)
     expected = [w.value for n, w in enumerate(swords) if n not in idx]
-    words = environment_words(entry.value)
+    words = execline.environment_words(entry.value)
     w = words[k]
     prefix = len("GUNICORN_CMD_ARGS=")
     if not expected:

@@ -29,7 +29,8 @@ from typing import Literal
 
 from unitctl import fsutil
 from unitctl.errors import UnitPathError
-from unitctl.systemd.base import UnitState, validate_unit_name
+from unitctl.systemd.base import UnitState
+from unitctl.unitname import validate_unit_name
 
 TargetKind = Literal["unit-file", "vendor-copy", "template"]
 DEFAULT_UNIT_DIR = "/etc/systemd/system"

@@ -210,8 +210,12 @@ def test_bad_input(tmp_path: Path, kw: dict[str, Any], error: type[Exception], m
         diff.diff_installed(**args)
 
 
-def test_env_words_follow_systemd_quoting() -> None:
-    assert diff.env_words("\"A=x y\" B=1 'C=it\\'s' D=a\\tb") == ["A=x y", "B=1", "C=it's", "D=a\tb"]
+def test_summary_skips_an_environment_line_systemd_ignores() -> None:
+    from unitctl.unitfile import UnitFile
+
+    old = UnitFile.parse("[Service]\nEnvironment=A=1\n")
+    new = UnitFile.parse("[Service]\nEnvironment=A=1\nEnvironment=B=\\q\n")
+    assert "B" not in diff.summarize_units(old, new)
 
 
 def test_summary_names_gunicorn_changes(tmp_path: Path) -> None:

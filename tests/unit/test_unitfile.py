@@ -392,7 +392,7 @@ def test_unit_from_files_refuses_missing_masked_and_bad_names() -> None:
     with pytest.raises(InputError, match="masked"):
         unit_from_files("m.service", {"/etc/systemd/system/m.service": ""})
     for bad in ("noname", "../../etc/passwd.service", "a b.service", "app.conf"):
-        with pytest.raises(UsageError, match="not a valid unit name"):
+        with pytest.raises(UsageError, match="not a valid systemd unit name"):
             unit_from_files(bad, {})
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unitctl.errors import RefusedError
+from unitctl import execline
 from unitctl.gunicorn.launchers import Invocation, find_gunicorn
 from unitctl.gunicorn.options import GunicornArgs, GunicornArgsError, parse_args
 from unitctl.gunicorn.shellwords import shlex_words
@@ -27,14 +27,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ENV_FILE_LIMIT",
     "ConfigFacts",
-    "EnvWord",
     "ReadFile",
     "Settings",
     "Sourced",
     "default_read_file",
     "effective_settings",
-    "environment_assignments",
-    "environment_words",
     "parse_config_file",
     "parse_env_file",
     "unit_environment",
@@ -116,39 +113,6 @@ def parse_config_file(text: str, *, path: str = "gunicorn.conf.py") -> ConfigFac
     return ConfigFacts(values, frozenset(computed))
 
 
-def environment_assignments(value: str) -> list[tuple[str, str, int]]:
-    """Split an Environment= value into (name, value, word index) like systemd (quotes and C escapes)."""
-    out: list[tuple[str, str, int]] = []
-    for k, w in enumerate(environment_words(value)):
-        name, eq, val = w.value.partition("=")
-        if eq and name:
-            out.append((name, val, k))
-    return out
-
-
-@dataclass(frozen=True)
-class EnvWord:
-    """One word of an Environment= value with its span in the value."""
-
-    value: str
-    start: int
-    end: int
-
-
-def environment_words(value: str) -> list[EnvWord]:
-    """Split an Environment= value into words with spans, as systemd reads that directive.
-
-    Unlike Exec lines, ';' is an ordinary character there and an unknown escape makes systemd ignore the line.
-    """
-    from unitctl import execline
-
-    try:
-        words = execline.split_words(value, relax_escapes=False, what="Environment=")
-    except RefusedError as exc:
-        raise GunicornArgsError(f"Environment={value!r} cannot be read: {exc}", hint="fix its quoting") from None
-    return [EnvWord(w.value, w.start, w.end) for w in words]
-
-
 def unit_environment(unit: UnitFile | MergedUnit) -> tuple[dict[str, tuple[str, Entry, int]], list[str]]:
     """Return the unit's Environment= variables (name → (value, entry, word index)) and its EnvironmentFile= paths."""
     env: dict[str, tuple[str, Entry, int]] = {}
@@ -156,7 +120,7 @@ def unit_environment(unit: UnitFile | MergedUnit) -> tuple[dict[str, tuple[str, 
         if not entry.value.strip():
             env.clear()  # an empty assignment resets the list
             continue
-        for name, val, k in environment_assignments(entry.value):
+        for name, val, k in execline.environment_assignments(entry.value):
             env[name] = (val, entry, k)
     files: list[str] = []
     for entry in unit.entries("Service", "EnvironmentFile"):
