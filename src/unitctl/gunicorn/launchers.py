@@ -113,135 +113,173 @@ def find_invocation(argv: Sequence[str], *, where: str = "ExecStart=") -> Invoca
     inv = _find_direct(argv, where)
     if inv is not None:
         return inv
-    exe = _base(argv[0])
-    if exe in _SHELLS:
-        k = 1
-        while k < len(argv) and argv[k].startswith("-") and argv[k] != "-c" and "c" not in argv[k][1:]:
-            k += 1
-        if k < len(argv) and argv[k].startswith("-") and "c" in argv[k][1:] and not argv[k].startswith("--"):
-            if set(argv[k][1:]) - set("ceuxl") or k + 1 >= len(argv):
-                return None
-            script = argv[k + 1]
-            try:
-                words = shell_split(script)
-            except ShellSyntaxError:
-                if "gunicorn" in script:
-                    raise
-                return None
-            values = tuple(w.value for w in words)
-            first = 1 if values[:1] == ("exec",) else 0
-            if first < len(values) and "=" in values[first] and not values[first].startswith("/"):
-                if "gunicorn" in script:
-                    raise ShellSyntaxError(
-                        f"the shell script {script!r} sets variables before the command; unitctl does not rewrite that",
-                        hint="move them to Environment= and run gunicorn directly in ExecStart=",
-                    )
-                return None
-            sub = _find_direct(values, f"{where} (sh -c script)", first)
-            if sub is None:
-                return None
-            return Invocation(
-                sub.launcher + f" in {exe} -c",
-                values,
-                sub.exe_index,
-                sub.args,
-                ShellScript(k + 1, script, tuple(words)),
-            )
+    if _base(argv[0]) in _SHELLS:
+        return _shell_c(argv, where)
     return None
 
 
+def _shell_c(argv: tuple[str, ...], where: str) -> Invocation | None:
+    """``sh -c SCRIPT`` (or ``bash -ec`` …): find Gunicorn among the script's words, when it is a plain command."""
+    k = 1
+    while k < len(argv) and argv[k].startswith("-") and argv[k] != "-c" and "c" not in argv[k][1:]:
+        k += 1
+    if k >= len(argv) or not argv[k].startswith("-") or "c" not in argv[k][1:] or argv[k].startswith("--"):
+        return None
+    if set(argv[k][1:]) - set("ceuxl") or k + 1 >= len(argv):
+        return None
+    script = argv[k + 1]
+    try:
+        words = shell_split(script)
+    except ShellSyntaxError:
+        if "gunicorn" in script:
+            raise
+        return None
+    values = tuple(w.value for w in words)
+    first = 1 if values[:1] == ("exec",) else 0
+    if first < len(values) and "=" in values[first] and not values[first].startswith("/"):
+        if "gunicorn" in script:
+            raise ShellSyntaxError(
+                f"the shell script {script!r} sets variables before the command; unitctl does not rewrite that",
+                hint="move them to Environment= and run gunicorn directly in ExecStart=",
+            )
+        return None
+    sub = _find_direct(values, f"{where} (sh -c script)", first)
+    if sub is None:
+        return None
+    shell = ShellScript(k + 1, script, tuple(words))
+    return Invocation(f"{sub.launcher} in {_base(argv[0])} -c", values, sub.exe_index, sub.args, shell)
+
+
 def _find_direct(argv: tuple[str, ...], where: str, first: int = 0) -> Invocation | None:
+    """Find Gunicorn run by the command starting at ``argv[first]``: one launcher function per kind of command."""
     if first >= len(argv):
         return None
     exe = _base(argv[first])
     if exe in _GUNICORN_EXECUTABLES:
         return Invocation("gunicorn", argv, first, parse_args(argv, first + 1, where=where))
     if _PYTHON.match(exe):
-        k = first + 1
-        while k < len(argv):
-            w = argv[k]
-            if w in _PY_LONG_VALUE:
-                k += 2
-                continue
-            if not w.startswith("-") or w == "-" or w.startswith("--"):
-                return None  # a script, stdin, or --version/--help: not `-m gunicorn`
-            j = 1
-            while j < len(w):
-                c = w[j]
-                if c == "m":
-                    module, nxt = (
-                        (w[j + 1 :], k + 1) if j + 1 < len(w) else (argv[k + 1] if k + 1 < len(argv) else "", k + 2)
-                    )
-                    if module in _GUNICORN_MODULES:
-                        mod_index = k if j + 1 < len(w) else k + 1
-                        return Invocation(f"python -m {module}", argv, mod_index, parse_args(argv, nxt, where=where))
-                    return None
-                if c == "c":
-                    return None
-                if c in _PY_VALUE_OPTS:
-                    if j + 1 == len(w):
-                        k += 1  # the value is the next word
-                    break
-                j += 1
-            k += 1
-        return None
+        return _python_m(argv, where, first)
     if exe == "env":
-        k = first + 1
-        while k < len(argv):
-            w = argv[k]
-            if w in ("-i", "-", "--ignore-environment"):
-                k += 1
-            elif _ENV_ASSIGNMENT.match(w):
-                name = w.partition("=")[0]
-                if name in ("GUNICORN_CMD_ARGS", "WEB_CONCURRENCY") and any("gunicorn" in a for a in argv[k:]):
-                    raise GunicornArgsError(
-                        f"{where}: env sets {name} on the command line, which unitctl does not rewrite",
-                        hint=f"move {name} to Environment= and run gunicorn without env",
-                    )
-                k += 1
-            elif w.startswith("-"):
-                if any("gunicorn" in a for a in argv[k:]):
-                    raise GunicornArgsError(
-                        f"{where}: unitctl does not follow the env option {w!r}",
-                        hint="use Environment=/WorkingDirectory= in the unit and run gunicorn without env",
-                    )
-                return None
-            else:
-                break
-        sub = _find_direct(argv, where, k)
-        if sub is None:
-            return None
-        return Invocation(f"env {sub.launcher}", argv, sub.exe_index, sub.args)
+        return _env(argv, where, first)
     if exe in ("poetry", "pipenv", "uv"):
-        k = first + 1
-        if exe == "uv":
-            while k < len(argv) and argv[k] != "run":
-                if argv[k] in _UV_VALUE_OPTS:
-                    k += 2
-                elif argv[k] in _UV_FLAGS:
-                    k += 1
-                else:
-                    return None
-        if k >= len(argv) or argv[k] != "run":
-            return None
-        k += 1
-        while exe == "uv" and k < len(argv) and argv[k].startswith("-"):
-            if argv[k] in _UV_VALUE_OPTS:
-                k += 2
-            elif argv[k] in _UV_FLAGS:
-                k += 1
-            elif argv[k].split("=", 1)[0] in _UV_VALUE_OPTS:
-                k += 1
-            else:
-                raise GunicornArgsError(
-                    f"{where}: unitctl does not know the `uv run` option {argv[k]!r}",
-                    hint="run the venv's gunicorn directly (e.g. /srv/app/.venv/bin/gunicorn)",
-                )
-        sub = _find_direct(argv, where, k)
-        if sub is None:
-            return None
-        return Invocation(f"{exe} run {sub.launcher}", argv, sub.exe_index, sub.args)
+        return _tool_run(argv, where, first)
     return None
+
+
+@dataclass(frozen=True)
+class _Module:
+    """``-m MODULE`` found in python's options."""
+
+    name: str
+    index: int  # argv index of the word holding the module name (the "-mgunicorn" word when attached)
+    args: int  # argv index of the module's first argument
+
+
+def _python_m(argv: tuple[str, ...], where: str, first: int) -> Invocation | None:
+    """``python [OPTIONS] -m gunicorn``: skip Python's own options up to ``-m``; any other program is not Gunicorn."""
+    k = first + 1
+    while k < len(argv):
+        w = argv[k]
+        if w in _PY_LONG_VALUE:
+            k += 2
+            continue
+        if not w.startswith("-") or w == "-" or w.startswith("--"):
+            return None  # a script, stdin, or --version/--help: not `-m gunicorn`
+        step = _python_cluster(argv, k)
+        if isinstance(step, _Module):
+            if step.name not in _GUNICORN_MODULES:
+                return None
+            return Invocation(f"python -m {step.name}", argv, step.index, parse_args(argv, step.args, where=where))
+        if step is None:
+            return None
+        k = step
+    return None
+
+
+def _python_cluster(argv: tuple[str, ...], k: int) -> int | _Module | None:
+    """Read python's short-option cluster ``argv[k]``: the next word's index, the ``-m`` module, or None for ``-c``."""
+    w = argv[k]
+    for j in range(1, len(w)):
+        c = w[j]
+        if c == "m":
+            if j + 1 < len(w):
+                return _Module(w[j + 1 :], k, k + 1)
+            return _Module(argv[k + 1] if k + 1 < len(argv) else "", k + 1, k + 2)
+        if c == "c":
+            return None
+        if c in _PY_VALUE_OPTS:
+            return k + 2 if j + 1 == len(w) else k + 1  # the value is the next word, or the rest of this one
+    return k + 1
+
+
+def _env(argv: tuple[str, ...], where: str, first: int) -> Invocation | None:
+    """``env [-i] [NAME=VALUE]... gunicorn``: refuse what would change Gunicorn's settings behind unitctl's back."""
+    k = first + 1
+    while k < len(argv):
+        w = argv[k]
+        if w in ("-i", "-", "--ignore-environment"):
+            k += 1
+        elif _ENV_ASSIGNMENT.match(w):
+            name = w.partition("=")[0]
+            if name in ("GUNICORN_CMD_ARGS", "WEB_CONCURRENCY") and any("gunicorn" in a for a in argv[k:]):
+                raise GunicornArgsError(
+                    f"{where}: env sets {name} on the command line, which unitctl does not rewrite",
+                    hint=f"move {name} to Environment= and run gunicorn without env",
+                )
+            k += 1
+        elif w.startswith("-"):
+            if any("gunicorn" in a for a in argv[k:]):
+                raise GunicornArgsError(
+                    f"{where}: unitctl does not follow the env option {w!r}",
+                    hint="use Environment=/WorkingDirectory= in the unit and run gunicorn without env",
+                )
+            return None
+        else:
+            break
+    sub = _find_direct(argv, where, k)
+    return None if sub is None else Invocation(f"env {sub.launcher}", argv, sub.exe_index, sub.args)
+
+
+def _tool_run(argv: tuple[str, ...], where: str, first: int) -> Invocation | None:
+    """``poetry run``, ``pipenv run`` and ``uv [OPTIONS] run [OPTIONS]`` in front of a Gunicorn command."""
+    exe = _base(argv[first])
+    k: int | None = first + 1
+    if exe == "uv":
+        k = _uv_options_before_run(argv, first + 1)
+    if k is None or k >= len(argv) or argv[k] != "run":
+        return None
+    k += 1
+    if exe == "uv":
+        k = _uv_run_options(argv, k, where)
+    sub = _find_direct(argv, where, k)
+    return None if sub is None else Invocation(f"{exe} run {sub.launcher}", argv, sub.exe_index, sub.args)
+
+
+def _uv_options_before_run(argv: tuple[str, ...], k: int) -> int | None:
+    """Skip uv's global options up to ``run``; None at an option unitctl does not know (it may take a value)."""
+    while k < len(argv) and argv[k] != "run":
+        if argv[k] in _UV_VALUE_OPTS:
+            k += 2
+        elif argv[k] in _UV_FLAGS:
+            k += 1
+        else:
+            return None
+    return k
+
+
+def _uv_run_options(argv: tuple[str, ...], k: int, where: str) -> int:
+    """Skip ``uv run``'s options; refuse one unitctl does not know (it could hide what uv runs)."""
+    while k < len(argv) and argv[k].startswith("-"):
+        if argv[k] in _UV_VALUE_OPTS:
+            k += 2
+        elif argv[k] in _UV_FLAGS or argv[k].split("=", 1)[0] in _UV_VALUE_OPTS:
+            k += 1
+        else:
+            raise GunicornArgsError(
+                f"{where}: unitctl does not know the `uv run` option {argv[k]!r}",
+                hint="run the venv's gunicorn directly (e.g. /srv/app/.venv/bin/gunicorn)",
+            )
+    return k
 
 
 def identify_server(argv: Sequence[str]) -> str | None:
