@@ -421,3 +421,24 @@ def test_find_gunicorn_refusals() -> None:
     hidden = UNIT.replace("app:application", "$OPTS app:application")
     with pytest.raises(g.GunicornArgsError, match="split into words by systemd"):
         g.find_gunicorn(UnitFile.parse(hidden))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\nB = 2\n", {"A": "1", "B": "2"}),
+        ("# c\n; c\n  A=x  \n", {"A": "x"}),
+        ("A='a b \\n'\n", {"A": "a b \\n"}),
+        ('A="q \\" \\$ \\x"\n', {"A": 'q " $ \\x'}),
+        ("A=one\\\ntwo\n", {"A": "onetwo"}),
+        ("A=x\\ \n", {"A": "x "}),
+        ("1A=x\nnoequals\nB=\n", {"B": ""}),
+        ('A="open', {"A": "open"}),
+        ('A="open\n', {"A": "open\n"}),
+        ("A=x\\", {"A": "x"}),
+        ("A=last", {"A": "last"}),
+        ("# comment \\\nA=hidden\nC=3", {"C": "3"}),
+    ],
+)
+def test_parse_env_file_reads_like_systemd(text: str, expected: dict[str, str]) -> None:
+    assert g.parse_env_file(text) == expected

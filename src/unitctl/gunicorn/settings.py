@@ -143,84 +143,128 @@ def parse_env_file(text: str) -> dict[str, str]:
     next character, at the end of a line it continues the value; trailing blanks dropped). A line without
     '=' or with an invalid name is ignored, as systemd ignores it.
     """
-    out: dict[str, str] = {}
+    reader = _EnvFileReader()
+    step = reader.steps()
     state = "pre_key"
-    key: list[str] = []
-    value: list[str] = []
-    trailing = 0  # blanks at the end of an unquoted value, dropped when the line ends
+    for c in text:
+        state = step[state](c)
+    if state in ("single", "double", "double_escape", "value_escape"):
+        reader.emit()  # at the end of the file systemd keeps a value whose quote (or escape) is never closed
+    else:
+        step[state]("\n")  # the end of the file ends the last line
+    return reader.out
 
-    def emit() -> None:
-        name = "".join(key).rstrip()
+
+class _EnvFileReader:
+    """env-file.c's parse_env_file_internal: one method per state, each taking a character, returning the next state."""
+
+    def __init__(self) -> None:
+        self.out: dict[str, str] = {}
+        self.key: list[str] = []
+        self.value: list[str] = []
+        self.trailing = 0  # blanks at the end of an unquoted value, dropped when the line ends
+
+    def steps(self) -> dict[str, Callable[[str], str]]:
+        """Return state name → its method."""
+        return {
+            "pre_key": self.pre_key,
+            "key": self.in_key,
+            "pre_value": self.pre_value,
+            "value": self.in_value,
+            "value_escape": self.value_escape,
+            "single": self.single,
+            "double": self.double,
+            "double_escape": self.double_escape,
+            "comment": self.comment,
+            "comment_escape": lambda c: "comment",
+        }
+
+    def emit(self) -> None:
+        """Keep the assignment just read when its name is valid."""
+        name = "".join(self.key).rstrip()
         if _ENV_NAME.match(name):
-            out[name] = "".join(value[: len(value) - trailing] if trailing else value)
+            value = self.value[: len(self.value) - self.trailing] if self.trailing else self.value
+            self.out[name] = "".join(value)
 
-    for c in text + "\n":
-        if state == "pre_key":
-            if c in "#;":
-                state = "comment"
-            elif c not in " \t\n\r":
-                state, key, value, trailing = "key", [c], [], 0
-        elif state == "key":
-            if c in "\n\r":
-                state = "pre_key"
-            elif c == "=":
-                state = "pre_value"
-            else:
-                key.append(c)
-        elif state == "pre_value":
-            if c in "\n\r":
-                emit()
-                state = "pre_key"
-            elif c == "'":
-                state = "single"
-            elif c == '"':
-                state = "double"
-            elif c == "\\":
-                state = "value_escape"
-            elif c not in " \t":
-                state, trailing = "value", 0
-                value.append(c)
-        elif state == "value":
-            if c in "\n\r":
-                emit()
-                state = "pre_key"
-            elif c == "\\":
-                state, trailing = "value_escape", 0
-            else:
-                value.append(c)
-                trailing = trailing + 1 if c in " \t" else 0
-        elif state == "value_escape":
-            state = "value"
-            if c not in "\n\r":
-                value.append(c)
-        elif state == "single":
-            if c == "'":
-                state = "pre_value"
-            else:
-                value.append(c)
-        elif state == "double":
-            if c == '"':
-                state = "pre_value"
-            elif c == "\\":
-                state = "double_escape"
-            else:
-                value.append(c)
-        elif state == "double_escape":
-            state = "double"
-            if c in '"\\`$':
-                value.append(c)
-            elif c != "\n":
-                value += ["\\", c]
-        elif state == "comment":
-            if c == "\\":
-                state = "comment_escape"
-            elif c in "\n\r":
-                state = "pre_key"
-        else:  # comment_escape
-            state = "comment"
-    if state in ("single", "double", "double_escape"):
-        emit()  # systemd keeps a value whose quote is never closed
-    return out
+    def pre_key(self, c: str) -> str:
+        """Skip blanks before a key; '#' and ';' start a comment."""
+        if c in "#;":
+            return "comment"
+        if c in " \t\n\r":
+            return "pre_key"
+        self.key, self.value, self.trailing = [c], [], 0
+        return "key"
+
+    def in_key(self, c: str) -> str:
+        """Read the key up to '='; a line without one is dropped."""
+        if c in "\n\r":
+            return "pre_key"
+        if c == "=":
+            return "pre_value"
+        self.key.append(c)
+        return "key"
+
+    def pre_value(self, c: str) -> str:
+        """Skip blanks after '=' (and after a closing quote); a quote or a backslash starts a value."""
+        if c in "\n\r":
+            self.emit()
+            return "pre_key"
+        quoted = {"'": "single", '"': "double", "\\": "value_escape"}
+        if c in quoted:
+            return quoted[c]
+        if c in " \t":
+            return "pre_value"
+        self.trailing = 0
+        self.value.append(c)
+        return "value"
+
+    def in_value(self, c: str) -> str:
+        """Read a bare value to the end of the line, counting trailing blanks."""
+        if c in "\n\r":
+            self.emit()
+            return "pre_key"
+        if c == "\\":
+            self.trailing = 0
+            return "value_escape"
+        self.value.append(c)
+        self.trailing = self.trailing + 1 if c in " \t" else 0
+        return "value"
+
+    def value_escape(self, c: str) -> str:
+        """Take the escaped character; an escaped newline continues the value."""
+        if c not in "\n\r":
+            self.value.append(c)
+        return "value"
+
+    def single(self, c: str) -> str:
+        """Take everything up to the closing single quote literally."""
+        if c == "'":
+            return "pre_value"
+        self.value.append(c)
+        return "single"
+
+    def double(self, c: str) -> str:
+        """Read up to the closing double quote; a backslash escapes."""
+        if c == '"':
+            return "pre_value"
+        if c == "\\":
+            return "double_escape"
+        self.value.append(c)
+        return "double"
+
+    def double_escape(self, c: str) -> str:
+        """Inside double quotes only \\ \" \\` \\$ and the newline are escapes; any other backslash is kept."""
+        if c in '"\\`$':
+            self.value.append(c)
+        elif c != "\n":
+            self.value += ["\\", c]
+        return "double"
+
+    def comment(self, c: str) -> str:
+        """Skip a comment to the end of the line (a backslash escapes the next character, a newline too)."""
+        if c == "\\":
+            return "comment_escape"
+        return "pre_key" if c in "\n\r" else "comment"
 
 
 _DEFAULT_CONFIG = "Gunicorn's default in WorkingDirectory="
@@ -244,6 +288,40 @@ def effective_settings(
     uf = _UnitFile.parse(unit) if isinstance(unit, str) else unit
     inv = invocation[1] if invocation is not None else find_gunicorn(uf).invocation
     warnings: list[str] = []
+    env = _environment(uf, read_file, warnings)
+    layers = _Layers(inv.args, _env_args(env))
+    # The working directory Gunicorn starts in (and chdir()s to before reading the config file).
+    cwd = (uf.get("Service", "WorkingDirectory") or "").strip().lstrip("-") or "/"
+    layers.config_file, layers.facts = _config_file(layers, cwd, read_file, warnings)
+
+    default_workers: object = 1
+    workers_source = "default"
+    if "WEB_CONCURRENCY" in env:
+        default_workers, workers_source = _as_int(env["WEB_CONCURRENCY"]), "WEB_CONCURRENCY"
+    workers = layers.pick("workers", default_workers, workers_source)
+    workers = Sourced(_as_int(workers.value), workers.source)
+    preload = layers.pick("preload_app", False, "default")
+    if preload.value is not None and not isinstance(preload.value, bool):
+        preload = Sourced(bool(preload.value), preload.source)
+    app = Sourced(inv.args.app, "command line") if inv.args.app else layers.pick("wsgi_app", None, "default")
+    binds = layers.pick("bind", ["127.0.0.1:8000"], "default")
+    bval = binds.value
+    binds = Sourced(tuple(bval) if isinstance(bval, list | tuple) else (bval,) if bval else (), binds.source)
+    return Settings(workers, preload, app, binds, layers.config_file, inv, env, tuple(warnings))
+
+
+def _as_int(value: object) -> object:
+    """Return a string that is a literal integer as an int (Gunicorn's int()), anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _environment(uf: UnitFile | MergedUnit, read_file: ReadFile | None, warnings: list[str]) -> dict[str, str]:
+    """Return the variables Gunicorn starts with: Environment=, then each EnvironmentFile= that could be read."""
     env_entries, env_files = unit_environment(uf)
     env = {k: v[0] for k, v in env_entries.items()}
     for path in env_files:
@@ -257,82 +335,70 @@ def effective_settings(
             )
             continue
         env.update(parse_env_file(text))
+    return env
 
-    cmd_args = inv.args
-    env_args: GunicornArgs | None = None
-    if "GUNICORN_CMD_ARGS" in env:
-        try:
-            env_argv = [w.value for w in shlex_words(env["GUNICORN_CMD_ARGS"])]
-        except ValueError as exc:
-            raise GunicornArgsError(
-                f"GUNICORN_CMD_ARGS={env['GUNICORN_CMD_ARGS']!r}: Gunicorn cannot split it ({exc})",
-                hint="fix its quoting",
-            ) from None
-        env_args = parse_args(env_argv, where="GUNICORN_CMD_ARGS")
 
-    # The working directory Gunicorn starts in (and chdir()s to before reading the config file).
-    cwd = (uf.get("Service", "WorkingDirectory") or "").strip().lstrip("-") or "/"
-    config_path: str | None = None
-    config_source = ""
-    if cmd_args.values.get("config"):
-        config_path, config_source = str(cmd_args.values["config"]), "-c on the command line"
-    elif env_args is not None and env_args.values.get("config"):
-        config_path, config_source = str(env_args.values["config"]), "-c in GUNICORN_CMD_ARGS"
-    else:
-        config_path, config_source = posixpath.join(cwd, "gunicorn.conf.py"), _DEFAULT_CONFIG
-    facts: ConfigFacts | None = None
+def _env_args(env: Mapping[str, str]) -> GunicornArgs | None:
+    """Parse GUNICORN_CMD_ARGS as Gunicorn does (shlex-split), None when it is not set."""
+    if "GUNICORN_CMD_ARGS" not in env:
+        return None
+    try:
+        env_argv = [w.value for w in shlex_words(env["GUNICORN_CMD_ARGS"])]
+    except ValueError as exc:
+        raise GunicornArgsError(
+            f"GUNICORN_CMD_ARGS={env['GUNICORN_CMD_ARGS']!r}: Gunicorn cannot split it ({exc})",
+            hint="fix its quoting",
+        ) from None
+    return parse_args(env_argv, where="GUNICORN_CMD_ARGS")
+
+
+@dataclass
+class _Layers:
+    """Where a setting can come from, highest first: command line, GUNICORN_CMD_ARGS, config file, default."""
+
+    cmd_args: GunicornArgs
+    env_args: GunicornArgs | None
     config_file: str | None = None
-    if config_path.startswith("python:"):
-        warnings.append(f"config module {config_path} ({config_source}) was not read; check it for workers/preload_app")
-    else:
-        if config_path.startswith("file:"):
-            config_path = config_path[len("file:") :]
-        if not config_path.startswith("/"):
-            config_path = posixpath.normpath(posixpath.join(cwd, config_path))
-        text = read_file(config_path) if read_file is not None else None
-        if text is None:
-            if read_file is None or config_source != _DEFAULT_CONFIG:
-                warnings.append(
-                    f"Gunicorn config file {config_path} ({config_source}) was not read; "
-                    "check that it does not set preload_app or workers"
-                )
-        else:
-            config_file = config_path
-            facts = parse_config_file(text, path=config_path)
+    facts: ConfigFacts | None = None
 
-    def pick(setting: str, default: object, default_source: str) -> Sourced:
-        for args, label in ((cmd_args, "command line"), (env_args, "GUNICORN_CMD_ARGS")):
+    def pick(self, setting: str, default: object, default_source: str) -> Sourced:
+        """Return the value that wins for ``setting`` and where it came from."""
+        for args, label in ((self.cmd_args, "command line"), (self.env_args, "GUNICORN_CMD_ARGS")):
             if args is not None and setting in args.values:
                 return Sourced(args.values[setting], label)
-        if facts is not None:
-            if setting in facts.values:
-                return Sourced(facts.values[setting], f"config file {config_file}")
-            if setting in facts.computed or "*" in facts.computed:
-                return Sourced(None, f"config file {config_file} (computed)")
+        if self.facts is not None:
+            if setting in self.facts.values:
+                return Sourced(self.facts.values[setting], f"config file {self.config_file}")
+            if setting in self.facts.computed or "*" in self.facts.computed:
+                return Sourced(None, f"config file {self.config_file} (computed)")
         return Sourced(default, default_source)
 
-    if "WEB_CONCURRENCY" in env:
-        wc: object = env["WEB_CONCURRENCY"]
-        try:
-            wc = int(str(wc))
-        except ValueError:
-            pass
-        workers = pick("workers", wc, "WEB_CONCURRENCY")
+
+def _config_file(
+    layers: _Layers, cwd: str, read_file: ReadFile | None, warnings: list[str]
+) -> tuple[str | None, ConfigFacts | None]:
+    """Find the config file Gunicorn reads (-c, -c in GUNICORN_CMD_ARGS, else gunicorn.conf.py) and read it."""
+    if layers.cmd_args.values.get("config"):
+        config_path, config_source = str(layers.cmd_args.values["config"]), "-c on the command line"
+    elif layers.env_args is not None and layers.env_args.values.get("config"):
+        config_path, config_source = str(layers.env_args.values["config"]), "-c in GUNICORN_CMD_ARGS"
     else:
-        workers = pick("workers", 1, "default")
-    if isinstance(workers.value, str):
-        try:
-            workers = Sourced(int(workers.value), workers.source)
-        except ValueError:
-            pass
-    preload = pick("preload_app", False, "default")
-    if preload.value is not None and not isinstance(preload.value, bool):
-        preload = Sourced(bool(preload.value), preload.source)
-    app = Sourced(cmd_args.app, "command line") if cmd_args.app else pick("wsgi_app", None, "default")
-    binds = pick("bind", ["127.0.0.1:8000"], "default")
-    bval = binds.value
-    binds = Sourced(tuple(bval) if isinstance(bval, list | tuple) else (bval,) if bval else (), binds.source)
-    return Settings(workers, preload, app, binds, config_file, inv, env, tuple(warnings))
+        config_path, config_source = posixpath.join(cwd, "gunicorn.conf.py"), _DEFAULT_CONFIG
+    if config_path.startswith("python:"):
+        warnings.append(f"config module {config_path} ({config_source}) was not read; check it for workers/preload_app")
+        return None, None
+    config_path = config_path.removeprefix("file:")
+    if not config_path.startswith("/"):
+        config_path = posixpath.normpath(posixpath.join(cwd, config_path))
+    text = read_file(config_path) if read_file is not None else None
+    if text is None:
+        if read_file is None or config_source != _DEFAULT_CONFIG:
+            warnings.append(
+                f"Gunicorn config file {config_path} ({config_source}) was not read; "
+                "check that it does not set preload_app or workers"
+            )
+        return None, None
+    return config_path, parse_config_file(text, path=config_path)
 
 
 def default_read_file(path: str) -> str | None:
