@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from unitctl import execline, masking
-from unitctl.desired import RewriteSpec
 from unitctl.execline import ExecSyntaxError
 from unitctl.output import style
+from unitctl.rewrite import RewriteSpec
 
 
 @dataclass(frozen=True)

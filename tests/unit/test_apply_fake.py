@@ -24,7 +24,7 @@ from gitcmd import commit, git
 
 from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
-from unitctl.desired import DesiredOptions, RewriteSpec
+from unitctl.desired import DesiredOptions
 from unitctl.errors import (
     ExitCode,
     GitStateError,
@@ -39,6 +39,7 @@ from unitctl.errors import (
 )
 from unitctl.lock import unit_lock
 from unitctl.probe import Probe, ProbeResult
+from unitctl.rewrite import RewriteSpec
 from unitctl.systemd.base import TransientResult, TransientSpec, UnitState
 from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, running_state
 
