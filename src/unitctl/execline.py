@@ -511,10 +511,11 @@ def variables(word: str) -> list[VarRef]:
 
 
 def command_variables(cmd: Command) -> list[tuple[int, VarRef]]:
-    """Return (word index, reference) for every variable in the command's arguments (none with ':')."""
+    """Return (index in ``cmd.words``, reference) for every variable in the command's arguments (none with ':')."""
     if cmd.no_env_expand:
         return []
-    return [(i, ref) for i, w in enumerate(cmd.words) if i > 0 for ref in variables(w.value)]
+    first = len(cmd.words) - len(cmd.args)
+    return [(i, ref) for i, w in enumerate(cmd.words) if i >= first for ref in variables(w.value)]
 
 
 _SPEC_RE = re.compile(r"%(.?)", re.DOTALL)

@@ -597,14 +597,6 @@ def _list_conf_files(dirs: Sequence[str], root: Path) -> list[str]:
     return out
 
 
-def read_unit_file(path: str | os.PathLike[str]) -> UnitFile:
-    """Read and parse one file; raise InputError if unreadable, UnitSyntaxError if systemd would refuse it."""
-    from unitctl.fsutil import read_input
-
-    p = Path(path)
-    return UnitFile.from_bytes(read_input(p, what="unit file", hint="check the path"), path=str(p))
-
-
 def load_unit(
     name: str, *, root: str | os.PathLike[str] = "/", search_path: Sequence[str] = SYSTEM_UNIT_PATH
 ) -> MergedUnit:

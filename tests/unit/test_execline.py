@@ -386,3 +386,8 @@ def test_environment_words_refuse_what_systemd_ignores() -> None:
     with pytest.raises(UnitSyntaxError, match="invalid escape sequence") as exc:
         environment_words("A=\\q")
     assert exc.value.exit_code == ExitCode.REFUSED
+
+
+def test_command_variables_skip_the_argv0_of_an_at_prefix() -> None:
+    (cmd,) = split("@/bin/echo $NAME $X")
+    assert [(i, r.name) for i, r in command_variables(cmd)] == [(2, "X")]

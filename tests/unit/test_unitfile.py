@@ -17,7 +17,6 @@ from unitctl.unitfile import (
     dropin_paths,
     load_unit,
     merged,
-    read_unit_file,
     select_dropins,
     unit_from_files,
 )
@@ -510,12 +509,3 @@ def test_dropin_paths_lists_the_disk_under_root(tmp_path: Path) -> None:
         "/usr/lib/systemd/system/app-.service.d/10.conf",
         "/etc/systemd/system/app-web.service.d/20.conf",
     ]
-
-
-def test_read_unit_file_reads_bytes_and_refuses_unreadable_paths(tmp_path: Path) -> None:
-    p = tmp_path / "a.service"
-    p.write_bytes(b"\xef\xbb\xbf[Unit]\r\nDescription=x\r\n")
-    u = read_unit_file(p)
-    assert (u.path, u.get("Unit", "Description"), u.to_bytes()) == (str(p), "x", p.read_bytes())
-    with pytest.raises(InputError, match=r"missing.service: no such file; check the path$"):
-        read_unit_file(tmp_path / "missing.service")

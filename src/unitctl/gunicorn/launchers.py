@@ -319,20 +319,7 @@ def find_gunicorn(unit: UnitFile | MergedUnit) -> Found:
             words = (cmd.words[0], *cmd.args)
             argv = [w.value for w in words]
             where = f"ExecStart= (line {e.line})" if e.line else "ExecStart="
-            if not cmd.no_env_expand:
-                split_vars = [a for a in argv[1:] if any(r.whole_word for r in execline.variables(a))]
-                if split_vars:
-                    kept = [a for a in argv if a not in split_vars]
-                    try:
-                        runs_gunicorn = find_invocation(kept, where=where) is not None
-                    except RefusedError:
-                        runs_gunicorn = True
-                    if runs_gunicorn:
-                        raise GunicornArgsError(
-                            f"{where}: the argument {split_vars[0]!r} is split into words by systemd at start-up and "
-                            "may hold Gunicorn options unitctl cannot see",
-                            hint="write the options out in ExecStart= (or use ${NAME} for a single value)",
-                        )
+            _refuse_split_variables(cmd, argv, where)
             inv = find_invocation(argv, where=where)
             if inv is None:
                 others.append(argv)
@@ -351,6 +338,26 @@ def find_gunicorn(unit: UnitFile | MergedUnit) -> Found:
             hint="keep one (a drop-in replaces the command with an empty ExecStart= first)",
         )
     return found[0]
+
+
+def _refuse_split_variables(cmd: Command, argv: Sequence[str], where: str) -> None:
+    """Refuse a Gunicorn command with a ``$NAME`` argument: systemd splits it into words unitctl cannot see."""
+    from unitctl import execline
+
+    split_vars = [cmd.words[i].value for i, ref in execline.command_variables(cmd) if ref.whole_word]
+    if not split_vars:
+        return
+    kept = [a for a in argv if a not in split_vars]
+    try:
+        runs_gunicorn = find_invocation(kept, where=where) is not None
+    except RefusedError:
+        runs_gunicorn = True
+    if runs_gunicorn:
+        raise GunicornArgsError(
+            f"{where}: the argument {split_vars[0]!r} is split into words by systemd at start-up and "
+            "may hold Gunicorn options unitctl cannot see",
+            hint="write the options out in ExecStart= (or use ${NAME} for a single value)",
+        )
 
 
 def describe_refusal_for(argv: Sequence[str]) -> NotGunicornError:
