@@ -274,6 +274,14 @@ def split_words(value: str, *, relax_escapes: bool = True, what: str = "value", 
     return out
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_env_name(name: str) -> bool:
+    """Return True when ``name`` is a variable name systemd and a POSIX shell accept (env-util.c, portable form)."""
+    return _ENV_NAME.fullmatch(name) is not None
+
+
 def environment_words(value: str) -> list[Word]:
     """Split an ``Environment=`` value into words with spans, as systemd reads that directive.
 

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from unitctl.errors import InputError, UsageError
+from unitctl.execline import is_env_name
 from unitctl.gunicorn.workers import Workers, parse_workers, resolve_workers
 
 SERVICE_TEMPLATE = "gunicorn.service.j2"
@@ -36,7 +37,6 @@ _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\(.*\))?$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?|[0-9]{1,10})$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 DEFAULT_WORKERS: Workers = "auto"
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -460,7 +460,7 @@ def validate_user(value: str, flag: str) -> str:
 
 def validate_env_name(name: str) -> str:
     """Return ``name`` if it is a valid environment variable name, else raise UsageError."""
-    if not _ENV_NAME.match(name):
+    if not is_env_name(name):
         raise UsageError(f"--env {name!r} is not a valid variable name", hint="use letters, digits and '_' (KEY=VALUE)")
     return name
 

@@ -391,3 +391,12 @@ def test_environment_words_refuse_what_systemd_ignores() -> None:
 def test_command_variables_skip_the_argv0_of_an_at_prefix() -> None:
     (cmd,) = split("@/bin/echo $NAME $X")
     assert [(i, r.name) for i, r in command_variables(cmd)] == [(2, "X")]
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"), [("A", True), ("_a1", True), ("1A", False), ("A-B", False), ("A\n", False), ("", False)]
+)
+def test_is_env_name(name: str, ok: bool) -> None:
+    from unitctl.execline import is_env_name
+
+    assert is_env_name(name) is ok

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import posixpath
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +130,6 @@ def unit_environment(unit: UnitFile | MergedUnit) -> tuple[dict[str, tuple[str, 
     return env, files
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_FILE_LIMIT = 1 << 20  # bytes of an EnvironmentFile= or config file read; systemd's own files are far smaller
 
 
@@ -182,7 +180,7 @@ class _EnvFileReader:
     def emit(self) -> None:
         """Keep the assignment just read when its name is valid."""
         name = "".join(self.key).rstrip()
-        if _ENV_NAME.match(name):
+        if execline.is_env_name(name):
             value = self.value[: len(self.value) - self.trailing] if self.trailing else self.value
             self.out[name] = "".join(value)
 
