@@ -175,94 +175,22 @@ def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicor
     """Parse argv[start:] exactly like Gunicorn's argparse parser; refuse what Gunicorn would reject."""
     argv = tuple(argv)
     words = argv[start:]
-    # Classify every word first, as argparse does (an ambiguous spelling fails even where it would be a value).
-    pattern: list[str] = []
-    optionals: dict[int, _Tuple] = {}
-    double_dash: int | None = None
-    for i, word in enumerate(words):
-        if double_dash is not None:
-            pattern.append("A")
-            continue
-        if word == "--":
-            double_dash = i
-            pattern.append("-")
-            continue
-        tup = _parse_optional(word, where)
-        if tup is None:
-            pattern.append("A")
-        else:
-            optionals[i] = tup
-            pattern.append("O")
-
-    uses: list[OptionUse] = []
+    pattern, optionals, double_dash = _classify(words, where)
+    scan = _Scan(words, pattern, start, where)
+    uses = scan.uses
     positionals: list[tuple[int, str]] = []
     # argparse gives APP_MODULE (nargs="*") the first run of positionals; one after an option is left over.
     leftover: list[str] = []
     i = 0
     while i < len(words):
-        if pattern[i] in "-A":
-            if positionals and uses and uses[-1].index > positionals[0][0]:
-                leftover.append(words[i])
-            elif pattern[i] == "A":
-                positionals.append((start + i, words[i]))
-            i += 1
+        if pattern[i] == "O":
+            i = scan.option(i, optionals[i])
             continue
-        s, flag, explicit = optionals[i]
-        if s is None:
-            raise GunicornArgsError(
-                f"{where}: Gunicorn has no option {words[i]!r} (Gunicorn {GUNICORN_VERSION})",
-                hint="remove it or spell a Gunicorn option (gunicorn --help lists them)",
-            )
-        word = words[i]
-        offset = 0  # where the current option starts inside the word
-        cluster = False
-        while True:
-            assert s is not None
-            if explicit is not None:
-                if not s.takes_value and flag[1] != "-" and explicit != "":
-                    written = "-" + word[offset + 1]
-                    uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, True))
-                    cluster = True
-                    offset += 1  # the next flag is "-" + the character after this one
-                    nxt = "-" + explicit[0]
-                    if nxt not in _BY_FLAG:
-                        raise GunicornArgsError(
-                            f"{where}: Gunicorn rejects {word!r}: {flag} takes no value, got {explicit!r}",
-                            hint=f"write {flag} as a word of its own",
-                        )
-                    s, flag, explicit = _BY_FLAG[nxt], nxt, explicit[1:] or None
-                    continue
-                if s.takes_value:
-                    vstart = len(word) - len(explicit)
-                    written = "-" + word[offset + 1] if cluster else word[:vstart].rstrip("=")
-                    uses.append(OptionUse(s.setting, flag, written, start + i, explicit, start + i, vstart, cluster))
-                    i += 1
-                    break
-                raise GunicornArgsError(
-                    f"{where}: Gunicorn rejects {word!r}: {flag} takes no value, got {explicit!r}",
-                    hint=f"write just {flag} (it is a switch)"
-                    if s.setting != "preload_app"
-                    else "write just --preload",
-                )
-            written = word if not cluster else "-" + word[offset + 1]
-            if s.takes_value:
-                nxt_is_value = i + 1 < len(words) and pattern[i + 1] == "A"
-                if nxt_is_value:
-                    uses.append(OptionUse(s.setting, flag, written, start + i, words[i + 1], start + i + 1, 0, cluster))
-                    i += 2
-                    break
-                if s.nargs == "?":
-                    uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, cluster))
-                    i += 1
-                    break
-                raise GunicornArgsError(
-                    f"{where}: Gunicorn rejects {word!r}: {flag} expects a value",
-                    hint=f"give {flag} its value",
-                )
-            uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, cluster))
-            i += 1
-            break
-
+        if positionals and uses and uses[-1].index > positionals[0][0]:
+            leftover.append(words[i])
+        elif pattern[i] == "A":
+            positionals.append((start + i, words[i]))
+        i += 1
     if leftover:
         raise GunicornArgsError(
             f"{where}: Gunicorn would exit with 'error: unrecognized arguments: {' '.join(leftover)}'",
@@ -276,6 +204,85 @@ def parse_args(argv: Sequence[str], start: int = 0, *, where: str = "the Gunicor
         )
     dd = None if double_dash is None else start + double_dash
     return GunicornArgs(argv, start, tuple(uses), tuple(positionals), _stored(uses), dd)
+
+
+def _classify(words: Sequence[str], where: str) -> tuple[list[str], dict[int, _Tuple], int | None]:
+    """Classify every word first, as argparse does: "O" option, "A" argument, "-" the "--" that ends options.
+
+    An ambiguous spelling fails even where it would be a value, as in argparse.
+    """
+    pattern: list[str] = []
+    optionals: dict[int, _Tuple] = {}
+    double_dash: int | None = None
+    for i, word in enumerate(words):
+        if double_dash is not None:
+            pattern.append("A")
+        elif word == "--":
+            double_dash = i
+            pattern.append("-")
+        elif (tup := _parse_optional(word, where)) is None:
+            pattern.append("A")
+        else:
+            optionals[i] = tup
+            pattern.append("O")
+    return pattern, optionals, double_dash
+
+
+@dataclass
+class _Scan:
+    """One parse: the words, their classes, where argv[start:] begins, and the option uses found so far."""
+
+    words: Sequence[str]
+    pattern: Sequence[str]
+    start: int
+    where: str
+    uses: list[OptionUse] = field(default_factory=list)
+
+    def option(self, i: int, tup: _Tuple) -> int:
+        """Record the option(s) of ``words[i]`` (each flag of a cluster like -Dw4); return the next index."""
+        words, pattern, start, uses, where = self.words, self.pattern, self.start, self.uses, self.where
+        s, flag, explicit = tup
+        word = words[i]
+        if s is None:
+            raise GunicornArgsError(
+                f"{where}: Gunicorn has no option {word!r} (Gunicorn {GUNICORN_VERSION})",
+                hint="remove it or spell a Gunicorn option (gunicorn --help lists them)",
+            )
+        offset = 0  # where the current option starts inside the word
+        while explicit is not None and not s.takes_value and flag[1] != "-" and explicit != "":
+            # A switch followed by more short flags in the same word: -Dw4 is -D, then -w4.
+            uses.append(OptionUse(s.setting, flag, "-" + word[offset + 1], start + i, None, None, None, True))
+            offset += 1  # the next flag is "-" + the character after this one
+            nxt = "-" + explicit[0]
+            if nxt not in _BY_FLAG:
+                raise GunicornArgsError(
+                    f"{where}: Gunicorn rejects {word!r}: {flag} takes no value, got {explicit!r}",
+                    hint=f"write {flag} as a word of its own",
+                )
+            s, flag, explicit = _BY_FLAG[nxt], nxt, explicit[1:] or None
+        cluster = offset > 0
+        if explicit is not None:
+            if not s.takes_value:
+                raise GunicornArgsError(
+                    f"{where}: Gunicorn rejects {word!r}: {flag} takes no value, got {explicit!r}",
+                    hint=f"write just {flag} (it is a switch)"
+                    if s.setting != "preload_app"
+                    else "write just --preload",
+                )
+            vstart = len(word) - len(explicit)
+            written = "-" + word[offset + 1] if cluster else word[:vstart].rstrip("=")
+            uses.append(OptionUse(s.setting, flag, written, start + i, explicit, start + i, vstart, cluster))
+            return i + 1
+        written = "-" + word[offset + 1] if cluster else word
+        if s.takes_value and i + 1 < len(words) and pattern[i + 1] == "A":
+            uses.append(OptionUse(s.setting, flag, written, start + i, words[i + 1], start + i + 1, 0, cluster))
+            return i + 2
+        if s.takes_value and s.nargs != "?":
+            raise GunicornArgsError(
+                f"{where}: Gunicorn rejects {word!r}: {flag} expects a value", hint=f"give {flag} its value"
+            )
+        uses.append(OptionUse(s.setting, flag, written, start + i, None, None, None, cluster))
+        return i + 1
 
 
 def _extra_app_hint(words: Sequence[str], positions: Sequence[int], uses: Sequence[OptionUse], start: int) -> str:
