@@ -33,68 +33,85 @@ _SHELL_GLOB = set("*?[")
 
 def shell_split(script: str) -> list[ShellWord]:
     """Split a POSIX sh script that is a plain list of words; raise ShellSyntaxError on anything else."""
+    reader = _ShellReader(script)
     words: list[ShellWord] = []
-    i, n = 0, len(script)
+    while (word := reader.next_word()) is not None:
+        words.append(word)
+    return words
 
-    def bad(what: str) -> ShellSyntaxError:
+
+class _ShellReader:
+    """POSIX sh token recognition for a plain list of words: quotes and backslashes, nothing that expands."""
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+        self.i = 0
+        self.value: list[str] = []
+        self.cmap: list[int] = []
+
+    def bad(self, what: str) -> ShellSyntaxError:
+        """Return the refusal of a script that uses ``what``."""
         return ShellSyntaxError(
-            f"the shell script {script!r} uses {what}, which unitctl does not rewrite",
+            f"the shell script {self.script!r} uses {what}, which unitctl does not rewrite",
             hint="run gunicorn directly in ExecStart= (WorkingDirectory=, Environment= replace cd and exports)",
         )
 
-    while i < n:
-        while i < n and script[i] in " \t":
-            i += 1
-        if i >= n:
-            break
-        if script[i] == "\n":
-            if script[i:].strip() == "":
-                break
-            raise bad("several lines (commands)")
-        start = i
-        value: list[str] = []
-        cmap: list[int] = []
-        if script[i] == "#":
-            raise bad("a comment")
-        if script[i] == "~":
-            raise bad("tilde expansion")
-        while i < n and script[i] not in " \t\n":
-            c = script[i]
-            if c == "'":
-                j = script.find("'", i + 1)
-                if j < 0:
-                    raise ShellSyntaxError(f"the shell script {script!r} has an unbalanced ' quote", hint="close it")
-                value.extend(script[i + 1 : j])
-                cmap.extend(range(i + 1, j))
-                i = j + 1
-            elif c == '"':
-                j = i + 1
-                while j < n and script[j] != '"':
-                    if script[j] in "$`\\":
-                        raise bad(f"{script[j]!r} inside double quotes")
-                    j += 1
-                if j >= n:
-                    raise ShellSyntaxError(f'the shell script {script!r} has an unbalanced " quote', hint="close it")
-                value.extend(script[i + 1 : j])
-                cmap.extend(range(i + 1, j))
-                i = j + 1
-            elif c == "\\":
-                if i + 1 >= n or script[i + 1] == "\n":
-                    raise bad("a line continuation")
-                value.append(script[i + 1])
-                cmap.append(i + 1)
-                i += 2
-            elif c in _SHELL_SPECIAL:
-                raise bad(f"{c!r} (pipes, lists, redirects, expansions or subshells)")
-            elif c in _SHELL_GLOB or c in "{}":
-                raise bad(f"{c!r} (globbing or brace expansion)")
-            else:
-                value.append(c)
-                cmap.append(i)
-                i += 1
-        cmap.append(i if not cmap or script[i - 1] not in "'\"" else i - 1)
-        words.append(ShellWord("".join(value), start, i, tuple(cmap)))
-    return words
+    def next_word(self) -> ShellWord | None:
+        """Return the next word, or None at the end of the script (blank lines after the command are fine)."""
+        s, n = self.script, len(self.script)
+        while self.i < n and s[self.i] in " \t":
+            self.i += 1
+        if self.i >= n or (s[self.i] == "\n" and s[self.i :].strip() == ""):
+            return None
+        first = {"\n": "several lines (commands)", "#": "a comment", "~": "tilde expansion"}
+        if s[self.i] in first:
+            raise self.bad(first[s[self.i]])
+        start = self.i
+        self.value, self.cmap = [], []
+        while self.i < n and s[self.i] not in " \t\n":
+            self._char(s[self.i])
+        end = self.i
+        self.cmap.append(end if not self.cmap or s[end - 1] not in "'\"" else end - 1)
+        return ShellWord("".join(self.value), start, end, tuple(self.cmap))
+
+    def _char(self, c: str) -> None:
+        """Read the quoted run, escape or plain character at ``self.i``."""
+        if c == "'":
+            self._quoted(self.script.find("'", self.i + 1), "'")
+        elif c == '"':
+            self._quoted(self._double_quote_end(), '"')
+        elif c == "\\":
+            if self.i + 1 >= len(self.script) or self.script[self.i + 1] == "\n":
+                raise self.bad("a line continuation")
+            self._take(self.i + 1, self.i + 2)
+            self.i += 2
+        elif c in _SHELL_SPECIAL:
+            raise self.bad(f"{c!r} (pipes, lists, redirects, expansions or subshells)")
+        elif c in _SHELL_GLOB or c in "{}":
+            raise self.bad(f"{c!r} (globbing or brace expansion)")
+        else:
+            self._take(self.i, self.i + 1)
+            self.i += 1
+
+    def _take(self, a: int, b: int) -> None:
+        self.value.extend(self.script[a:b])
+        self.cmap.extend(range(a, b))
+
+    def _quoted(self, close: int, quote: str) -> None:
+        """Take the characters between the quote at ``self.i`` and ``close`` (-1: never closed)."""
+        if close < 0:
+            raise ShellSyntaxError(f"the shell script {self.script!r} has an unbalanced {quote} quote", hint="close it")
+        self._take(self.i + 1, close)
+        self.i = close + 1
+
+    def _double_quote_end(self) -> int:
+        """Return the index of the closing double quote (-1: none); refuse what expands inside double quotes."""
+        s, j = self.script, self.i + 1
+        while j < len(s) and s[j] != '"':
+            if s[j] in "$`\\":
+                raise self.bad(f"{s[j]!r} inside double quotes")
+            j += 1
+        return j if j < len(s) else -1
 
 
 def shlex_words(text: str) -> list[ShellWord]:
