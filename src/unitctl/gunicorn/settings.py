@@ -81,35 +81,48 @@ def parse_config_file(text: str, *, path: str = "gunicorn.conf.py") -> ConfigFac
     values: dict[str, object] = {}
     computed: set[str] = set()
     for node in tree.body:
-        targets: list[ast.expr] = []
-        value: ast.expr | None = None
-        if isinstance(node, ast.Assign):
-            targets, value = list(node.targets), node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            computed.add(node.target.id)
-            values.pop(node.target.id, None)
-            continue
-        for t in targets:
-            if isinstance(t, ast.Name) and value is not None:
-                try:
-                    values[t.id] = ast.literal_eval(value)
-                    computed.discard(t.id)
-                except ValueError:
-                    computed.add(t.id)
-                    values.pop(t.id, None)
-    # Anything assigned under if/for/try/with or via globals() is invisible to this reading.
-    for any_node in ast.walk(tree):
-        if isinstance(any_node, ast.Name) and any_node.id in ("globals", "locals", "exec", "setattr"):
-            computed.add("*")
-    for stmt in tree.body:
-        if not isinstance(stmt, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.Expr | ast.Import | ast.ImportFrom):
-            if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                for sub in ast.walk(stmt):
-                    if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                        computed.add(sub.id)
+        for name, literal in _assignments(node):
+            if literal is _UNKNOWN:
+                computed.add(name)
+                values.pop(name, None)
+            else:
+                values[name] = literal
+                computed.discard(name)
+    computed |= _hidden_assignments(tree)
     return ConfigFacts(values, frozenset(computed))
+
+
+def _assignments(node: ast.stmt) -> list[tuple[str, object]]:
+    """Return (name, literal value or _UNKNOWN) for each name a top-level statement assigns plainly."""
+    if isinstance(node, ast.AugAssign):
+        return [(node.target.id, _UNKNOWN)] if isinstance(node.target, ast.Name) else []
+    if isinstance(node, ast.Assign):
+        targets, value = list(node.targets), node.value
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        targets, value = [node.target], node.value
+    else:
+        return []
+    names = [t.id for t in targets if isinstance(t, ast.Name)]
+    if not names:
+        return []
+    try:
+        literal: object = ast.literal_eval(value)
+    except ValueError:
+        literal = _UNKNOWN
+    return [(name, literal) for name in names]
+
+
+def _hidden_assignments(tree: ast.Module) -> set[str]:
+    """Return the names assigned where this reading cannot follow: under if/for/try/with ("*" for globals() & co)."""
+    hidden: set[str] = set()
+    if any(isinstance(n, ast.Name) and n.id in ("globals", "locals", "exec", "setattr") for n in ast.walk(tree)):
+        hidden.add("*")
+    plain = ast.Assign | ast.AnnAssign | ast.AugAssign | ast.Expr | ast.Import | ast.ImportFrom
+    definitions = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+    for stmt in tree.body:
+        if not isinstance(stmt, plain | definitions):
+            hidden |= {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return hidden
 
 
 def unit_environment(unit: UnitFile | MergedUnit) -> tuple[dict[str, tuple[str, Entry, int]], list[str]]:
