@@ -227,36 +227,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     env_files = [_env_file(p) for p in options.env_files]
     env = {validate_env_name(k): validate_env_value(k, v) for k, v in options.env.items()}
 
-    runtime_dirs = [base]
-    preserve = False
-    listen_streams: list[str] = []
-    for bind in binds:
-        if bind.startswith("unix:"):
-            parent = PurePosixPath(bind[len("unix:") :]).parent
-            rel = _under_run(parent)
-            if options.socket:
-                # The .socket unit creates the socket; the service's RuntimeDirectory= would delete it on stop.
-                if rel is not None and (rel == base or rel.startswith(base + "/")):
-                    preserve = True
-                listen_streams.append(bind[len("unix:") :])
-                continue
-            if rel is None:
-                if parent == PurePosixPath("/run"):
-                    warnings.append(
-                        f"{bind}: only root may create sockets directly in /run; "
-                        f"use unix:/run/{base}/{base}.sock (unitctl adds it to RuntimeDirectory=)"
-                    )
-            elif rel not in runtime_dirs:
-                if any(c.isspace() or c in "\"'\\%" for c in rel):
-                    raise UsageError(
-                        f"--bind {bind!r}: the directory /run/{rel} would have to be a RuntimeDirectory= name, "
-                        "which cannot hold spaces, quotes, backslashes or '%'",
-                        hint=f"use a plain directory, e.g. unix:/run/{base}/{base}.sock",
-                    )
-                # systemd creates nested RuntimeDirectory= paths too; Gunicorn creates no directories.
-                runtime_dirs.append(rel)
-        elif options.socket:
-            listen_streams.append(bind)
+    runtime_dirs, preserve, listen_streams = _bind_directories(binds, base, socket=options.socket, warnings=warnings)
 
     if options.control_socket and "XDG_RUNTIME_DIR" not in env:
         # Gunicorn >= 25.1 puts its control socket in $XDG_RUNTIME_DIR, else $HOME/.gunicorn: two
@@ -264,17 +235,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
         # home fails. Older Gunicorn ignores the variable, so this works for every version.
         env = {"XDG_RUNTIME_DIR": f"/run/{base}", **env}
 
-    gunicorn = f"{venv}/bin/gunicorn" if venv else "gunicorn"
-    argv = [gunicorn, "--workers", str(workers)]
-    if worker_class:
-        argv += ["--worker-class", worker_class]
-    if not options.socket:
-        # With socket activation Gunicorn takes the listening fds from LISTEN_FDS; no --bind then.
-        for bind in binds:
-            argv += ["--bind", bind]
-    if not options.control_socket:
-        argv.append("--no-control-socket")
-    argv.append(app)
+    argv = _gunicorn_argv(options, venv=venv, workers=workers, worker_class=worker_class, binds=binds, app=app)
 
     if not user:
         warnings.append("no --user: the service runs as root; create a system user and pass --user")
@@ -305,6 +266,61 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
         "unitctl_version": __version__,
     }
     return context, warnings
+
+
+def _bind_directories(
+    binds: Sequence[str], base: str, *, socket: bool, warnings: list[str]
+) -> tuple[list[str], bool, list[str]]:
+    """Return the RuntimeDirectory= names, whether to preserve them, and the .socket's ListenStream= values."""
+    runtime_dirs = [base]
+    preserve = False
+    listen_streams: list[str] = []
+    for bind in binds:
+        if bind.startswith("unix:"):
+            parent = PurePosixPath(bind[len("unix:") :]).parent
+            rel = _under_run(parent)
+            if socket:
+                # The .socket unit creates the socket; the service's RuntimeDirectory= would delete it on stop.
+                if rel is not None and (rel == base or rel.startswith(base + "/")):
+                    preserve = True
+                listen_streams.append(bind[len("unix:") :])
+                continue
+            if rel is None:
+                if parent == PurePosixPath("/run"):
+                    warnings.append(
+                        f"{bind}: only root may create sockets directly in /run; "
+                        f"use unix:/run/{base}/{base}.sock (unitctl adds it to RuntimeDirectory=)"
+                    )
+            elif rel not in runtime_dirs:
+                if any(c.isspace() or c in "\"'\\%" for c in rel):
+                    raise UsageError(
+                        f"--bind {bind!r}: the directory /run/{rel} would have to be a RuntimeDirectory= name, "
+                        "which cannot hold spaces, quotes, backslashes or '%'",
+                        hint=f"use a plain directory, e.g. unix:/run/{base}/{base}.sock",
+                    )
+                # systemd creates nested RuntimeDirectory= paths too; Gunicorn creates no directories.
+                runtime_dirs.append(rel)
+        elif socket:
+            listen_streams.append(bind)
+    return runtime_dirs, preserve, listen_streams
+
+
+def _gunicorn_argv(
+    options: RenderOptions, *, venv: str | None, workers: int, worker_class: str | None, binds: Sequence[str], app: str
+) -> list[str]:
+    """Return the Gunicorn command line of the rendered ExecStart=."""
+    gunicorn = f"{venv}/bin/gunicorn" if venv else "gunicorn"
+    argv = [gunicorn, "--workers", str(workers)]
+    if worker_class:
+        argv += ["--worker-class", worker_class]
+    if not options.socket:
+        # With socket activation Gunicorn takes the listening fds from LISTEN_FDS; no --bind then.
+        for bind in binds:
+            argv += ["--bind", bind]
+    if not options.control_socket:
+        argv.append("--no-control-socket")
+    argv.append(app)
+    return argv
 
 
 def exec_line(argv: Sequence[str]) -> str:
