@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,18 @@ def _own_checks(text: str, found: _Findings, *, offline: bool = False) -> None:
         )
     if not offline:
         _host_checks(unit, found)
+    _secret_environment(unit, found)
+    try:
+        invocation = _gunicorn_in(unit)
+    except UnitctlError as exc:
+        found.errors.append(f"Gunicorn would refuse its command line: {exc}")
+        return
+    if invocation is not None:
+        _gunicorn_checks(unit, invocation.args.values, service_type, found)
+
+
+def _secret_environment(unit: Any, found: _Findings) -> None:
+    """Warn about Environment= variables with secret names: 'systemctl show' shows them to any local user."""
     from unitctl.execline import ExecSyntaxError, environment_assignments
     from unitctl.masking import is_secret_name
 
@@ -217,14 +229,10 @@ def _own_checks(text: str, found: _Findings, *, offline: bool = False) -> None:
                     f"Environment={name}=... looks like a secret: any local user can read it with "
                     "'systemctl show'; move it to an EnvironmentFile= readable only by root (mode 0600)"
                 )
-    try:
-        invocation = _gunicorn_in(unit)
-    except UnitctlError as exc:
-        found.errors.append(f"Gunicorn would refuse its command line: {exc}")
-        return
-    if invocation is None:
-        return
-    values = invocation.args.values
+
+
+def _gunicorn_checks(unit: Any, values: Mapping[str, object], service_type: str, found: _Findings) -> None:
+    """Add the findings about how Gunicorn's options fit the unit (preload, reload, daemon, Type=, chdir)."""
     if values.get("preload_app"):
         found.warnings.append(
             "Gunicorn runs with --preload: the app is imported once in the master, so 'systemctl reload' "
