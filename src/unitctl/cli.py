@@ -416,7 +416,7 @@ def rewrite(
     if max_workers is not None and workers is None:
         raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
     from unitctl.fsutil import read_unit_bytes
-    from unitctl.render import parse_workers
+    from unitctl.gunicorn.workers import parse_workers
 
     wanted = parse_workers(workers) if workers is not None else None
     path = Path(file)
@@ -464,7 +464,7 @@ def rewrite(
     if in_place or drop_in:
         target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
         if drop_in:
-            from unitctl.systemd.base import validate_unit_name
+            from unitctl.unitname import validate_unit_name
 
             if not Path(drop_in).is_dir():
                 raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")

@@ -20,17 +20,8 @@ from typing import TYPE_CHECKING
 from unitctl.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
+    from unitctl.rewrite import RewriteSpec
     from unitctl.unitfile import UnitFile
-
-
-@dataclass(frozen=True)
-class RewriteSpec:
-    """The workers / no-preload rewrite of the installed unit."""
-
-    workers: int | str | None = None
-    max_workers: int | None = None
-    no_preload: bool = False
-    cpu_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +88,12 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
         return Desired(rendered=result.service, rendered_socket=result.socket,
                        socket_name=result.socket_name if result.socket is not None else None)  # fmt: skip
     if rewrite_given:
-        from unitctl.render import parse_workers
+        from unitctl.gunicorn.workers import parse_request
+        from unitctl.rewrite import RewriteSpec
 
         return Desired(
             rewrite=RewriteSpec(
-                workers=parse_workers(opts.workers) if opts.workers is not None else None,
+                workers=parse_request(opts.workers, opts.max_workers),
                 max_workers=opts.max_workers,
                 no_preload=opts.no_preload,
                 cpu_count=cpu_count,
@@ -136,15 +128,7 @@ def rewrite_text(text: str, spec: RewriteSpec, *, path: str | None = None) -> tu
     from unitctl.gunicorn import default_read_file
     from unitctl.rewrite import rewrite_unit
 
-    result = rewrite_unit(
-        text,
-        workers=spec.workers,
-        no_preload=spec.no_preload,
-        max_workers=spec.max_workers,
-        cpu_count=spec.cpu_count,
-        read_file=default_read_file,
-        path=path,
-    )
+    result = rewrite_unit(text, spec, read_file=default_read_file, path=path)
     return result.text, list(result.warnings)
 
 

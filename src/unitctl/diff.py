@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from unitctl import masking
-from unitctl.desired import RewriteSpec
+from unitctl import execline, masking
+from unitctl.execline import ExecSyntaxError
 from unitctl.output import style
+from unitctl.rewrite import RewriteSpec
 
 
 @dataclass(frozen=True)
@@ -110,53 +111,16 @@ def cat_text(files: Sequence[tuple[str | None, str]]) -> str:
     return "\n".join(parts)
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "s": " "}
-
-
-def env_words(value: str) -> list[str]:
-    """Split an ``Environment=`` value into its words as systemd does (quotes removed, C escapes applied)."""
-    words: list[str] = []
-    current: list[str] = []
-    in_word = False
-    quote: str | None = None
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "\\" and i + 1 < len(value):
-            nxt = value[i + 1]
-            current.append(_ESCAPES.get(nxt, nxt))
-            in_word = True
-            i += 2
-            continue
-        if quote:
-            if ch == quote:
-                quote = None
-            else:
-                current.append(ch)
-        elif ch in "\"'":
-            quote = ch
-            in_word = True
-        elif ch.isspace():
-            if in_word:
-                words.append("".join(current))
-                current, in_word = [], False
-        else:
-            current.append(ch)
-            in_word = True
-        i += 1
-    if in_word:
-        words.append("".join(current))
-    return words
-
-
 def _env_names(values: Sequence[str]) -> dict[str, str]:
     """Map variable name → value for the Environment= assignments systemd keeps."""
     result: dict[str, str] = {}
     for value in values:
-        for word in env_words(value):
-            name, sep, val = word.partition("=")
-            if sep:
-                result[name] = val
+        try:
+            assignments = execline.environment_assignments(value)
+        except ExecSyntaxError:
+            continue  # systemd ignores the line
+        for name, val, _ in assignments:
+            result[name] = val
     return result
 
 
@@ -254,8 +218,8 @@ def diff_installed(
     from pathlib import Path
 
     from unitctl.errors import InputError, UsageError
-    from unitctl.systemd.base import validate_unit_name
     from unitctl.unitfile import UnitFile, load_unit, merged
+    from unitctl.unitname import validate_unit_name
 
     unit_name = validate_unit_name(name)
     chosen = [x for x in (unit_file, rendered, rewrite) if x is not None]

@@ -185,40 +185,21 @@ def _extract(s: str, pos: int, *, relax: bool) -> tuple[str, int, int, int, bool
     while pos < n:
         c = s[pos]
         if c == "\\":
-            if pos + 1 >= n:
-                # Trailing backslash: kept verbatim in relaxed mode unless inside quotes.
-                if relax and not quote:
-                    out += b"\\"
-                    pos += 1
-                    break
-                if quote:
-                    raise _Unbalanced
-                raise _BadEscape
-            dec = _cunescape_one(s, pos + 1)
-            if dec is None:
-                if not relax:
-                    raise _BadEscape
-                unknown = True
-                out += _enc("\\" + s[pos + 1])
-                pos += 2
-            else:
-                out += dec[0]
-                pos += 1 + dec[1]
+            decoded, pos, kept = _escape(s, pos, relax=relax, quoted=bool(quote))
+            out += decoded
+            unknown = unknown or kept
             continue
         if quote:
             if c == quote:
                 quote = ""
             else:
                 out += _enc(c)
-            pos += 1
-            continue
-        if c in "'\"":
+        elif c in "'\"":
             quote = c
-            pos += 1
-            continue
-        if c in WHITESPACE:
+        elif c in WHITESPACE:
             break
-        out += _enc(c)
+        else:
+            out += _enc(c)
         pos += 1
     if quote:
         raise _Unbalanced
@@ -226,6 +207,21 @@ def _extract(s: str, pos: int, *, relax: bool) -> tuple[str, int, int, int, bool
     while pos < n and s[pos] in WHITESPACE:
         pos += 1
     return out.decode("utf-8", "surrogateescape"), start, end, pos, unknown
+
+
+def _escape(s: str, pos: int, *, relax: bool, quoted: bool) -> tuple[bytes, int, bool]:
+    """Decode the backslash at ``s[pos]``: (bytes, next pos, True for an unknown escape kept verbatim)."""
+    if pos + 1 >= len(s):
+        # Trailing backslash: kept verbatim in relaxed mode unless inside quotes.
+        if relax and not quoted:
+            return b"\\", pos + 1, False
+        raise _Unbalanced if quoted else _BadEscape
+    dec = _cunescape_one(s, pos + 1)
+    if dec is None:
+        if not relax:
+            raise _BadEscape
+        return _enc("\\" + s[pos + 1]), pos + 2, True
+    return dec[0], pos + 1 + dec[1], False
 
 
 _UNBALANCED_TODO = "close the quote or escape it as \\' or \\\""
@@ -271,6 +267,36 @@ def split_words(value: str, *, relax_escapes: bool = True, what: str = "value", 
         if where:
             raise ExecSyntaxError(f"{where}: {exc.message}") from None
         raise
+    return out
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_env_name(name: str) -> bool:
+    """Return True when ``name`` is a variable name systemd and a POSIX shell accept (env-util.c, portable form)."""
+    return _ENV_NAME.fullmatch(name) is not None
+
+
+def environment_words(value: str) -> list[Word]:
+    """Split an ``Environment=`` value into words with spans, as systemd reads that directive.
+
+    Unlike Exec lines, ';' is an ordinary character there, and an unknown escape or an unbalanced quote makes
+    systemd ignore the whole line: that is an ExecSyntaxError here (callers that only report may skip the line).
+    """
+    try:
+        return split_words(value, relax_escapes=False, what="Environment=")
+    except ExecSyntaxError as exc:
+        raise ExecSyntaxError(f"Environment={value!r} cannot be read: {exc}", hint="fix its quoting") from None
+
+
+def environment_assignments(value: str) -> list[tuple[str, str, int]]:
+    """Split an ``Environment=`` value into (name, value, word index) for each ``NAME=VALUE`` word, as systemd does."""
+    out: list[tuple[str, str, int]] = []
+    for k, w in enumerate(environment_words(value)):
+        name, eq, val = w.value.partition("=")
+        if eq and name:
+            out.append((name, val, k))
     return out
 
 
@@ -338,7 +364,6 @@ def split(value: str, *, where: str | None = None) -> list[Command]:
 def _split(value: str) -> list[Command]:
     commands: list[Command] = []
     pos = 0
-    n = len(value)
     while True:
         first = _next_word(value, pos, relax_escapes=True, subject="command line")
         if first is None:
@@ -348,55 +373,66 @@ def _split(value: str) -> list[Command]:
         if word0 == ";":
             continue  # a leading or repeated ";" separates nothing
         warnings = [warn0] if warn0 else []
-        k = 0
-        flags = {"-": False, "@": False, ":": False}
-        priv = ""
-        while k < len(word0):
-            ch = word0[k]
-            if ch in flags and not flags[ch]:
-                flags[ch] = True
-            elif ch == "+" and not priv:
-                priv = "+"
-            elif ch == "!" and priv in ("", "!"):
-                priv += "!"
-            else:
-                break
-            k += 1
+        k = _prefix_length(word0)
         prefixes = word0[:k]
         path = word0[k:]
         raw_tok = value[tok_start:tok_end]
         w0_start = tok_start + k if raw_tok[:k] == prefixes else tok_start
         _check_path(value, prefixes, path)
         words = [Word(path, w0_start, tok_end)]
-        end = tok_end
-        semicolon = False
-        while pos < n:
-            if value[pos] == ";" and (pos + 1 >= n or value[pos + 1] in WHITESPACE):
-                pos += 1
-                while pos < n and value[pos] in WHITESPACE:
-                    pos += 1
-                semicolon = True
-                break
-            if value.startswith("\\;", pos) and (pos + 2 >= n or value[pos + 2] in WHITESPACE):
-                words.append(Word(";", pos, pos + 2))
-                end = pos + 2
-                pos += 2
-                while pos < n and value[pos] in WHITESPACE:
-                    pos += 1
-                continue
-            nxt = _next_word(value, pos, relax_escapes=True, subject="command line")
-            if nxt is None:
-                break
-            word, pos, warn = nxt
-            if warn:
-                warnings.append(warn)
-            words.append(word)
-            end = word.end
-        if flags["@"] and len(words) < 2:
+        pos, end, semicolon = _arguments(value, pos, words, warnings)
+        if "@" in prefixes and len(words) < 2:
             raise _error(value, "'@' needs argv[0] as the word after the executable", "add it or drop the '@'")
         commands.append(Command(prefixes, tuple(words), tok_start, end, tuple(warnings)))
         if not semicolon:
             return commands
+
+
+def _prefix_length(word0: str) -> int:
+    """Return how many leading characters of the executable word are prefixes ('-', '@', ':' once; '+' or '!'/'!!')."""
+    flags = {"-": False, "@": False, ":": False}
+    priv = ""
+    k = 0
+    while k < len(word0):
+        ch = word0[k]
+        if ch in flags and not flags[ch]:
+            flags[ch] = True
+        elif ch == "+" and not priv:
+            priv = "+"
+        elif ch == "!" and priv in ("", "!"):
+            priv += "!"
+        else:
+            break
+        k += 1
+    return k
+
+
+def _arguments(value: str, pos: int, words: list[Word], warnings: list[str]) -> tuple[int, int, bool]:
+    """Append the command's arguments from ``pos`` to ``words``; return (next pos, raw end, ended by ';')."""
+    n = len(value)
+    end = words[-1].end
+    while pos < n:
+        if value[pos] == ";" and (pos + 1 >= n or value[pos + 1] in WHITESPACE):
+            pos += 1
+            while pos < n and value[pos] in WHITESPACE:
+                pos += 1
+            return pos, end, True
+        if value.startswith("\\;", pos) and (pos + 2 >= n or value[pos + 2] in WHITESPACE):
+            words.append(Word(";", pos, pos + 2))
+            end = pos + 2
+            pos += 2
+            while pos < n and value[pos] in WHITESPACE:
+                pos += 1
+            continue
+        nxt = _next_word(value, pos, relax_escapes=True, subject="command line")
+        if nxt is None:
+            break
+        word, pos, warn = nxt
+        if warn:
+            warnings.append(warn)
+        words.append(word)
+        end = word.end
+    return pos, end, False
 
 
 def _check_path(value: str, prefixes: str, path: str) -> None:
@@ -489,10 +525,11 @@ def variables(word: str) -> list[VarRef]:
 
 
 def command_variables(cmd: Command) -> list[tuple[int, VarRef]]:
-    """Return (word index, reference) for every variable in the command's arguments (none with ':')."""
+    """Return (index in ``cmd.words``, reference) for every variable in the command's arguments (none with ':')."""
     if cmd.no_env_expand:
         return []
-    return [(i, ref) for i, w in enumerate(cmd.words) if i > 0 for ref in variables(w.value)]
+    first = len(cmd.words) - len(cmd.args)
+    return [(i, ref) for i, w in enumerate(cmd.words) if i >= first for ref in variables(w.value)]
 
 
 _SPEC_RE = re.compile(r"%(.?)", re.DOTALL)

@@ -48,7 +48,7 @@ from unitctl.errors import UsageError
 from unitctl.probe import ProbeResult
 from unitctl.systemd.base import SystemdBackend, UnitState
 
-Kind = Literal["ready", "unit-failed", "main-exited", "restart-loop", "not-ready", "timeout"]
+VerdictKind = Literal["ready", "unit-failed", "main-exited", "restart-loop", "not-ready", "timeout"]
 DEFAULT_SUCCESSES = 3
 DEFAULT_INTERVAL = 0.5
 # Consecutive HTTP non-2xx answers from the new release that fail it at once: 5 s at the default interval.
@@ -74,7 +74,7 @@ class GuardOutcome:
     """How the guard ended."""
 
     ready: bool
-    kind: Kind
+    kind: VerdictKind
     reason: str  # one line naming the unit and what was seen
     elapsed: float
     probes: int  # probe requests made
@@ -103,7 +103,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: Kind
+    kind: VerdictKind
     reason: str
 
     @property

@@ -23,9 +23,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 from unitctl.errors import InputError, UsageError
+from unitctl.execline import is_env_name
+from unitctl.gunicorn.workers import Workers, parse_workers, resolve_workers
 
 SERVICE_TEMPLATE = "gunicorn.service.j2"
 SOCKET_TEMPLATE = "gunicorn.socket.j2"
@@ -35,9 +37,7 @@ _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\(.*\))?$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?|[0-9]{1,10})$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-Workers = int | Literal["auto"]
 DEFAULT_WORKERS: Workers = "auto"
 DEFAULT_BIND = "127.0.0.1:8000"
 
@@ -74,12 +74,6 @@ class Rendered:
     socket_name: str | None = None
     socket: str | None = None
     warnings: tuple[str, ...] = ()
-
-
-def auto_workers(cpu_count: int | None, max_workers: int | None = None) -> int:
-    """Return Gunicorn's recommended (2 x CPUs) + 1 workers, capped by ``max_workers``."""
-    n = 2 * max(cpu_count or 1, 1) + 1
-    return min(n, max_workers) if max_workers else n
 
 
 def render(
@@ -221,7 +215,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     warnings: list[str] = []
     base = validate_name(options.name)
     app = validate_app(options.app)
-    workers = resolve_workers(options.workers, options.max_workers, cpu_count)
+    workers = resolve_workers(options.workers, cpu_count=cpu_count, max_workers=options.max_workers)
     worker_class, class_warning = validate_worker_class(options.worker_class)
     if class_warning:
         warnings.append(class_warning)
@@ -233,36 +227,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     env_files = [_env_file(p) for p in options.env_files]
     env = {validate_env_name(k): validate_env_value(k, v) for k, v in options.env.items()}
 
-    runtime_dirs = [base]
-    preserve = False
-    listen_streams: list[str] = []
-    for bind in binds:
-        if bind.startswith("unix:"):
-            parent = PurePosixPath(bind[len("unix:") :]).parent
-            rel = _under_run(parent)
-            if options.socket:
-                # The .socket unit creates the socket; the service's RuntimeDirectory= would delete it on stop.
-                if rel is not None and (rel == base or rel.startswith(base + "/")):
-                    preserve = True
-                listen_streams.append(bind[len("unix:") :])
-                continue
-            if rel is None:
-                if parent == PurePosixPath("/run"):
-                    warnings.append(
-                        f"{bind}: only root may create sockets directly in /run; "
-                        f"use unix:/run/{base}/{base}.sock (unitctl adds it to RuntimeDirectory=)"
-                    )
-            elif rel not in runtime_dirs:
-                if any(c.isspace() or c in "\"'\\%" for c in rel):
-                    raise UsageError(
-                        f"--bind {bind!r}: the directory /run/{rel} would have to be a RuntimeDirectory= name, "
-                        "which cannot hold spaces, quotes, backslashes or '%'",
-                        hint=f"use a plain directory, e.g. unix:/run/{base}/{base}.sock",
-                    )
-                # systemd creates nested RuntimeDirectory= paths too; Gunicorn creates no directories.
-                runtime_dirs.append(rel)
-        elif options.socket:
-            listen_streams.append(bind)
+    runtime_dirs, preserve, listen_streams = _bind_directories(binds, base, socket=options.socket, warnings=warnings)
 
     if options.control_socket and "XDG_RUNTIME_DIR" not in env:
         # Gunicorn >= 25.1 puts its control socket in $XDG_RUNTIME_DIR, else $HOME/.gunicorn: two
@@ -270,17 +235,7 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
         # home fails. Older Gunicorn ignores the variable, so this works for every version.
         env = {"XDG_RUNTIME_DIR": f"/run/{base}", **env}
 
-    gunicorn = f"{venv}/bin/gunicorn" if venv else "gunicorn"
-    argv = [gunicorn, "--workers", str(workers)]
-    if worker_class:
-        argv += ["--worker-class", worker_class]
-    if not options.socket:
-        # With socket activation Gunicorn takes the listening fds from LISTEN_FDS; no --bind then.
-        for bind in binds:
-            argv += ["--bind", bind]
-    if not options.control_socket:
-        argv.append("--no-control-socket")
-    argv.append(app)
+    argv = _gunicorn_argv(options, venv=venv, workers=workers, worker_class=worker_class, binds=binds, app=app)
 
     if not user:
         warnings.append("no --user: the service runs as root; create a system user and pass --user")
@@ -313,6 +268,61 @@ def build_context(options: RenderOptions, *, cpu_count: int | None) -> tuple[dic
     return context, warnings
 
 
+def _bind_directories(
+    binds: Sequence[str], base: str, *, socket: bool, warnings: list[str]
+) -> tuple[list[str], bool, list[str]]:
+    """Return the RuntimeDirectory= names, whether to preserve them, and the .socket's ListenStream= values."""
+    runtime_dirs = [base]
+    preserve = False
+    listen_streams: list[str] = []
+    for bind in binds:
+        if bind.startswith("unix:"):
+            parent = PurePosixPath(bind[len("unix:") :]).parent
+            rel = _under_run(parent)
+            if socket:
+                # The .socket unit creates the socket; the service's RuntimeDirectory= would delete it on stop.
+                if rel is not None and (rel == base or rel.startswith(base + "/")):
+                    preserve = True
+                listen_streams.append(bind[len("unix:") :])
+                continue
+            if rel is None:
+                if parent == PurePosixPath("/run"):
+                    warnings.append(
+                        f"{bind}: only root may create sockets directly in /run; "
+                        f"use unix:/run/{base}/{base}.sock (unitctl adds it to RuntimeDirectory=)"
+                    )
+            elif rel not in runtime_dirs:
+                if any(c.isspace() or c in "\"'\\%" for c in rel):
+                    raise UsageError(
+                        f"--bind {bind!r}: the directory /run/{rel} would have to be a RuntimeDirectory= name, "
+                        "which cannot hold spaces, quotes, backslashes or '%'",
+                        hint=f"use a plain directory, e.g. unix:/run/{base}/{base}.sock",
+                    )
+                # systemd creates nested RuntimeDirectory= paths too; Gunicorn creates no directories.
+                runtime_dirs.append(rel)
+        elif socket:
+            listen_streams.append(bind)
+    return runtime_dirs, preserve, listen_streams
+
+
+def _gunicorn_argv(
+    options: RenderOptions, *, venv: str | None, workers: int, worker_class: str | None, binds: Sequence[str], app: str
+) -> list[str]:
+    """Return the Gunicorn command line of the rendered ExecStart=."""
+    gunicorn = f"{venv}/bin/gunicorn" if venv else "gunicorn"
+    argv = [gunicorn, "--workers", str(workers)]
+    if worker_class:
+        argv += ["--worker-class", worker_class]
+    if not options.socket:
+        # With socket activation Gunicorn takes the listening fds from LISTEN_FDS; no --bind then.
+        for bind in binds:
+            argv += ["--bind", bind]
+    if not options.control_socket:
+        argv.append("--no-control-socket")
+    argv.append(app)
+    return argv
+
+
 def exec_line(argv: Sequence[str]) -> str:
     """Quote ``argv`` for ``ExecStart=`` so that systemd runs exactly these words."""
     from unitctl.execline import join
@@ -328,7 +338,7 @@ def exec_line(argv: Sequence[str]) -> str:
 
 def validate_name(name: str) -> str:
     """Return the unit's base name (without ``.service``) or raise UsageError."""
-    from unitctl.systemd.base import validate_unit_name
+    from unitctl.unitname import validate_unit_name
 
     full = validate_unit_name(name)
     if not full.endswith(".service"):
@@ -375,34 +385,6 @@ def validate_worker_class(value: str | None) -> tuple[str | None, str | None]:
     if value in _DEPRECATED_CLASSES:
         return value, f"{value} is deprecated by uvicorn since 0.30; use {_DEPRECATED_CLASSES[value]}"
     return value, None
-
-
-def resolve_workers(workers: Workers, max_workers: int | None, cpu_count: int | None) -> int:
-    """Turn ``auto`` into (2 x CPUs) + 1 capped by ``max_workers``; check an explicit count."""
-    if max_workers is not None and max_workers < 1:
-        raise UsageError(f"--max-workers must be a positive integer, not {max_workers}")
-    if workers == "auto":
-        return auto_workers(cpu_count, max_workers)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"--workers must be a positive integer or 'auto', not {workers!r}")
-    if max_workers is not None and workers > max_workers:
-        raise UsageError(f"--workers {workers} exceeds --max-workers {max_workers}", hint="lower one of them")
-    return workers
-
-
-def parse_workers(value: str) -> Workers:
-    """Parse a ``--workers`` flag value: a positive integer or ``auto``."""
-    if value == "auto":
-        return "auto"
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise UsageError(
-            f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4"
-        ) from None
-    if n < 1:
-        raise UsageError(f"--workers must be a positive integer or 'auto', not {value!r}", hint="e.g. --workers 4")
-    return n
 
 
 def validate_bind(bind: str, *, socket: bool = False) -> str:
@@ -494,7 +476,7 @@ def validate_user(value: str, flag: str) -> str:
 
 def validate_env_name(name: str) -> str:
     """Return ``name`` if it is a valid environment variable name, else raise UsageError."""
-    if not _ENV_NAME.match(name):
+    if not is_env_name(name):
         raise UsageError(f"--env {name!r} is not a valid variable name", hint="use letters, digits and '_' (KEY=VALUE)")
     return name
 

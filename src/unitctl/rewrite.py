@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 from unitctl import execline
 from unitctl.errors import RefusedError, UnitctlError
@@ -23,7 +24,6 @@ from unitctl.gunicorn import (
     GunicornArgs,
     ReadFile,
     effective_settings,
-    environment_words,
     find_gunicorn,
     parse_args,
     resolve_workers,
@@ -33,11 +33,30 @@ from unitctl.gunicorn import (
 from unitctl.placeholders import check_not_template
 from unitctl.unitfile import Edit, Entry, UnitFile
 
-__all__ = ["RewriteError", "RewriteResult", "dropin_for", "rewrite_unit"]
+__all__ = ["RewriteError", "RewriteResult", "RewriteSpec", "dropin_for", "rewrite_unit"]
 
 
 class RewriteError(RefusedError):
     """The rewrite would not give the requested result exactly; nothing is written."""
+
+
+@dataclass(frozen=True)
+class RewriteSpec:
+    """What a rewrite asks for: a worker count (N or 'auto' = 2 x cpu_count + 1, capped), no preload."""
+
+    workers: int | str | None = None
+    max_workers: int | None = None
+    no_preload: bool = False
+    cpu_count: int | None = None
+
+
+class _SpecFields(TypedDict, total=False):
+    """RewriteSpec's fields as keywords, for callers that have not built one."""
+
+    workers: int | str | None
+    max_workers: int | None
+    no_preload: bool
+    cpu_count: int | None
 
 
 @dataclass(frozen=True)
@@ -286,7 +305,7 @@ def _drop_preload_from_env(uf: UnitFile, changes: list[str]) -> list[str] | None
     _remove_words(ops, idx)
     new_value = _apply(value, ops.edits)
     expected = [w.value for n, w in enumerate(swords) if n not in idx]
-    words = environment_words(entry.value)
+    words = execline.environment_words(entry.value)
     w = words[k]
     prefix = len("GUNICORN_CMD_ARGS=")
     if not expected:
@@ -311,19 +330,20 @@ def _drop_preload_from_env(uf: UnitFile, changes: list[str]) -> list[str] | None
 
 def rewrite_unit(
     text: str,
+    spec: RewriteSpec | None = None,
     *,
-    workers: int | str | None = None,
-    no_preload: bool = False,
-    max_workers: int | None = None,
-    cpu_count: int | None = None,
     read_file: ReadFile | None = None,
     path: str | None = None,
+    **fields: Unpack[_SpecFields],
 ) -> RewriteResult:
-    """Set workers (N or 'auto' = 2 x cpu_count + 1, capped by max_workers) and/or remove preload, minimally.
+    """Make the rewrite ``spec`` asks for (workers and/or no preload) with the fewest byte changes.
 
     ``read_file(path) -> text | None`` lets the rewrite look into the Gunicorn config file and EnvironmentFile=
     (they cannot be changed from the unit: settings there become warnings); without it they are not read.
+    ``fields`` are RewriteSpec's fields as keywords, instead of ``spec``.
     """
+    spec = _spec(spec, fields)
+    workers, no_preload, max_workers, cpu_count = spec.workers, spec.no_preload, spec.max_workers, spec.cpu_count
     check_not_template(text, path=path)
     uf = UnitFile.parse(text, path=path)
     found = find_gunicorn(uf)
@@ -333,7 +353,7 @@ def rewrite_unit(
     warnings = list(before.warnings) if no_preload else []
     changes: list[str] = []
     target: int | None = None
-    if workers is not None:
+    if workers is not None or max_workers is not None:
         target = resolve_workers(workers, cpu_count=cpu_count, max_workers=max_workers)
     last = found.invocation.args.last("workers")
     new_workers = str(target) if target is not None and (last is None or last.value != str(target)) else None
@@ -397,28 +417,18 @@ def rewrite_unit(
 
 def dropin_for(
     text: str,
+    spec: RewriteSpec | None = None,
     *,
-    workers: int | str | None = None,
-    no_preload: bool = False,
-    max_workers: int | None = None,
-    cpu_count: int | None = None,
     read_file: ReadFile | None = None,
     path: str | None = None,
+    **fields: Unpack[_SpecFields],
 ) -> RewriteResult:
     """Return an override drop-in (``[Service]`` / ``ExecStart=`` / ``ExecStart=<new>``) that makes the rewrite.
 
     ``text`` is the unit as systemd merges it for the service (or its main file); the result's text is empty
     when nothing needs to change.
     """
-    result = rewrite_unit(
-        text,
-        workers=workers,
-        no_preload=no_preload,
-        max_workers=max_workers,
-        cpu_count=cpu_count,
-        read_file=read_file,
-        path=path,
-    )
+    result = rewrite_unit(text, _spec(spec, fields), read_file=read_file, path=path)
     if not result.changes:
         return RewriteResult("", [], result.warnings, result.preload_kept)
     uf = UnitFile.parse(result.text, path=path)  # parse() is lossless: the rewritten unit, read back
@@ -434,3 +444,10 @@ def dropin_for(
         if new_args != original_env["GUNICORN_CMD_ARGS"][0]:
             out.append("Environment=" + execline.quote("GUNICORN_CMD_ARGS=" + new_args))
     return RewriteResult("\n".join(out) + "\n", result.changes, result.warnings, result.preload_kept)
+
+
+def _spec(spec: RewriteSpec | None, fields: _SpecFields) -> RewriteSpec:
+    """Return the spec given, or the one its fields make; refuse both at once."""
+    if spec is not None and fields:
+        raise TypeError("pass a RewriteSpec or its fields, not both")
+    return spec if spec is not None else RewriteSpec(**fields)

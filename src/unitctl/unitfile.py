@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitctl.errors import InputError, UnitSyntaxError, UsageError
+from unitctl.unitname import split_unit_name
 
 WHITESPACE = " \t\n\r"
 COMMENTS = "#;"
@@ -500,24 +501,10 @@ def merged(main: UnitFile, dropins: Sequence[UnitFile]) -> MergedUnit:
 # -- drop-in lookup (systemd >= 246: name.d, template, dash prefixes, type.d) ----------------------------
 
 
-_UNIT_TYPES = "service|socket|target|timer|path|mount|automount|swap|slice|scope|device"
-_UNIT_NAME_RE = re.compile(rf"([A-Za-z0-9:_.\\-]+)(?:(@)([A-Za-z0-9:_.\\-]*))?\.({_UNIT_TYPES})")
-
-
-def _split_name(name: str) -> tuple[str, str | None, str]:
-    """Return (prefix, instance or None, type) of a unit name; "" is the instance of a template."""
-    m = _UNIT_NAME_RE.fullmatch(name)
-    if m is None or len(name) > 255:
-        raise UsageError(
-            f"{name!r} is not a valid unit name; use letters, digits and :-_.\\ with a type suffix, like app.service"
-        )
-    return m.group(1), (m.group(3) if m.group(2) else None), m.group(4)
-
-
 def _name_dirs(name: str) -> list[str]:
     """Return the drop-in directory names systemd checks for name, most specific first (in one load dir)."""
     out = [name + ".d"]
-    prefix, instance, utype = _split_name(name)
+    prefix, instance, utype = split_unit_name(name)
     if instance:  # an instance also reads its template's drop-ins
         out.extend(_name_dirs(f"{prefix}@.{utype}"))
     # "foo-bar-baz.service" also reads "foo-bar-.service.d" and "foo-.service.d" (a trailing dash is chopped once).
@@ -540,7 +527,7 @@ def _name_dirs(name: str) -> list[str]:
 def dropin_dirs(name: str, search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> list[str]:
     """Return every directory whose ``*.conf`` files may be drop-ins of name, in systemd's priority order."""
     names = _name_dirs(name)
-    utype = _split_name(name)[2]
+    utype = split_unit_name(name)[2]
     dirs = [f"{d.rstrip('/')}/{n}" for d in search_path for n in names]
     dirs += [f"{d.rstrip('/')}/{utype}.d" for d in search_path]
     return list(dict.fromkeys(dirs))
@@ -575,7 +562,7 @@ def dropin_paths(
 
 def unit_from_files(name: str, files: Mapping[str, str], search_path: Sequence[str] = SYSTEM_UNIT_PATH) -> MergedUnit:
     """Return the merged unit from a mapping path -> text (no file access); raise InputError if it has no file."""
-    prefix, instance, utype = _split_name(name)
+    prefix, instance, utype = split_unit_name(name)
     candidates = [name] + ([f"{prefix}@.{utype}"] if instance is not None else [])
     main_path = next(
         (p for n in candidates for d in search_path if (p := f"{d.rstrip('/')}/{n}") in files),
@@ -610,14 +597,6 @@ def _list_conf_files(dirs: Sequence[str], root: Path) -> list[str]:
     return out
 
 
-def read_unit_file(path: str | os.PathLike[str]) -> UnitFile:
-    """Read and parse one file; raise InputError if unreadable, UnitSyntaxError if systemd would refuse it."""
-    from unitctl.fsutil import read_input
-
-    p = Path(path)
-    return UnitFile.from_bytes(read_input(p, what="unit file", hint="check the path"), path=str(p))
-
-
 def load_unit(
     name: str, *, root: str | os.PathLike[str] = "/", search_path: Sequence[str] = SYSTEM_UNIT_PATH
 ) -> MergedUnit:
@@ -625,7 +604,7 @@ def load_unit(
     from unitctl.fsutil import read_input
 
     rootp = Path(root)
-    prefix, instance, utype = _split_name(name)
+    prefix, instance, utype = split_unit_name(name)
     wanted = [f"{d.rstrip('/')}/{n}" for d in search_path for n in [name, f"{prefix}@.{utype}"][: 2 if instance else 1]]
     wanted += _list_conf_files(dropin_dirs(name, search_path), rootp)
     files: dict[str, str] = {}

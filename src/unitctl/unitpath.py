@@ -29,7 +29,8 @@ from typing import Literal
 
 from unitctl import fsutil
 from unitctl.errors import UnitPathError
-from unitctl.systemd.base import UnitState, validate_unit_name
+from unitctl.systemd.base import UnitState
+from unitctl.unitname import validate_unit_name
 
 TargetKind = Literal["unit-file", "vendor-copy", "template"]
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -116,6 +117,44 @@ def undo_plan(target: WriteTarget, before: UnitState) -> UndoPlan:
     return UndoPlan(stop_first=False, undo=target.undo, then="restart" if was_running(before) else "stop")
 
 
+def _refuse_state(name: str, state: UnitState) -> None:
+    """Refuse a template name, a masked unit, and unit files changed on disk since systemd loaded them."""
+    stem, suffix = name.rsplit(".", 1)
+    prefix, at, instance = stem.partition("@")
+    if at and not instance:
+        raise UnitPathError(
+            f"{name} is a template, not a unit that runs", hint=f"name an instance: {prefix}@1.{suffix}"
+        )
+    if state.load_state == "masked" or state.unit_file_state.startswith("masked"):
+        raise UnitPathError(
+            f"{name} is masked ({state.fragment_path or '/dev/null'})",
+            hint=f"unmask it ('systemctl unmask {name}') if it should run, then deploy again",
+        )
+    if state.need_daemon_reload:
+        raise UnitPathError(
+            f"{name}: its unit files changed on disk since systemd loaded them (NeedDaemonReload=yes)",
+            hint="check that change, run 'systemctl daemon-reload', then deploy again",
+        )
+
+
+def _fragment_kind(name: str, fragment: str, unit_dir: str, *, allow_template: bool) -> TargetKind:
+    """Tell whether systemd reads ``name`` from its own file or its template's; refuse an alias."""
+    fname = posixpath.basename(posixpath.normpath(fragment))
+    if fname == name:
+        return "unit-file"
+    stem, suffix = name.rsplit(".", 1)
+    prefix, at, _ = stem.partition("@")
+    if not (at and fname == f"{prefix}@.{suffix}"):
+        raise UnitPathError(f"{name} is an alias of {fname} (systemd reads {fragment})", hint=f"deploy {fname} instead")
+    if not allow_template:
+        raise UnitPathError(
+            f"{name} runs from the template {fragment}: writing it changes every instance of {prefix}@",
+            hint=f"pass {TEMPLATE_FLAG} to change the template, or give this instance its own unit file "
+            f"({unit_dir}/{name}) and run 'systemctl daemon-reload'",
+        )
+    return "template"
+
+
 def decide(
     unit: str,
     state: UnitState,
@@ -134,40 +173,12 @@ def decide(
         raise ValueError(f"state of {state.name} given for {name}")
     unit_dir = posixpath.normpath(unit_dir)
     roots = [posixpath.normpath(r) for r in (link_roots or [posixpath.dirname(unit_dir)])]
-    stem, suffix = name.rsplit(".", 1)
-    prefix, at, instance = stem.partition("@")
-    if at and not instance:
-        raise UnitPathError(
-            f"{name} is a template, not a unit that runs", hint=f"name an instance: {prefix}@1.{suffix}"
-        )
-    if state.load_state == "masked" or state.unit_file_state.startswith("masked"):
-        raise UnitPathError(
-            f"{name} is masked ({state.fragment_path or '/dev/null'})",
-            hint=f"unmask it ('systemctl unmask {name}') if it should run, then deploy again",
-        )
-    if state.need_daemon_reload:
-        raise UnitPathError(
-            f"{name}: its unit files changed on disk since systemd loaded them (NeedDaemonReload=yes)",
-            hint="check that change, run 'systemctl daemon-reload', then deploy again",
-        )
+    _refuse_state(name, state)
     fragment = state.fragment_path
     if not fragment:
         return _new_unit(name, state, unit_dir, look)
     fdir, fname = posixpath.split(posixpath.normpath(fragment))
-    template = False
-    if fname != name:
-        if not (at and fname == f"{prefix}@.{suffix}"):
-            raise UnitPathError(
-                f"{name} is an alias of {fname} (systemd reads {fragment})", hint=f"deploy {fname} instead"
-            )
-        template = True
-        if not allow_template:
-            raise UnitPathError(
-                f"{name} runs from the template {fragment}: writing it changes every instance of {prefix}@",
-                hint=f"pass {TEMPLATE_FLAG} to change the template, or give this instance its own unit file "
-                f"({unit_dir}/{name}) and run 'systemctl daemon-reload'",
-            )
-    kind: TargetKind = "template" if template else "unit-file"
+    kind = _fragment_kind(name, fragment, unit_dir, allow_template=allow_template)
     own = posixpath.join(unit_dir, fname)
     info = look(own)
 
@@ -211,7 +222,7 @@ def decide(
             "a runtime, generated or transient unit, which unitctl does not deploy",
             hint=f"install it as {own} and run 'systemctl daemon-reload', then deploy again",
         )
-    return target(own, "template" if template else "vendor-copy", exists=False)
+    return target(own, "template" if kind == "template" else "vendor-copy", exists=False)
 
 
 def _new_unit(name: str, state: UnitState, unit_dir: str, look: Look) -> WriteTarget:

@@ -12,13 +12,14 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unitctl import masking
 from unitctl.errors import InputError, UsageError, VerificationError
+from unitctl.unitname import has_command_type
 
 # systemd-analyze lines that report a setting it skipped: the unit still loads.
 _IGNORED = re.compile(r"ignoring|Unknown (key|section|lvalue)|is deprecated|Ignoring", re.IGNORECASE)
@@ -53,7 +54,7 @@ def verify_unit(path: Path, *, name: str | None = None, offline: bool = False) -
     ``offline``: the unit is checked away from the server it is for (in CI): programs, users and directories that
     only exist there are not looked for; everything systemd would refuse in the file itself still is.
     """
-    from unitctl.systemd.base import validate_unit_name
+    from unitctl.unitname import validate_unit_name
 
     path = Path(path)
     text = _read(path)
@@ -135,7 +136,7 @@ def _run_analyze(path: Path, unit_name: str, found: _Findings, *, offline: bool 
         shutil.copyfile(path, target)
         base = unit_name.rsplit(".", 1)[0]
         for sibling in path.resolve().parent.glob(f"{glob_escape(base)}.*"):
-            if sibling.name != unit_name and sibling.is_file() and _is_unit_suffix(sibling.name):
+            if sibling.name != unit_name and sibling.is_file() and has_command_type(sibling.name):
                 shutil.copyfile(sibling, Path(tmp) / sibling.name)
         try:
             proc = subprocess.run(
@@ -165,10 +166,6 @@ def _run_analyze(path: Path, unit_name: str, found: _Findings, *, offline: bool 
 def glob_escape(text: str) -> str:
     """Escape glob metacharacters in a unit base name."""
     return re.sub(r"([*?\[\]])", r"[\1]", text)
-
-
-def _is_unit_suffix(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in ("service", "socket", "target", "timer", "path", "mount")
 
 
 def _clean(line: str, tmp: str, original: str) -> str:
@@ -206,25 +203,36 @@ def _own_checks(text: str, found: _Findings, *, offline: bool = False) -> None:
         )
     if not offline:
         _host_checks(unit, found)
-    from unitctl.diff import env_words
-    from unitctl.masking import is_secret_name
-
-    for value in unit.values("Service", "Environment"):
-        for word in env_words(value):
-            name, sep, _ = word.partition("=")
-            if sep and is_secret_name(name):
-                found.warnings.append(
-                    f"Environment={name}=... looks like a secret: any local user can read it with "
-                    "'systemctl show'; move it to an EnvironmentFile= readable only by root (mode 0600)"
-                )
+    _secret_environment(unit, found)
     try:
         invocation = _gunicorn_in(unit)
     except UnitctlError as exc:
         found.errors.append(f"Gunicorn would refuse its command line: {exc}")
         return
-    if invocation is None:
-        return
-    values = invocation.args.values
+    if invocation is not None:
+        _gunicorn_checks(unit, invocation.args.values, service_type, found)
+
+
+def _secret_environment(unit: Any, found: _Findings) -> None:
+    """Warn about Environment= variables with secret names: 'systemctl show' shows them to any local user."""
+    from unitctl.execline import ExecSyntaxError, environment_assignments
+    from unitctl.masking import is_secret_name
+
+    for value in unit.values("Service", "Environment"):
+        try:
+            assignments = environment_assignments(value)
+        except ExecSyntaxError:
+            continue  # systemd ignores the line
+        for name, _, _ in assignments:
+            if is_secret_name(name):
+                found.warnings.append(
+                    f"Environment={name}=... looks like a secret: any local user can read it with "
+                    "'systemctl show'; move it to an EnvironmentFile= readable only by root (mode 0600)"
+                )
+
+
+def _gunicorn_checks(unit: Any, values: Mapping[str, object], service_type: str, found: _Findings) -> None:
+    """Add the findings about how Gunicorn's options fit the unit (preload, reload, daemon, Type=, chdir)."""
     if values.get("preload_app"):
         found.warnings.append(
             "Gunicorn runs with --preload: the app is imported once in the master, so 'systemctl reload' "

@@ -130,21 +130,25 @@ class CellResult:
                        f"expected {self.expected_final!r} ready")  # fmt: skip
         if self.status_exit not in (0, None):
             out.append(f"unitctl status exited {self.status_exit}")
-        if not self.hung:
-            allowed = TRUE_OUTCOMES.get(self.exit_code, ())
-            if self.step == "lock" and self.fault in ("kill-9", "sigterm"):
-                # Stopped before it took the lock: no attempt began, so status still shows the one before it.
-                allowed = ("", "ok")
-            elif self.fault == "kill-9" and self.step == "record":
-                # Killed after its outcome was decided: the next command records that outcome.
-                allowed = ("ok", "rolled-back", "interrupted")
-            if self.status_outcome not in allowed:
-                out.append(f"unitctl status calls the attempt {self.status_outcome!r}, expected one of {allowed}")
+        if not self.hung and self.status_outcome not in self.allowed_outcomes():
+            out.append(
+                f"unitctl status calls the attempt {self.status_outcome!r}, expected one of {self.allowed_outcomes()}"
+            )
         if self.leftovers:
             out.append(f"transient units left behind: {', '.join(self.leftovers)}")
         if self.tracebacks:
             out.append(f"traceback in {', '.join(self.tracebacks)}")
         return out
+
+    def allowed_outcomes(self) -> tuple[str, ...]:
+        """Return the outcomes ``unitctl status`` may truthfully show for the faulted attempt."""
+        if self.step == "lock" and self.fault in ("kill-9", "sigterm"):
+            # Stopped before it took the lock: no attempt began, so status still shows the one before it.
+            return ("", "ok")
+        if self.fault == "kill-9" and self.step == "record":
+            # Killed after its outcome was decided: the next command records that outcome.
+            return ("ok", "rolled-back", "interrupted")
+        return tuple(TRUE_OUTCOMES.get(self.exit_code, ()))
 
     def cell(self) -> str:
         """Return the table cell: faulted exit → re-run exit → what serves; '-' when the step never happens."""

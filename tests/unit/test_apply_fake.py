@@ -26,7 +26,7 @@ from known_warnings import HTTPCORE_UNIX_CONNECT_LEAK
 
 from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
-from unitctl.desired import DesiredOptions, RewriteSpec
+from unitctl.desired import DesiredOptions
 from unitctl.errors import (
     ExitCode,
     GitStateError,
@@ -41,6 +41,7 @@ from unitctl.errors import (
 )
 from unitctl.lock import unit_lock
 from unitctl.probe import Probe, ProbeResult
+from unitctl.rewrite import RewriteSpec
 from unitctl.systemd.base import TransientResult, TransientSpec, UnitState
 from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, running_state
 

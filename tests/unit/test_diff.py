@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from unitctl import diff, masking
-from unitctl.desired import RewriteSpec
 from unitctl.errors import ExitCode, InputError, NotGunicornError, UsageError
 from unitctl.output import colour_enabled
+from unitctl.rewrite import RewriteSpec
 
 UNIT = """[Service]
 Environment="DB_PASSWORD=hunter2" PLAIN=visible
@@ -211,8 +211,12 @@ def test_bad_input(tmp_path: Path, kw: dict[str, Any], error: type[Exception], m
         diff.diff_installed(**args)
 
 
-def test_env_words_follow_systemd_quoting() -> None:
-    assert diff.env_words("\"A=x y\" B=1 'C=it\\'s' D=a\\tb") == ["A=x y", "B=1", "C=it's", "D=a\tb"]
+def test_summary_skips_an_environment_line_systemd_ignores() -> None:
+    from unitctl.unitfile import UnitFile
+
+    old = UnitFile.parse("[Service]\nEnvironment=A=1\n")
+    new = UnitFile.parse("[Service]\nEnvironment=A=1\nEnvironment=B=\\q\n")
+    assert "B" not in diff.summarize_units(old, new)
 
 
 def test_summary_names_gunicorn_changes(tmp_path: Path) -> None:

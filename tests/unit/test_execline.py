@@ -368,3 +368,35 @@ def test_errors_can_name_the_file_and_line() -> None:
 def test_commands_systemd_would_silently_drop_are_refused(value: str) -> None:
     with pytest.raises(ExecSyntaxError):
         split(value)
+
+
+def test_environment_words_follow_systemd_quoting_with_spans() -> None:
+    from unitctl.execline import environment_assignments, environment_words
+
+    value = "\"A=x y\" B=1 'C=it\\'s' D=a\\tb E=x;y"
+    words = environment_words(value)
+    assert [w.value for w in words] == ["A=x y", "B=1", "C=it's", "D=a\tb", "E=x;y"]
+    assert [value[w.start : w.end] for w in words][:2] == ['"A=x y"', "B=1"]
+    assert environment_assignments("A=1 B C=3 =4") == [("A", "1", 0), ("C", "3", 2)]
+
+
+def test_environment_words_refuse_what_systemd_ignores() -> None:
+    from unitctl.execline import environment_words
+
+    with pytest.raises(UnitSyntaxError, match="invalid escape sequence") as exc:
+        environment_words("A=\\q")
+    assert exc.value.exit_code == ExitCode.REFUSED
+
+
+def test_command_variables_skip_the_argv0_of_an_at_prefix() -> None:
+    (cmd,) = split("@/bin/echo $NAME $X")
+    assert [(i, r.name) for i, r in command_variables(cmd)] == [(2, "X")]
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"), [("A", True), ("_a1", True), ("1A", False), ("A-B", False), ("A\n", False), ("", False)]
+)
+def test_is_env_name(name: str, ok: bool) -> None:
+    from unitctl.execline import is_env_name
+
+    assert is_env_name(name) is ok

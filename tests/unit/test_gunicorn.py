@@ -1,4 +1,4 @@
-"""gunicorn.py against the real Gunicorn: its option table, its argparse parser, finding it in an ExecStart."""
+"""The gunicorn package against the real Gunicorn: its option table, its argparse parser, finding it in an ExecStart."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_option_table_matches_the_installed_gunicorn() -> None:
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    committed = (REPO / "src" / "unitctl" / "_gunicorn_options.py").read_text(encoding="utf-8")
+    committed = (REPO / "src" / "unitctl" / "gunicorn" / "_table.py").read_text(encoding="utf-8")
     assert mod.generate() == committed, "run: .venv/bin/python scripts/gen_gunicorn_options.py"
 
 
@@ -444,3 +444,24 @@ def test_find_gunicorn_refusals() -> None:
     hidden = UNIT.replace("app:application", "$OPTS app:application")
     with pytest.raises(g.GunicornArgsError, match="split into words by systemd"):
         g.find_gunicorn(UnitFile.parse(hidden))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\nB = 2\n", {"A": "1", "B": "2"}),
+        ("# c\n; c\n  A=x  \n", {"A": "x"}),
+        ("A='a b \\n'\n", {"A": "a b \\n"}),
+        ('A="q \\" \\$ \\x"\n', {"A": 'q " $ \\x'}),
+        ("A=one\\\ntwo\n", {"A": "onetwo"}),
+        ("A=x\\ \n", {"A": "x "}),
+        ("1A=x\nnoequals\nB=\n", {"B": ""}),
+        ('A="open', {"A": "open"}),
+        ('A="open\n', {"A": "open\n"}),
+        ("A=x\\", {"A": "x"}),
+        ("A=last", {"A": "last"}),
+        ("# comment \\\nA=hidden\nC=3", {"C": "3"}),
+    ],
+)
+def test_parse_env_file_reads_like_systemd(text: str, expected: dict[str, str]) -> None:
+    assert g.parse_env_file(text) == expected

@@ -239,3 +239,21 @@ def test_placeholder_outside_comments_is_refused_with_its_line() -> None:
     text = "[Service]\n# a comment\nExecStart=@VENV@/bin/gunicorn app:app\n"
     with pytest.raises(TemplateUnitError, match="line 3"):
         rewrite_unit(text, workers=3)
+
+
+def test_a_rewrite_spec_and_its_fields_ask_for_the_same_rewrite() -> None:
+    from unitctl.rewrite import RewriteSpec
+
+    spec = RewriteSpec(workers="auto", max_workers=4, no_preload=True, cpu_count=8)
+    by_spec, by_fields = (
+        rewrite_unit(UNIT, spec),
+        rewrite_unit(UNIT, workers="auto", max_workers=4, no_preload=True, cpu_count=8),
+    )
+    assert (by_spec.text, by_spec.changes) == (by_fields.text, by_fields.changes)
+    assert "-w 4 " in by_spec.text
+    assert (
+        dropin_for(UNIT, spec).text
+        == dropin_for(UNIT, workers="auto", max_workers=4, no_preload=True, cpu_count=8).text
+    )
+    with pytest.raises(TypeError, match="not both"):
+        rewrite_unit(UNIT, spec, workers=3)

@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unitctl.errors import SystemdError, UsageError
-from unitctl.systemd.base import escape_exec_argv, transient_outcome, validate_unit_name
+from unitctl.systemd.base import escape_exec_argv, transient_outcome
 from unitctl.systemd.systemctl import parse_show, state_from_properties, transient_argv
+from unitctl.unitname import COMMAND_TYPES, UNIT_TYPES, has_command_type, split_unit_name, validate_unit_name
 
 
 @pytest.mark.parametrize(
@@ -45,6 +46,32 @@ def test_invalid_names(name: str) -> None:
     with pytest.raises(UsageError, match="is not a valid systemd unit name") as info:
         validate_unit_name(name)
     assert info.value.exit_code == 2 and "\n" not in str(info.value).replace(repr(name), "")
+
+
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [
+        ("app.service", ("app", None, "service")),
+        ("app@.service", ("app", "", "service")),
+        ("app@blue.socket", ("app", "blue", "socket")),
+        ("home.automount", ("home", None, "automount")),
+        ("user-1000.slice", ("user-1000", None, "slice")),
+    ],
+)
+def test_split_unit_name_takes_every_systemd_type(name: str, parts: tuple[str, str | None, str]) -> None:
+    assert split_unit_name(name) == parts
+
+
+@pytest.mark.parametrize("name", ["home.automount", "user.slice", "app.conf", "app"])
+def test_commands_take_only_their_types_with_the_same_message(name: str) -> None:
+    with pytest.raises(UsageError, match="is not a valid systemd unit name"):
+        validate_unit_name(name, default_suffix="")
+    assert not has_command_type(name)
+
+
+def test_command_types_are_unit_types() -> None:
+    assert set(COMMAND_TYPES) <= set(UNIT_TYPES)
+    assert all(has_command_type(f"x.{t}") for t in COMMAND_TYPES)
 
 
 @given(st.text(max_size=40))

@@ -17,7 +17,6 @@ from unitctl.unitfile import (
     dropin_paths,
     load_unit,
     merged,
-    read_unit_file,
     select_dropins,
     unit_from_files,
 )
@@ -392,7 +391,7 @@ def test_unit_from_files_refuses_missing_masked_and_bad_names() -> None:
     with pytest.raises(InputError, match="masked"):
         unit_from_files("m.service", {"/etc/systemd/system/m.service": ""})
     for bad in ("noname", "../../etc/passwd.service", "a b.service", "app.conf"):
-        with pytest.raises(UsageError, match="not a valid unit name"):
+        with pytest.raises(UsageError, match="not a valid systemd unit name"):
             unit_from_files(bad, {})
 
 
@@ -512,20 +511,11 @@ def test_dropin_paths_lists_the_disk_under_root(tmp_path: Path) -> None:
     ]
 
 
-def test_read_unit_file_reads_bytes_and_refuses_unreadable_paths(tmp_path: Path) -> None:
-    p = tmp_path / "a.service"
-    p.write_bytes(b"\xef\xbb\xbf[Unit]\r\nDescription=x\r\n")
-    u = read_unit_file(p)
-    assert (u.path, u.get("Unit", "Description"), u.to_bytes()) == (str(p), "x", p.read_bytes())
-    with pytest.raises(InputError, match=r"missing.service: no such file; check the path$"):
-        read_unit_file(tmp_path / "missing.service")
-
-
 def test_a_unit_name_may_be_255_characters_not_256() -> None:
     # systemd's UNIT_NAME_MAX is 256 bytes with the terminating NUL: 255 characters is the longest name it loads.
     longest = "a" * (255 - len(".service")) + ".service"
     assert dropin_dirs(longest)
-    with pytest.raises(UsageError, match="not a valid unit name"):
+    with pytest.raises(UsageError, match="not a valid systemd unit name"):
         dropin_dirs("a" + longest)
 
 

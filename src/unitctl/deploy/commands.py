@@ -218,7 +218,7 @@ def settings(table: str, schema: dict[str, Kind], flags: dict[str, Any]) -> dict
 
 def unit_name(value: str | None) -> str:
     """Return the validated unit name, or raise UsageError when none was given."""
-    from unitctl.systemd.base import validate_unit_name
+    from unitctl.unitname import validate_unit_name
 
     if not value:
         raise UsageError("which unit? pass NAME (or set name in unitctl.toml)", hint="e.g. 'unitctl apply myapp'")

@@ -10,12 +10,12 @@ from typing import Any, Literal, Protocol, cast
 
 from unitctl import fsutil, history
 from unitctl.deploy.progress import Reporter
-from unitctl.desired import RewriteSpec
 from unitctl.errors import UsageError
 from unitctl.gitrepo import RollbackTarget
 from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import Record
 from unitctl.probe import ProbeResult
+from unitctl.rewrite import RewriteSpec
 from unitctl.systemd.base import SystemdBackend, UnitState
 from unitctl.unitpath import WriteTarget
 

@@ -11,23 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from unitctl.errors import SystemdError, UsageError
-
-# systemd's unit name rules (unit-name.c): at most 255 chars, [A-Za-z0-9:_.\-@\\] with one '@' for instances.
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.(service|socket|target|timer|path|mount)$")
-
-
-def validate_unit_name(name: str, *, default_suffix: str = ".service") -> str:
-    """Return ``name`` (with ``.service`` appended when it has no suffix) or raise UsageError."""
-    if "." not in name.rsplit("@", 1)[-1]:
-        name = name + default_suffix
-    # fullmatch: re.match with "$" would accept a trailing newline.
-    if len(name) > 255 or not _UNIT_NAME.fullmatch(name) or name.startswith("-"):
-        raise UsageError(
-            f"{name!r} is not a valid systemd unit name",
-            hint="use letters, digits and ':_.-@\\', e.g. 'myapp' or 'myapp.service'",
-        )
-    return name
+from unitctl.errors import SystemdError
+from unitctl.unitname import validate_unit_name
 
 
 @dataclass(frozen=True)

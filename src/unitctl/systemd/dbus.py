@@ -26,10 +26,10 @@ from unitctl.systemd.base import (
     transient_args,
     transient_name,
     transient_outcome,
-    validate_unit_name,
 )
 from unitctl.systemd.cgroup import cgroup_pids
 from unitctl.systemd.systemctl import journal_lines, resolve_executable, transient_unit_name
+from unitctl.unitname import validate_unit_name
 
 DEST = b"org.freedesktop.systemd1"
 MANAGER_PATH = b"/org/freedesktop/systemd1"

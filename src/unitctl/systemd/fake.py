@@ -24,8 +24,8 @@ from unitctl.systemd.base import (
     UnitState,
     check_transient_prefix,
     transient_name,
-    validate_unit_name,
 )
+from unitctl.unitname import validate_unit_name
 
 Call = tuple[str, ...]
 

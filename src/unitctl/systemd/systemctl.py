@@ -20,9 +20,9 @@ from unitctl.systemd.base import (
     transient_args,
     transient_name,
     transient_outcome,
-    validate_unit_name,
 )
 from unitctl.systemd.cgroup import cgroup_pids
+from unitctl.unitname import validate_unit_name
 
 STATE_PROPERTIES = (
     "Id",
