@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,11 +36,10 @@ def test_lock_held_by_another_process_and_released_when_it_dies(tmp_path: Path) 
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        start = time.monotonic()
+        # A lock that waited would get the lock once the holder's sleep ends, and pytest.raises would fail.
         with pytest.raises(LockHeldError, match=rf"pid {proc.pid} since .*\(holder\)"):
             with lock.unit_lock(tmp_path, "app.service"):
                 pass
-        assert time.monotonic() - start < 1.0  # refused at once, not after waiting
     finally:
         proc.kill()
         proc.communicate()  # waits and closes the pipe
