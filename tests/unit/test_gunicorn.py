@@ -411,6 +411,25 @@ def test_a_config_file_writing_through_globals_leaves_what_it_does_not_assign_un
     assert s.workers.value == 4
 
 
+@pytest.mark.parametrize(
+    ("config", "preload", "workers"),
+    [
+        ("from common import *\nworkers = 4\n", None, 4),  # a star import may set preload_app
+        ("preload_app = False\nworkers = 4\nfrom common import *\n", None, None),  # ... and rebind what came before
+        ("from common import preload_app\n", None, 1),
+        ("import preload_app\n", None, 1),
+        ("from common import preload_app as other\npreload_app = False\n", False, 1),
+    ],
+)
+def test_a_config_file_importing_names_leaves_them_unknown(config: str, preload: object, workers: object) -> None:
+    unit = "[Service]\nWorkingDirectory=/srv/app\nExecStart=/srv/app/.venv/bin/gunicorn app:application\n"
+    s = g.effective_settings(unit, read_file={"/srv/app/gunicorn.conf.py": config}.get)
+    assert s.preload.value == preload
+    if preload is None:
+        assert s.preload.source == "config file /srv/app/gunicorn.conf.py (computed)"
+    assert s.workers.value == workers
+
+
 @pytest.mark.parametrize("text", ["A='never closed", 'A="never closed', "A='never closed\nB=1\n"])
 def test_an_environment_file_value_whose_quote_never_closes_is_kept(text: str) -> None:
     # systemd keeps such a value (to the end of the file) instead of dropping the assignment.

@@ -85,6 +85,8 @@ def parse_config_file(text: str, *, path: str = "gunicorn.conf.py") -> ConfigFac
             if literal is _UNKNOWN:
                 computed.add(name)
                 values.pop(name, None)
+                if name == "*":  # a star import may rebind every name assigned before it
+                    values.clear()
             else:
                 values[name] = literal
                 computed.discard(name)
@@ -96,6 +98,9 @@ def _assignments(node: ast.stmt) -> list[tuple[str, object]]:
     """Return (name, literal value or _UNKNOWN) for each name a top-level statement assigns plainly."""
     if isinstance(node, ast.AugAssign):
         return [(node.target.id, _UNKNOWN)] if isinstance(node.target, ast.Name) else []
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        # `from common import preload_app` binds a value this reading cannot see; `import *` may bind any name.
+        return [((a.asname or a.name).split(".")[0], _UNKNOWN) for a in node.names]
     if isinstance(node, ast.Assign):
         targets, value = list(node.targets), node.value
     elif isinstance(node, ast.AnnAssign) and node.value is not None:
