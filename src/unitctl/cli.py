@@ -89,7 +89,7 @@ def _report_error(exc: BaseException, inv: Invocation) -> int | None:
         return None
     message, hint, code = parts
     if inv.as_json and inv.command in REPORTING and not inv.printed:
-        outcome = next(o for o in Outcome if o.exit_code == code and code != 0)
+        outcome = Outcome.of_failure(code)
         data = envelope(command=inv.command, unit=inv.unit, outcome=outcome, message=message, hint=hint)
         _quietly(lambda: typer.echo(dumps(data)))
     _quietly(lambda: typer.echo(f"unitctl: error: {message}{f'; {hint}' if hint else ''}", err=True))

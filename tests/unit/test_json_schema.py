@@ -187,7 +187,10 @@ def test_status_and_history_with_prune(world: World, cli: Callable[..., Any]) ->
     pruned = envelope_of(cli("history", "app", *hist, "--prune", "--keep", "1", "--json"))
     assert pruned["result"]["removed"] == dry["result"]["removed"]
     bad = envelope_of(cli("history", "app", *hist, "--prune", "--json"))
-    assert (bad["outcome"], bad["hint"]) == ("usage-error", "add e.g. --keep 50")
+    assert (bad["outcome"], bad["hint"], bad["unit"]) == ("usage-error", "add e.g. --keep 50", "app.service")
+    # A unit that is named is in the envelope of an error found before the command ran.
+    early = envelope_of(cli("apply", "app", "--app", "a:b", *hist, "--json"))
+    assert (early["outcome"], early["unit"], early["hint"]) == ("usage-error", "app.service", "add --render")
 
 
 def test_diff_and_verify(world: World, cli: Callable[..., Any], tmp_path: Path) -> None:

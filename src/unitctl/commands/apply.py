@@ -10,7 +10,7 @@ from pathlib import Path
 from unitctl import history
 from unitctl.commands import edges as real
 from unitctl.commands.report import CommandResult, Outcome, current
-from unitctl.commands.settings import ApplySettings, RollbackSettings, default_argv
+from unitctl.commands.settings import ApplySettings, RollbackSettings, default_argv, unit_or_none
 from unitctl.deploy.model import (
     DEFAULT_READY_INTERVAL,
     DEFAULT_READY_TIMEOUT,
@@ -31,16 +31,17 @@ _OUTCOMES = {"ok": Outcome.DEPLOYED, "nothing-to-do": Outcome.NOTHING_TO_DO, "wo
 
 def run(*, settings: ApplySettings, desired: DesiredOptions | None = None, edges: Edges | None = None) -> CommandResult:
     """Install the desired unit and restart its service (guarded: check, judge, roll back)."""
+    current().unit = unit_or_none(settings.name)
     request = request_from_settings(settings, command="apply", desired=desired)
     return execute(request, edges or real.real_edges(settings.backend))
 
 
 def run_rollback(*, settings: RollbackSettings, edges: Edges | None = None) -> CommandResult:
     """Switch the service back to its previous good deploy (an apply of it, guarded)."""
+    current().unit = unit_or_none(settings.name)
     request = request_from_settings(ApplySettings(**asdict(settings)), command="rollback")
     from unitctl.fsutil import naming
 
-    current().unit = request.unit
     with naming(request.history_dir):
         request = rollback_request(request)
     return execute(request, edges or real.real_edges(settings.backend))

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from unitctl import history
 from unitctl.commands.report import CommandResult, Outcome, current
-from unitctl.commands.settings import HistorySettings, default_argv
+from unitctl.commands.settings import HistorySettings, default_argv, unit_or_none
 from unitctl.errors import UsageError
 
 
 def run(*, settings: HistorySettings) -> CommandResult:
     """List the records (oldest first, the last ``limit``), or prune with ``settings.prune``."""
+    current().unit = unit_or_none(settings.name)
     if not settings.prune and (settings.keep is not None or settings.dry_run):
         raise UsageError("--keep and --dry-run go with --prune", hint="add --prune")
     if settings.prune and settings.keep is None:
         raise UsageError("--prune needs --keep N", hint="add e.g. --keep 50")
     unit = settings.unit
-    current().unit = unit
     if settings.prune:
         return _prune(settings, unit)
     directory = settings.history_path

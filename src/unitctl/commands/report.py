@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, Any
 
@@ -40,7 +40,12 @@ class Outcome(StrEnum):
     @classmethod
     def of_error(cls, exc: UnitctlError) -> Outcome:
         """Return the outcome an error ends a command with (from its exit code)."""
-        return next(o for o in _ERROR_OUTCOMES if o.exit_code == exc.exit_code)
+        return cls.of_failure(int(exc.exit_code))
+
+    @classmethod
+    def of_failure(cls, exit_code: int) -> Outcome:
+        """Return the outcome of a command that failed with this exit code (2 to 5)."""
+        return next(o for o in _ERROR_OUTCOMES if o.exit_code == exit_code)
 
 
 _EXIT_CODES = {
@@ -128,7 +133,6 @@ class Invocation:
     as_json: bool = False
     unit: str | None = None
     printed: bool = False  # stdout already carries this command's output (an envelope with a result)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 CURRENT: contextvars.ContextVar[Invocation] = contextvars.ContextVar("unitctl_invocation")

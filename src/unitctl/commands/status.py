@@ -10,7 +10,7 @@ from typing import Any
 from unitctl import history
 from unitctl.commands import edges as real
 from unitctl.commands.report import CommandResult, Outcome, current
-from unitctl.commands.settings import StatusSettings, default_argv
+from unitctl.commands.settings import StatusSettings, default_argv, unit_or_none
 from unitctl.deploy import engine, signals
 from unitctl.deploy.journal import Journal, history_dirs
 from unitctl.deploy.model import Edges
@@ -23,12 +23,12 @@ from unitctl.systemd.base import SystemdBackend, UnitState
 
 def run(*, settings: StatusSettings, edges: Edges | None = None) -> CommandResult:
     """Read a unit's status; refuse a unit that systemd does not know and unitctl never deployed."""
+    current().unit = unit_or_none(settings.name)
     if settings.ready_url:
         from unitctl.probe import parse_target
 
         parse_target(settings.ready_url)  # a malformed URL is a usage error before systemd is asked anything
     unit = settings.unit
-    current().unit = unit
     use = edges or real.real_edges(settings.backend)
     st = status(
         unit,
