@@ -80,29 +80,22 @@ def _invocation(args: Sequence[str] | None) -> Invocation:
     return Invocation(command=verb, as_json="--json" in options)
 
 
-def _report_error(exc: BaseException, inv: Invocation) -> int | None:
+def _report_error(exc: BaseException) -> int | None:
     """Print an error: its envelope on stdout with --json (unless stdout has the result), one line on stderr."""
-    from unitctl.commands.report import REPORTING, Outcome, dumps, envelope
+    from unitctl.commands.report import emit_failure
 
     parts = error_parts(exc)
     if parts is None:
         return None
     message, hint, code = parts
-    if inv.as_json and inv.command in REPORTING and not inv.printed:
-        outcome = Outcome.of_failure(code)
-        data = envelope(command=inv.command, unit=inv.unit, outcome=outcome, message=message, hint=hint)
-        _quietly(lambda: typer.echo(dumps(data)))
-    _quietly(lambda: typer.echo(f"unitctl: error: {message}{f'; {hint}' if hint else ''}", err=True))
-    return code
-
-
-def _quietly(write: Any) -> None:
+    emit_failure(message=message, hint=hint, exit_code=code, out=sys.stdout)
     try:
-        write()
-    except (OSError, ValueError):  # the caller went away (closed stream): the exit code still tells
+        typer.echo(f"unitctl: error: {message}{f'; {hint}' if hint else ''}", err=True)
+    except (OSError, ValueError):  # the caller went away (closed stderr): the exit code still tells
         from unitctl.deploy.progress import silence
 
         silence(sys.stderr)
+    return code
 
 
 class _OneLineErrors(TyperGroup):
@@ -134,7 +127,7 @@ class _OneLineErrors(TyperGroup):
                 # Point stdout at /dev/null so the flush at exit does not fail on the closed pipe again.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 sys.exit(1)
-            reported = _report_error(exc, inv)
+            reported = _report_error(exc)
             if reported is None:
                 raise  # a bug: keep the traceback
             sys.exit(reported)

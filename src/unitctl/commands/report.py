@@ -108,16 +108,11 @@ def envelope(
 
 def result_envelope(res: CommandResult) -> dict[str, Any]:
     """Return the envelope of a command's result (its error's message and hint when it failed)."""
-    if res.error is not None:
-        data = error_envelope(res.error, command=res.command, unit=res.unit)
-        data["result"] = dict(res.result) if res.result is not None else None
-        return data
+    error = res.error
+    if error is not None:
+        return envelope(command=res.command, unit=res.unit, outcome=Outcome.of_error(error), message=error.message,
+                        hint=error.hint, result=res.result)  # fmt: skip
     return envelope(command=res.command, unit=res.unit, outcome=res.outcome, message=res.message, result=res.result)
-
-
-def error_envelope(exc: UnitctlError, *, command: str | None, unit: str | None) -> dict[str, Any]:
-    """Return the envelope of a command that failed before it produced a result."""
-    return envelope(command=command, unit=unit, outcome=Outcome.of_error(exc), message=exc.message, hint=exc.hint)
 
 
 def dumps(data: Any) -> str:
@@ -165,13 +160,15 @@ def emit(res: CommandResult, *, as_json: bool, out: IO[str]) -> int:
     return res.exit_code
 
 
-def print_error(exc: UnitctlError, out: IO[str]) -> None:
-    """Print the envelope of an error when --json was asked and nothing was printed on stdout yet."""
+def emit_failure(*, message: str, hint: str | None, exit_code: int, out: IO[str]) -> None:
+    """Print the envelope of a failed command when --json was asked and its stdout is still empty."""
     from unitctl.deploy.progress import safe_write
 
     inv = current()
     if inv.as_json and inv.command in REPORTING and not inv.printed:
-        safe_write(out, dumps(error_envelope(exc, command=inv.command, unit=inv.unit)) + "\n")
+        outcome = Outcome.of_failure(exit_code)
+        data = envelope(command=inv.command, unit=inv.unit, outcome=outcome, message=message, hint=hint)
+        safe_write(out, dumps(data) + "\n")
         inv.printed = True
 
 
