@@ -1,7 +1,8 @@
-"""The typer layer: option declarations, one call per command, one error handler.
+"""The typer layer: option declarations, one ``run`` call per command, one error handler.
 
-Keep this module thin. Each command imports the module that does its work inside the
-function body, so that ``unitctl --help`` never pays for jinja2, httpx or pystemd.
+Keep this module thin: the work is in ``unitctl.commands.<verb>``, imported inside each command so that
+``unitctl --help`` never pays for jinja2, httpx or pystemd. Options that several commands take are declared
+once below (one help text each).
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeAlias
 
 import typer
 from typer.core import TyperGroup
 
 from unitctl import __version__
+from unitctl.commands.report import CURRENT, Invocation
 from unitctl.deploy.model import DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STRATEGY, STRATEGIES
 from unitctl.errors import ExitCode, UnitctlError
 from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import DEFAULT_DIR as DEFAULT_HISTORY_DIR
 from unitctl.render import DEFAULT_BIND, DEFAULT_WORKERS
 from unitctl.systemd import BACKENDS
+
+if TYPE_CHECKING:
+    from unitctl.commands.report import CommandResult
 
 # Click's exception classes, found through typer's public BadParameter: typer vendors click from 0.22 on.
 _ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -37,29 +42,65 @@ _OS_HINTS = {
 }
 
 
-def error_line(exc: BaseException) -> tuple[str, int] | None:
-    """Return the one ``unitctl: error: WHAT; WHAT TO DO`` line and exit code for an error, None if it is a bug."""
+def error_parts(exc: BaseException) -> tuple[str, str | None, int] | None:
+    """Return an error's message, hint (what to do) and exit code; None if it is a bug."""
     from unitctl.masking import mask
 
     if isinstance(exc, UnitctlError):
-        return f"unitctl: error: {mask(str(exc))}", int(exc.exit_code)
+        return mask(exc.message), mask(exc.hint) if exc.hint else None, int(exc.exit_code)
     if isinstance(exc, _ClickException):  # usage errors: unknown option, missing argument, bad value...
         ctx = getattr(exc, "ctx", None)
         command = ctx.command_path if ctx is not None else "unitctl"
         message = exc.format_message().strip().rstrip(".")  # type: ignore[attr-defined]
-        return f"unitctl: error: {message}; see '{command} --help'", int(ExitCode.USAGE)
+        return message, f"see '{command} --help'", int(ExitCode.USAGE)
     if isinstance(exc, OSError):
         # Nothing in systemd changed: apply turns OS errors inside its transaction into its own outcome.
         where = f"{exc.filename}: " if exc.filename is not None else ""
         name = errno.errorcode.get(exc.errno or 0, "")
         what = exc.strerror or str(exc)
         hint = _OS_HINTS.get(exc.errno or 0, "check the file and retry")
-        return f"unitctl: error: {where}{what}{f' ({name})' if name else ''}; {hint}", int(ExitCode.REFUSED)
+        return f"{where}{what}{f' ({name})' if name else ''}", hint, int(ExitCode.REFUSED)
     return None
 
 
+def error_line(exc: BaseException) -> tuple[str, int] | None:
+    """Return the one ``unitctl: error: WHAT; WHAT TO DO`` line and exit code for an error, None if it is a bug."""
+    parts = error_parts(exc)
+    if parts is None:
+        return None
+    message, hint, code = parts
+    return f"unitctl: error: {message}{f'; {hint}' if hint else ''}", code
+
+
+def _invocation(args: Sequence[str] | None) -> Invocation:
+    """Return what the error handler must know before parsing: the verb, and whether --json was asked."""
+    argv = list(sys.argv[1:] if args is None else args)
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    verb = next((a for a in options if not a.startswith("-")), None)
+    return Invocation(command=verb, as_json="--json" in options)
+
+
+def _report_error(exc: BaseException) -> int | None:
+    """Print an error: its envelope on stdout with --json (unless stdout has the result), one line on stderr."""
+    from unitctl.commands.report import emit_failure
+
+    parts = error_parts(exc)
+    if parts is None:
+        return None
+    message, hint, code = parts
+    emit_failure(message=message, hint=hint, exit_code=code, out=sys.stdout)
+    try:
+        typer.echo(f"unitctl: error: {message}{f'; {hint}' if hint else ''}", err=True)
+    except (OSError, ValueError):  # the caller went away (closed stderr): the exit code still tells
+        from unitctl.deploy.progress import silence
+
+        silence(sys.stderr)
+    return code
+
+
 class _OneLineErrors(TyperGroup):
-    """Typer's group, with every error (Click's usage errors too) reported as one line on stderr."""
+    """Typer's group, with every error (Click's usage errors too) reported as one line on stderr (and with
+    --json as the envelope on stdout)."""
 
     def main(  # type: ignore[override]
         self,
@@ -71,6 +112,8 @@ class _OneLineErrors(TyperGroup):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        inv = _invocation(args)
+        token = CURRENT.set(inv)
         try:
             code = super().main(args, prog_name or "unitctl", complete_var, standalone_mode=False, **extra)
         except typer.Abort:  # Ctrl-C or end of input at a prompt
@@ -84,16 +127,12 @@ class _OneLineErrors(TyperGroup):
                 # Point stdout at /dev/null so the flush at exit does not fail on the closed pipe again.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 sys.exit(1)
-            line = error_line(exc)
-            if line is None:
+            reported = _report_error(exc)
+            if reported is None:
                 raise  # a bug: keep the traceback
-            try:
-                typer.echo(line[0], err=True)
-            except (OSError, ValueError):  # the caller went away (closed stderr): the exit code still tells
-                from unitctl.deploy.progress import silence
-
-                silence(sys.stderr)
-            sys.exit(line[1])
+            sys.exit(reported)
+        finally:
+            CURRENT.reset(token)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -129,6 +168,17 @@ def _value(choice: enum.Enum | None) -> str | None:
     return None if choice is None else str(choice.value)
 
 
+def _show(res: CommandResult, *, as_json: bool = False) -> NoReturn:
+    """Print a reporting command's result (text, or the --json envelope) and exit with its code."""
+    from unitctl.commands.report import emit
+
+    raise typer.Exit(emit(res, as_json=as_json, out=sys.stdout))
+
+
+def _err(text: str) -> None:
+    typer.echo(text, nl=False, err=True)
+
+
 # Built from the constants the deploy checks, so the parser, the help and unitctl.toml agree on one list.
 if TYPE_CHECKING:  # a functional Enum is a value to mypy; to typer it is the type of the option
     StrategyChoice: TypeAlias = enum.Enum
@@ -137,7 +187,21 @@ else:
     StrategyChoice = _choice("StrategyChoice", STRATEGIES)
     BackendChoice = _choice("BackendChoice", BACKENDS)
 
-# Options that apply and rollback share: readiness timing, checked by the rule unitctl.toml's values obey.
+# -- options several commands take: declared once, one help text --------------------------------------
+
+_Name = Annotated[str | None, typer.Argument(help="The unit, e.g. myapp (→ myapp.service).")]
+_Json = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout, errors included (see docs/json.md).")
+]
+_ReadyUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--ready-url",
+        metavar="URL",
+        help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH "
+        "(rollback, status: [default: the last recorded one]).",
+    ),
+]
 _ReadyTimeout = Annotated[
     float | None,
     typer.Option(
@@ -156,7 +220,6 @@ _ReadyInterval = Annotated[
         help=f"Seconds between probes [default: {DEFAULT_READY_INTERVAL:g}].",
     ),
 ]
-# Options of every command that reads the history or talks to systemd.
 _HistoryDir = Annotated[
     str | None,
     typer.Option(
@@ -172,9 +235,16 @@ _Backend = Annotated[
         help=f"How to talk to systemd (auto: D-Bus if pystemd works, else systemctl) [default: {BACKENDS[0]}].",
     ),
 ]
-_Repo = Annotated[str | None, typer.Option("--repo", metavar="DIR", help="The app's git checkout (HEAD is deployed).")]
-
-# Options that diff and apply share: the desired unit rendered from [render] and these flags (--render).
+_Repo = Annotated[
+    str | None,
+    typer.Option(
+        "--repo", metavar="DIR", help="The app's git checkout (apply: HEAD is deployed; rollback: [default: recorded])."
+    ),
+]
+_BuildCmd = Annotated[
+    str | None,
+    typer.Option("--build-cmd", metavar="CMD", help="Run in the checkout after each checkout (argv split, no shell)."),
+]
 _EditTemplate = Annotated[
     bool,
     typer.Option(
@@ -182,36 +252,75 @@ _EditTemplate = Annotated[
         help="For an instance (app@1.service) run from its template: change the template (every instance).",
     ),
 ]
-_MaxWorkers = Annotated[
-    int | None, typer.Option("--max-workers", metavar="N", min=1, help="Upper limit for --workers auto.")
-]
+# The unit's worker count and preload: rendered (render, --render), or the installed unit rewritten.
 _Workers = Annotated[
     str | None,
     typer.Option(
-        "--workers", metavar="N|auto", help="Workers (N or auto); without --render: rewrite the installed unit."
+        "--workers",
+        metavar="N|auto",
+        help="Worker count: N, or auto = (2 x CPUs of this host) + 1; diff/apply without --render: rewrite the "
+        f"installed unit [render's default: {DEFAULT_WORKERS}].",
     ),
 ]
-_RenderApp = Annotated[str | None, typer.Option("--app", metavar="MODULE:VAR", help="With --render: MODULE:VARIABLE.")]
-_RenderBind = Annotated[
-    list[str] | None, typer.Option("--bind", metavar="ADDR", help="With --render: listen address; repeatable.")
+_MaxWorkers = Annotated[
+    int | None, typer.Option("--max-workers", metavar="N", min=1, help="Upper limit for --workers auto.")
 ]
-_RenderWorkingDir = Annotated[str | None, typer.Option("--working-dir", metavar="DIR", help="With --render.")]
-_RenderVenv = Annotated[str | None, typer.Option("--venv", metavar="DIR", help="With --render.")]
-_RenderUser = Annotated[str | None, typer.Option("--user", metavar="USER", help="With --render.")]
-_RenderGroup = Annotated[str | None, typer.Option("--group", metavar="GROUP", help="With --render.")]
-_RenderEnvFile = Annotated[
-    list[str] | None, typer.Option("--env-file", metavar="FILE", help="With --render; repeatable.")
+_NoPreload = Annotated[
+    bool, typer.Option("--no-preload", help="The installed unit without --preload (also from GUNICORN_CMD_ARGS).")
 ]
-_RenderEnv = Annotated[
-    list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="With --render: KEY=VALUE; repeatable.")
+_UnitFile = Annotated[
+    str | None,
+    typer.Option(
+        "--unit-file", metavar="FILE", help="This unit file replaces the installed one [apply's default: keep it]."
+    ),
 ]
-_RenderTemplate = Annotated[
-    str | None, typer.Option("--template", metavar="FILE", help="With --render: your own template.")
+_Render = Annotated[
+    bool, typer.Option("--render", help="The unit 'unitctl render' makes from [render] and the render options.")
 ]
-_RenderSocket = Annotated[
+# Render options (render; diff and apply with --render).
+_App = Annotated[
+    str | None,
+    typer.Option(
+        "--app", metavar="MODULE:VAR", help="The WSGI app as MODULE:VARIABLE, e.g. myproject.wsgi:application."
+    ),
+]
+_Bind = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--bind",
+        metavar="ADDR",
+        help=f"HOST:PORT, [IPv6]:PORT, unix:/abs/path or fd://N; repeatable [default: {DEFAULT_BIND}].",
+    ),
+]
+_WorkingDir = Annotated[
+    str | None,
+    typer.Option("--working-dir", metavar="DIR", help="WorkingDirectory= (absolute); Gunicorn imports from here."),
+]
+_Venv = Annotated[
+    str | None,
+    typer.Option("--venv", metavar="DIR", help="Virtual environment whose bin/gunicorn runs the app (absolute)."),
+]
+_User = Annotated[str | None, typer.Option("--user", metavar="USER", help="User= the service runs as.")]
+_Group = Annotated[str | None, typer.Option("--group", metavar="GROUP", help="Group= the service runs as.")]
+_EnvFile = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env-file", metavar="FILE", help="EnvironmentFile= (absolute; a leading '-' = optional); repeatable."
+    ),
+]
+_Env = Annotated[
+    list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="Environment variable KEY=VALUE; repeatable.")
+]
+_Template = Annotated[
+    str | None,
+    typer.Option("--template", metavar="FILE", help="Your own Jinja2 service template instead of the built-in one."),
+]
+_Socket = Annotated[
     bool | None,
     typer.Option(
-        "--socket/--no-socket", help="With --render: socket activation, NAME.socket installed too [default: --socket]."
+        "--socket/--no-socket",
+        help="Render NAME.socket too: systemd listens on the --bind addresses and hands them to Gunicorn, "
+        "so a restart queues connections [default: --socket]; --no-socket: Gunicorn binds them itself.",
     ),
 ]
 
@@ -237,20 +346,8 @@ def render(
     name: Annotated[
         str | None, typer.Option("--name", metavar="NAME", help="Unit name, e.g. myapp (→ myapp.service).")
     ] = None,
-    app_: Annotated[
-        str | None,
-        typer.Option(
-            "--app", metavar="MODULE:VAR", help="The WSGI app as MODULE:VARIABLE, e.g. myproject.wsgi:application."
-        ),
-    ] = None,
-    workers: Annotated[
-        str | None,
-        typer.Option(
-            "--workers",
-            metavar="N|auto",
-            help=f"Worker count, or 'auto' = (2 x CPUs of this host) + 1 [default: {DEFAULT_WORKERS}].",
-        ),
-    ] = None,
+    app_: _App = None,
+    workers: _Workers = None,
     max_workers: _MaxWorkers = None,
     worker_class: Annotated[
         str | None,
@@ -262,47 +359,15 @@ def render(
             "(uvicorn_worker.UvicornWorker for FastAPI) [default: sync].",
         ),
     ] = None,
-    bind: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--bind",
-            metavar="ADDR",
-            help=f"HOST:PORT, [IPv6]:PORT, unix:/abs/path or fd://N; repeatable [default: {DEFAULT_BIND}].",
-        ),
-    ] = None,
-    working_dir: Annotated[
-        str | None,
-        typer.Option("--working-dir", metavar="DIR", help="WorkingDirectory= (absolute); Gunicorn imports from here."),
-    ] = None,
-    venv: Annotated[
-        str | None,
-        typer.Option("--venv", metavar="DIR", help="Virtual environment whose bin/gunicorn runs the app (absolute)."),
-    ] = None,
-    user: Annotated[str | None, typer.Option("--user", metavar="USER", help="User= the service runs as.")] = None,
-    group: Annotated[str | None, typer.Option("--group", metavar="GROUP", help="Group= the service runs as.")] = None,
-    env_file: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--env-file", metavar="FILE", help="EnvironmentFile= (absolute; a leading '-' = optional); repeatable."
-        ),
-    ] = None,
-    env: Annotated[
-        list[str] | None, typer.Option("--env", metavar="KEY=VALUE", help="Environment variable KEY=VALUE; repeatable.")
-    ] = None,
-    template: Annotated[
-        str | None,
-        typer.Option(
-            "--template", metavar="FILE", help="Your own Jinja2 service template instead of the built-in one."
-        ),
-    ] = None,
-    socket: Annotated[
-        bool | None,
-        typer.Option(
-            "--socket/--no-socket",
-            help="Render NAME.socket too: systemd listens on the --bind addresses and hands them to Gunicorn, "
-            "so a restart queues connections [default: --socket]; --no-socket: Gunicorn binds them itself.",
-        ),
-    ] = None,
+    bind: _Bind = None,
+    working_dir: _WorkingDir = None,
+    venv: _Venv = None,
+    user: _User = None,
+    group: _Group = None,
+    env_file: _EnvFile = None,
+    env: _Env = None,
+    template: _Template = None,
+    socket: _Socket = None,
     control_socket: Annotated[
         bool | None,
         typer.Option(
@@ -327,60 +392,24 @@ def render(
     exec_start, user, group, working_dir, env_files, environment, runtime_directories,
     runtime_directory_preserve, listen_streams, binds, venv, unitctl_version.
     """
-    import os
-    from pathlib import Path
+    from unitctl.commands import render as command
+    from unitctl.commands.settings import RenderSettings
 
-    from unitctl.output import write_output
-    from unitctl.render import render_from_flags
-
-    flags = {
-        "name": name,
-        "app": app_,
-        "workers": workers,
-        "max_workers": max_workers,
-        "worker_class": worker_class,
-        "bind": bind,
-        "working_dir": working_dir,
-        "venv": venv,
-        "user": user,
-        "group": group,
-        "env_file": env_file,
-        "template": template,
-        "socket": socket,
-        "control_socket": control_socket,
-        "description": description,
-    }
-    result = render_from_flags(flags=flags, env_flags=env or [], cpu_count=os.cpu_count())
-    for warning in result.warnings:
-        typer.echo(f"unitctl: warning: {warning}", err=True)
-    if output:
-        target = Path(output)
-        write_output(target, result.service)
-        typer.echo(f"wrote {target}", err=True)
-        if result.socket is not None and result.socket_name:
-            socket_path = target.parent / result.socket_name
-            write_output(socket_path, result.socket)
-            typer.echo(f"wrote {socket_path}", err=True)
-    else:
-        typer.echo(result.service, nl=False)
-        if result.socket is not None:
-            typer.echo(f"\n# ==> {result.socket_name} <==")
-            typer.echo(result.socket, nl=False)
+    settings = RenderSettings(
+        name=name, app=app_, workers=workers, max_workers=max_workers, worker_class=worker_class,
+        bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
+        control_socket=control_socket, description=description, output=output,
+    )  # fmt: skip
+    typer.echo(command.run(settings=settings, err=lambda line: typer.echo(line, err=True)), nl=False)
 
 
 @app.command()
 def rewrite(
     file: Annotated[str, typer.Argument(help="The unit file to rewrite.")],
-    workers: Annotated[
-        str | None,
-        typer.Option(
-            "--workers", metavar="N|auto", help="Set the worker count: N, or auto = (2 x CPUs of this host) + 1."
-        ),
-    ] = None,
+    workers: _Workers = None,
     max_workers: _MaxWorkers = None,
-    no_preload: Annotated[
-        bool, typer.Option("--no-preload", help="Remove --preload (also from GUNICORN_CMD_ARGS).")
-    ] = False,
+    no_preload: _NoPreload = False,
     in_place: Annotated[
         bool, typer.Option("--in-place", help="Show the diff on stderr, then replace FILE atomically, mode/owner kept.")
     ] = False,
@@ -406,148 +435,62 @@ def rewrite(
 
     Prints the result to stdout. Without --workers/--no-preload the unit is printed unchanged, byte for byte.
     """
-    import os
-    from pathlib import Path
+    from unitctl.commands import rewrite as command
+    from unitctl.commands.settings import RewriteSettings
+    from unitctl.output import colour_enabled
 
-    from unitctl.errors import InputError, UsageError
-
-    if in_place + bool(drop_in) + check > 1:
-        raise UsageError("--in-place, --drop-in and --check exclude each other", hint="pick one")
-    if max_workers is not None and workers is None:
-        raise UsageError("--max-workers caps --workers auto", hint="add --workers auto")
-    from unitctl.fsutil import read_unit_bytes
-    from unitctl.gunicorn.workers import parse_workers
-
-    wanted = parse_workers(workers) if workers is not None else None
-    path = Path(file)
-    data = read_unit_bytes(path)
-    text = data.decode("utf-8", "surrogateescape")
-    if wanted is None and not no_preload:
-        if in_place or drop_in:
-            raise UsageError("nothing to write without --workers or --no-preload", hint="add an operation")
-        from unitctl.unitfile import UnitFile
-
-        UnitFile.parse(text, path=file)  # refuse (exit 3) what systemd would not load
-        if check:
-            typer.echo("no changes")
-            return
-        typer.echo(data, nl=False)
-        return
-    from unitctl import rewrite as rewrite_mod
-    from unitctl.diff import colourize, unified
-    from unitctl.gunicorn import default_read_file
-    from unitctl.output import colour_enabled, write_output
-
-    make = rewrite_mod.dropin_for if drop_in else rewrite_mod.rewrite_unit
-    result = make(
-        text,
-        workers=wanted,
-        no_preload=no_preload,
-        max_workers=max_workers,
-        cpu_count=os.cpu_count(),
-        read_file=default_read_file,
-        path=file,
-    )
-    if strict and result.preload_kept:
-        from unitctl.errors import RefusedError
-
-        raise RefusedError(
-            f"{file}: --no-preload was asked, but preload stays on: {result.preload_kept} sets it",
-            hint="remove preload_app (or --preload) there; nothing was written",
-        )
-    for warning in result.warnings:
-        typer.echo(f"unitctl: warning: {warning}", err=True)
-    summary = ", ".join(result.changes) or "no changes"
-    if check:
-        typer.echo(summary)
-        raise typer.Exit(int(ExitCode.CHANGES_PENDING if result.changed else ExitCode.OK))
-    if in_place or drop_in:
-        target = path.resolve()  # a symlinked unit stays a symlink: replace the file it points to
-        if drop_in:
-            from unitctl.unitname import validate_unit_name
-
-            if not Path(drop_in).is_dir():
-                raise InputError(f"--drop-in {drop_in}: no such directory", hint="e.g. /etc/systemd/system")
-            target = Path(drop_in) / f"{validate_unit_name(path.name)}.d" / "50-unitctl.conf"
-        if not result.changed:
-            typer.echo(f"{file}: no changes; nothing written", err=True)
-            return
-        # Show the diff before anything is written.
-        # Bytes, not read_text: universal newlines would turn CRLF into LF and mark every line as changed.
-        old = target.read_bytes().decode("utf-8", "surrogateescape") if target.is_file() else ""
-        lines = unified(old, result.text, old_name=str(target), new_name=str(target))
-        for line in colourize(lines, colour_enabled(sys.stderr)):
-            typer.echo(line, nl=False, err=True)
-        target.parent.mkdir(mode=0o755, exist_ok=True)
-        write_output(target, result.text)
-        typer.echo(f"wrote {target}: {summary}", err=True)
-        return
-    typer.echo(result.text.encode("utf-8", "surrogateescape"), nl=False)
+    settings = RewriteSettings(
+        file=file, workers=workers, max_workers=max_workers, no_preload=no_preload, in_place=in_place,
+        drop_in=drop_in, check=check, strict=strict,
+    )  # fmt: skip
+    out = command.run(settings=settings, err=_err, colour=colour_enabled(sys.stderr))
+    if out.stdout:
+        typer.echo(out.stdout, nl=False)
+    raise typer.Exit(out.exit_code)
 
 
 @app.command()
 def diff(
     name: Annotated[str, typer.Argument(help="The installed unit, e.g. myapp or myapp.service.")],
-    unit_file: Annotated[
-        str | None,
-        typer.Option("--unit-file", metavar="FILE", help="Desired state: this unit file replaces the installed one."),
-    ] = None,
-    render_: Annotated[
-        bool,
-        typer.Option("--render", help="Desired state: the unit 'unitctl render' makes from the options below."),
-    ] = False,
-    workers: Annotated[
-        str | None,
-        typer.Option(
-            "--workers",
-            metavar="N|auto",
-            help="Desired workers (N or auto); without --render: rewrite the installed unit.",
-        ),
-    ] = None,
+    unit_file: _UnitFile = None,
+    render_: _Render = False,
+    workers: _Workers = None,
     max_workers: _MaxWorkers = None,
-    no_preload: Annotated[
-        bool, typer.Option("--no-preload", help="Desired state: the installed unit without --preload.")
-    ] = False,
-    app_: _RenderApp = None,
-    bind: _RenderBind = None,
-    working_dir: _RenderWorkingDir = None,
-    venv: _RenderVenv = None,
-    user: _RenderUser = None,
-    group: _RenderGroup = None,
-    env_file: _RenderEnvFile = None,
-    env: _RenderEnv = None,
-    template: _RenderTemplate = None,
-    socket: _RenderSocket = None,
+    no_preload: _NoPreload = False,
+    app_: _App = None,
+    bind: _Bind = None,
+    working_dir: _WorkingDir = None,
+    venv: _Venv = None,
+    user: _User = None,
+    group: _Group = None,
+    env_file: _EnvFile = None,
+    env: _Env = None,
+    template: _Template = None,
+    socket: _Socket = None,
     root: Annotated[
         str,
         typer.Option("--root", metavar="DIR", help="Read the installed unit from the load path under this directory."),
     ] = "/",
+    as_json: _Json = False,
 ) -> None:
     """Show the difference between the installed unit and the desired one (exit 1 if they differ).
 
-    The installed side is the unit with its drop-ins, as systemd sees it; secret Environment= values
-    are masked as **** on both sides. Colour only on a terminal, never with NO_COLOR.
+    The desired unit: --unit-file FILE, --render (with render options), or --workers/--max-workers/--no-preload
+    (the installed unit rewritten). The installed side is the unit with its drop-ins, as systemd sees it;
+    secret Environment= values are masked as **** on both sides. Colour only on a terminal, never with NO_COLOR.
     """
-    import os
-
-    from unitctl import diff as diff_mod
-    from unitctl.desired import DesiredOptions, resolve
+    from unitctl.commands import diff as command
+    from unitctl.commands.settings import DiffSettings
+    from unitctl.desired import DesiredOptions
     from unitctl.output import colour_enabled
 
-    opts = DesiredOptions(
+    desired = DesiredOptions(
         unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
         app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
         env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
     )  # fmt: skip
-    want = resolve(name, opts, cpu_count=os.cpu_count())
-    outcome = diff_mod.diff_installed(
-        name=name, root=root, unit_file=want.unit_file, rendered=want.rendered, rewrite=want.rewrite
-    )
-    colour = colour_enabled(sys.stdout)
-    for line in diff_mod.colourize(outcome.lines, colour):
-        typer.echo(line, nl=False)
-    typer.echo(outcome.summary)
-    raise typer.Exit(int(ExitCode.CHANGES_PENDING if outcome.differs else ExitCode.OK))
+    settings = DiffSettings(name=name, desired=desired, root=root)
+    _show(command.run(settings=settings, colour=not as_json and colour_enabled(sys.stdout)), as_json=as_json)
 
 
 @app.command()
@@ -564,55 +507,36 @@ def verify(
             "the unit names on this machine.",
         ),
     ] = False,
+    as_json: _Json = False,
 ) -> None:
     """Check a candidate unit with systemd-analyze verify and unitctl's own checks.
 
     Exit 0 when there are no errors (warnings are printed), 3 when there are errors.
     """
-    from pathlib import Path
+    from unitctl.commands import verify as command
+    from unitctl.commands.settings import VerifySettings
 
-    from unitctl.errors import VerificationError
-    from unitctl.verify import verify_unit
-
-    report = verify_unit(Path(file), name=name, offline=offline)
-    for error in report.errors:
-        typer.echo(f"error: {error}")
-    for warning in report.warnings:
-        typer.echo(f"warning: {warning}")
-    if report.errors:
-        n = len(report.errors)
-        raise VerificationError(
-            f"{file}: {n} error{'s' if n > 1 else ''} found", hint="fix them and run 'unitctl verify' again"
-        )
-    count = len(report.warnings)
-    typer.echo(f"{file}: ok" + (f" ({count} warning{'s' if count > 1 else ''})" if count else ""))
+    _show(command.run(settings=VerifySettings(file=file, name=name, offline=offline)), as_json=as_json)
 
 
 @app.command()
 def apply(
-    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp (→ myapp.service).")] = None,
-    unit_file: Annotated[
-        str | None,
-        typer.Option("--unit-file", metavar="FILE", help="The unit to install [default: keep the installed unit]."),
-    ] = None,
-    render_: Annotated[
-        bool, typer.Option("--render", help="Install the unit 'unitctl render' makes from [render] and the options.")
-    ] = False,
+    name: _Name = None,
+    unit_file: _UnitFile = None,
+    render_: _Render = False,
     workers: _Workers = None,
     max_workers: _MaxWorkers = None,
-    no_preload: Annotated[
-        bool, typer.Option("--no-preload", help="Install the installed unit rewritten without --preload.")
-    ] = False,
-    app_: _RenderApp = None,
-    bind: _RenderBind = None,
-    working_dir: _RenderWorkingDir = None,
-    venv: _RenderVenv = None,
-    user: _RenderUser = None,
-    group: _RenderGroup = None,
-    env_file: _RenderEnvFile = None,
-    env: _RenderEnv = None,
-    template: _RenderTemplate = None,
-    socket: _RenderSocket = None,
+    no_preload: _NoPreload = False,
+    app_: _App = None,
+    bind: _Bind = None,
+    working_dir: _WorkingDir = None,
+    venv: _Venv = None,
+    user: _User = None,
+    group: _Group = None,
+    env_file: _EnvFile = None,
+    env: _Env = None,
+    template: _Template = None,
+    socket: _Socket = None,
     guarded: Annotated[
         bool | None,
         typer.Option(
@@ -624,10 +548,7 @@ def apply(
     rev: Annotated[
         str | None, typer.Option("--rev", metavar="REV", help="Check out this revision (detached) [default: HEAD].")
     ] = None,
-    ready_url: Annotated[
-        str | None,
-        typer.Option("--ready-url", metavar="URL", help="Readiness URL: http://HOST:PORT/PATH or unix:/SOCK:/PATH."),
-    ] = None,
+    ready_url: _ReadyUrl = None,
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
     strategy: Annotated[
@@ -665,15 +586,12 @@ def apply(
             help="Start the new release beside the live one and judge it before the switch [default: on if guarded].",
         ),
     ] = None,
-    build_cmd: Annotated[
-        str | None,
-        typer.Option("--build-cmd", metavar="CMD", help="Run in --repo after each checkout (argv split, no shell)."),
-    ] = None,
+    build_cmd: _BuildCmd = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Capture and check, print the plan, change nothing (exit 1: changes).")
     ] = False,
     edit_template: _EditTemplate = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
+    as_json: _Json = False,
     history_dir: _HistoryDir = None,
     backend: _Backend = None,
 ) -> None:
@@ -685,46 +603,35 @@ def apply(
     rolled back to a ready previous release, 5 the rollback failed too. Options also come from [apply]
     of ./unitctl.toml; flags win.
     """
-    from unitctl.deploy.commands import APPLY_SCHEMA, cli_run, real_edges, request_from_settings, settings
+    from unitctl.commands import apply as command
+    from unitctl.commands.settings import ApplySettings, load
     from unitctl.desired import DesiredOptions
-    from unitctl.fsutil import naming
 
-    flags = {
-        "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
-        "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": _value(strategy),
-        "fail_after": fail_after, "pre_import": pre_import, "no_pre_import": no_pre_import, "canary": canary,
-        "build_cmd": build_cmd,
-        "history_dir": history_dir, "backend": _value(backend),
-    }  # fmt: skip
-    s = settings("apply", APPLY_SCHEMA, flags)
+    settings = load(
+        ApplySettings, "apply", name=name, unit_file=unit_file, guarded=guarded, repo=repo, rev=rev,
+        ready_url=ready_url, ready_timeout=ready_timeout, ready_interval=ready_interval, strategy=_value(strategy),
+        fail_after=fail_after, pre_import=pre_import, no_pre_import=no_pre_import, canary=canary,
+        build_cmd=build_cmd, history_dir=history_dir, backend=_value(backend), dry_run=dry_run,
+        edit_template=edit_template,
+    )  # fmt: skip
     desired = DesiredOptions(
         render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
         bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
         env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
     )  # fmt: skip
-    request = request_from_settings(s, command="apply", dry_run=dry_run, desired=desired, edit_template=edit_template)
-    # An OS error without a file name (a write through the lock's descriptor) names where unitctl's files are.
-    with naming(request.history_dir):
-        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
-    raise typer.Exit(code)
+    _show(command.run(settings=settings, desired=desired), as_json=as_json)
 
 
 @app.command()
 def rollback(
-    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
-    repo: Annotated[
-        str | None, typer.Option("--repo", metavar="DIR", help="The checkout [default: the one recorded].")
-    ] = None,
-    ready_url: Annotated[
-        str | None, typer.Option("--ready-url", metavar="URL", help="Readiness URL [default: recorded].")
-    ] = None,
+    name: _Name = None,
+    repo: _Repo = None,
+    ready_url: _ReadyUrl = None,
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
-    build_cmd: Annotated[
-        str | None, typer.Option("--build-cmd", metavar="CMD", help="Run in the checkout after it.")
-    ] = None,
+    build_cmd: _BuildCmd = None,
     edit_template: _EditTemplate = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
+    as_json: _Json = False,
     history_dir: _HistoryDir = None,
     backend: _Backend = None,
 ) -> None:
@@ -733,54 +640,42 @@ def rollback(
     The previous good deploy (revision and exact unit bytes) comes from the history; the switch is an
     apply with the same checks, guard and rollback. Exit codes as for apply.
     """
-    from unitctl.deploy.commands import ROLLBACK_SCHEMA, cli_run, real_edges, request_from_settings, settings
-    from unitctl.fsutil import naming
+    from unitctl.commands import apply as command
+    from unitctl.commands.settings import RollbackSettings, load
 
-    flags = {
-        "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
-        "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir,
-        "backend": _value(backend),
-    }  # fmt: skip
-    s = settings("rollback", ROLLBACK_SCHEMA, flags)
-    request = request_from_settings(s, command="rollback", edit_template=edit_template)
-    with naming(request.history_dir):
-        code = cli_run(request, real_edges(s.get("backend")), as_json=as_json, out=sys.stdout)
-    raise typer.Exit(code)
+    settings = load(
+        RollbackSettings, "rollback", name=name, repo=repo, ready_url=ready_url, ready_timeout=ready_timeout,
+        ready_interval=ready_interval, build_cmd=build_cmd, history_dir=history_dir, backend=_value(backend),
+        edit_template=edit_template,
+    )  # fmt: skip
+    _show(command.run_rollback(settings=settings), as_json=as_json)
 
 
 @app.command()
 def status(
-    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
-    ready_url: Annotated[
-        str | None,
-        typer.Option("--ready-url", metavar="URL", help="Probe this URL once [default: the last recorded one]."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    name: _Name = None,
+    ready_url: _ReadyUrl = None,
+    as_json: _Json = False,
     history_dir: _HistoryDir = None,
     backend: _Backend = None,
 ) -> None:
     """Show a unit's state, deployed revision, last outcome and readiness.
 
-    Exit 0 whenever the state could be read (check "ready" in --json); readiness is probed once.
+    Exit 0 whenever the state could be read (check "ready" in --json's result); readiness is probed once.
     """
-    from pathlib import Path
+    from unitctl.commands import status as command
+    from unitctl.commands.settings import StatusSettings, load
 
-    from unitctl.deploy.commands import STATUS_SCHEMA, cli_status, settings
-
-    flags = {"name": name, "ready_url": ready_url, "history_dir": history_dir, "backend": _value(backend)}
-    s = settings("status", STATUS_SCHEMA, flags)
-    if s.get("ready_url"):
-        from unitctl.probe import parse_target
-
-        parse_target(s["ready_url"])  # a malformed URL is a usage error before systemd is asked anything
-    code = cli_status(s, history_dir=Path(s["history_dir"]) if s.get("history_dir") else None, as_json=as_json)
-    raise typer.Exit(code)
+    settings = load(
+        StatusSettings, "status", name=name, ready_url=ready_url, history_dir=history_dir, backend=_value(backend)
+    )
+    _show(command.run(settings=settings), as_json=as_json)
 
 
 @app.command()
 def history(
-    name: Annotated[str | None, typer.Argument(help="The unit, e.g. myapp.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of the records.")] = False,
+    name: _Name = None,
+    as_json: _Json = False,
     limit: Annotated[int, typer.Option("--limit", metavar="N", min=0, help="Show the last N attempts (0: all).")] = 20,
     history_dir: _HistoryDir = None,
     prune: Annotated[
@@ -799,20 +694,14 @@ def history(
     ] = False,
 ) -> None:
     """List the recorded deploys of a unit (oldest first); with --prune --keep N, remove old ones."""
-    from unitctl.deploy.commands import STATUS_SCHEMA, cli_history, cli_prune, settings
-    from unitctl.errors import UsageError
+    from unitctl.commands import history as command
+    from unitctl.commands.settings import HistorySettings, load
 
-    if not prune and (keep is not None or dry_run):
-        raise UsageError("--keep and --dry-run go with --prune", hint="add --prune")
-    if prune and keep is None:
-        raise UsageError("--prune needs --keep N", hint="add e.g. --keep 50")
-    if prune and as_json:
-        raise UsageError("--prune prints no JSON", hint="drop --json")
-    s = settings("history", STATUS_SCHEMA, {"name": name, "history_dir": history_dir})
-    if prune:
-        assert keep is not None
-        raise typer.Exit(cli_prune(s, keep=keep, dry_run=dry_run))
-    cli_history(s, as_json=as_json, limit=limit)
+    settings = load(
+        HistorySettings, "history", name=name, history_dir=history_dir, limit=limit, prune=prune, keep=keep,
+        dry_run=dry_run,
+    )  # fmt: skip
+    _show(command.run(settings=settings), as_json=as_json)
 
 
 @app.command()
@@ -826,13 +715,10 @@ def fetch(
 
     What update_systemd_unit.sh --fetch runs; exit 0 fetched, 3 refused or the fetch failed.
     """
-    from pathlib import Path
+    from unitctl.commands import fetch as command
+    from unitctl.commands.settings import FetchSettings
 
-    from unitctl.gitrepo import GitRepo
-
-    r = GitRepo(Path(repo))
-    r.check_repo()
-    r.fetch(remote)
+    command.run(settings=FetchSettings(repo=repo, remote=remote))
 
 
 def main() -> None:
@@ -844,4 +730,4 @@ def main() -> None:
         sys.exit(130)
 
 
-__all__ = ["ExitCode", "app", "error_line", "main"]
+__all__ = ["ExitCode", "app", "error_line", "error_parts", "main"]

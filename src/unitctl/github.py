@@ -65,13 +65,26 @@ def _as_dict(result: Any) -> dict[str, Any]:
     if result is None:
         return {}
     if isinstance(result, Mapping):
-        return dict(result)
+        return _attempt_of_envelope(result) if "schema_version" in result else dict(result)
     to_json = getattr(result, "to_json", None)
     if callable(to_json):
         data = to_json()
         if isinstance(data, Mapping):
             return dict(data)
-    raise TypeError(f"cannot report a {type(result).__name__}: pass an ApplyResult or its to_json() dict")
+    raise TypeError(
+        f"cannot report a {type(result).__name__}: pass an ApplyResult, its to_json() dict or the --json envelope"
+    )
+
+
+def _attempt_of_envelope(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the attempt inside ``apply --json``'s envelope (docs/json.md), with the envelope's error."""
+    data = dict(envelope.get("result") or {})
+    for key in ("unit", "command", "exit_code", "message"):
+        data.setdefault(key, envelope.get(key))
+    if int(envelope.get("exit_code") or 0) >= 2:
+        hint = envelope.get("hint")
+        data.setdefault("error", f"{envelope.get('message')}{f'; {hint}' if hint else ''}")
+    return data
 
 
 def _outcome(data: Mapping[str, Any]) -> str:

@@ -292,7 +292,7 @@ def _fault_and_check(app: FaultApp, res: CellResult, step: str, fault: str) -> N
     if "Traceback" in status.stderr:
         res.tracebacks.append("status")
     with contextlib.suppress(ValueError, TypeError):
-        data: dict[str, Any] = json.loads(status.stdout)
+        data: dict[str, Any] = json.loads(status.stdout).get("result") or {}
         res.status_outcome = str(data.get("last_outcome") or data.get("outcome") or "")
     rerun = app.unitctl("apply", *app.apply_args(), timeout=PROCESS_TIMEOUT)
     res.rerun_exit = rerun.returncode

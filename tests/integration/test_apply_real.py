@@ -49,7 +49,7 @@ class Deploy(DeployedApp):
     def history(self) -> list[dict[str, Any]]:
         res = self.unitctl("history", self.name, "--json", "--history-dir", self.hist)
         assert res.ok, res.stderr
-        data: list[dict[str, Any]] = json.loads(res.stdout)
+        data: list[dict[str, Any]] = json.loads(res.stdout)["result"]["records"]
         return data
 
     def served(self) -> str:
@@ -97,7 +97,8 @@ def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path, backend:
     res = d.apply("--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["outcome"] == "ok" and out["record"]["to_rev"] == v2 and out["record"]["from_rev"] == v1
+    assert (out["outcome"], out["exit_code"], out["command"], out["unit"]) == ("deployed", 0, "apply", d.unit)
+    assert out["result"]["record"]["to_rev"] == v2 and out["result"]["record"]["from_rev"] == v1
     assert d.served() == "release v2"
     records = d.history()
     assert [(r["outcome"], r["to_rev"]) for r in records] == [("ok", v1), ("ok", v2)]
@@ -110,7 +111,7 @@ def test_first_deploy_then_a_good_release(box: Sandbox, venv_bin: Path, backend:
     assert "guard" in res.stderr and "ok" in res.stderr
     status = d.unitctl("status", d.name, "--history-dir", d.hist, "--json")
     assert status.returncode == 0, status.stderr
-    st = json.loads(status.stdout)
+    st = json.loads(status.stdout)["result"]
     assert st["deployed_rev"] == v2 and st["ready"] is True and st["state"]["active_state"] == "active"
 
 
@@ -452,7 +453,7 @@ def test_the_caller_going_away_during_the_guard_changes_nothing(box: Sandbox, ve
     else:
         assert code == 4 and d.served() == "release v2" and d.repo.head() == v2 and d.ready()
         assert (last["outcome"], last["exit_code"], last["to_rev"]) == ("rolled-back", 4, v3)
-    status = json.loads(d.unitctl("status", d.name, "--history-dir", d.hist, "--json").stdout)
+    status = json.loads(d.unitctl("status", d.name, "--history-dir", d.hist, "--json").stdout)["result"]
     assert status["last_outcome"] == last["outcome"] and status["in_progress"] is None
 
 
@@ -467,7 +468,7 @@ def test_kill_9_during_the_guard_is_reported_and_finished_by_status(box: Sandbox
     assert d.served() == "release v4"  # the broken release serves until someone comes back
     res = d.unitctl("status", d.name, "--history-dir", d.hist, "--json")
     assert res.returncode == 0, res.stderr
-    st = json.loads(res.stdout)
+    st = json.loads(res.stdout)["result"]
     assert (st["last_outcome"], st["last_exit_code"], st["last_interrupted_step"]) == ("interrupted", 4, "guard")
     assert st["last_recovered_by"] == "status" and st["ready"] is True
     assert "died at step guard: finishing its rollback first" in res.stderr
@@ -475,7 +476,7 @@ def test_kill_9_during_the_guard_is_reported_and_finished_by_status(box: Sandbox
     last = d.history()[-1]
     assert (last["outcome"], last["to_rev"], last["from_rev"]) == ("interrupted", v4, v2)
     # Nothing is left to finish: status now only reports.
-    again = json.loads(d.unitctl("status", d.name, "--history-dir", d.hist, "--json").stdout)
+    again = json.loads(d.unitctl("status", d.name, "--history-dir", d.hist, "--json").stdout)["result"]
     assert again["last_outcome"] == "interrupted" and len(d.history()) == 3
 
 

@@ -75,7 +75,7 @@ def test_a_ready_canary_lets_the_deploy_proceed_and_leaves_nothing(app: Canaried
     v2 = app.release_aside("v2")
     res = app.apply("--rev", v2, "--json")
     assert res.returncode == 0, res.stderr
-    record = json.loads(res.stdout)["record"]
+    record = json.loads(res.stdout)["result"]["record"]
     assert record["outcome"] == "ok" and record["to_rev"] == v2
     assert app.served() == "release v2" and app.repo.head() == v2
     assert "ready" in app.phase(record, "canary")["detail"]
@@ -113,7 +113,7 @@ def test_the_import_check_runs_the_new_revision_from_the_canary_tree_on_both_bac
     v2 = app.release_aside("v2", broken_import=True)
     res = app.apply("--rev", v2, "--backend", backend, "--json", timeout=30)
     assert res.returncode == 3, res.stderr
-    record = json.loads(res.stdout)["record"]
+    record = json.loads(res.stdout)["result"]["record"]
     names = [p["name"] for p in record["phases"]]
     assert "pre-import" in names and "canary" not in names, names
     assert "BaseSettings" in record["reason"], record["reason"]
@@ -127,7 +127,7 @@ def test_a_canary_that_crashes_at_start_is_refused_by_its_unit_state(app: Canari
     v2 = app.release_aside("v2", broken_import=True)
     res = app.apply("--rev", v2, "--no-pre-import", "--json", timeout=60)
     assert res.returncode == 3, res.stderr
-    record = json.loads(res.stdout)["record"]
+    record = json.loads(res.stdout)["result"]["record"]
     detail = app.phase(record, "canary")["detail"]
     # Decided by systemd's view of the canary, not by waiting out the 60 s.
     assert detail.split(":")[0] in ("unit-failed", "main-exited", "restart-loop"), detail
@@ -211,7 +211,7 @@ def test_a_socket_activated_service_gets_a_canary_on_its_own_socket(box: Sandbox
         v2 = d.release_aside("v2")
         res = d.apply("--rev", v2, "--json")
         assert res.returncode == 0, res.stderr
-        record = json.loads(res.stdout)["record"]
+        record = json.loads(res.stdout)["result"]["record"]
         assert "ready" in d.phase(record, "canary")["detail"]
         assert d.served() == "release v2" and d.leftovers() == []
         v3 = d.release_aside("v3", table="items_v3")

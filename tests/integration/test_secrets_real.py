@@ -95,7 +95,7 @@ def test_values_the_unit_gives_the_service_never_reach_anything_unitctl_writes(b
     v3 = repo.release("v3", extra_files={"app.py": LEAKY_APP, "release.py": "FAIL = 'ready'\n"})
     canaried = _unitctl(box, venv_bin, "apply", name, "--json", "--ready-timeout", "4", *common, env=actions)
     assert canaried.returncode == 3, canaried.stderr
-    result = json.loads(canaried.stdout)
+    result = json.loads(canaried.stdout)["result"]
     assert any("app: connecting with token ****" in line for line in result["record"]["journal"]), result
     outputs += [canaried.stdout, canaried.stderr]
     # and without a canary the guard rolls it back after the switch (exit 4). The refusal put the checkout back at
@@ -104,12 +104,16 @@ def test_values_the_unit_gives_the_service_never_reach_anything_unitctl_writes(b
     rolled = _unitctl(box, venv_bin, "apply", name, "--json", "--ready-timeout", "4", "--no-canary", *common,
                       env=actions)  # fmt: skip
     assert rolled.returncode == 4, rolled.stderr
-    result = json.loads(rolled.stdout)
+    envelope = json.loads(rolled.stdout)
+    assert (envelope["outcome"], envelope["exit_code"]) == ("rolled-back", 4)
+    result = envelope["result"]
     assert result["outcome"] == "rolled-back"
     assert any("app: connecting with token ****" in line for line in result["record"]["journal"]), result
     outputs += [rolled.stdout, rolled.stderr]
 
-    records = json.loads(_unitctl(box, venv_bin, "history", name, "--json", "--history-dir", hist).stdout)
+    records = json.loads(_unitctl(box, venv_bin, "history", name, "--json", "--history-dir", hist).stdout)["result"][
+        "records"
+    ]
     assert [r["outcome"] for r in records] == ["ok", "refused", "refused", "rolled-back"]
     assert "connecting with token ****" in records[1]["output"]
     status = _unitctl(box, venv_bin, "status", name, "--json", "--history-dir", hist)

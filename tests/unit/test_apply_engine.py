@@ -17,8 +17,8 @@ from gitcmd import git
 from test_apply_fake import World, _write, installed, unit_text
 
 from unitctl import fsutil, history, lock
+from unitctl.commands.status import status
 from unitctl.deploy import capture, engine, journal, model
-from unitctl.deploy.commands import status
 from unitctl.deploy.progress import Reporter, safe_write
 from unitctl.deploy.undo import Undo, UndoLog
 from unitctl.errors import (

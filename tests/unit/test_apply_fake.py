@@ -25,7 +25,11 @@ from gitcmd import commit, git
 from known_warnings import HTTPCORE_UNIX_CONNECT_LEAK
 
 from unitctl import desired, errors, fsutil, gitrepo, history
-from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, commands, engine, preflight
+from unitctl.commands import apply as commands
+from unitctl.commands import edges as command_edges
+from unitctl.commands import report, status
+from unitctl.commands.settings import ApplySettings
+from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, engine, preflight
 from unitctl.desired import DesiredOptions
 from unitctl.errors import (
     ExitCode,
@@ -613,10 +617,10 @@ def test_rollback_command_goes_ahead_when_the_running_release_does_not_answer(wo
 
 def test_status_reports_the_deployed_revision_and_probes(world: World) -> None:
     installed(world)
-    st = commands.status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None,
+    st = status.status(UNIT, backend=world.fake, history_dir=world.hist, ready_url=None,
                       probe_factory=world.probe_factory)  # fmt: skip
     assert st.deployed_rev == world.revs["v1"] and st.ready_url == URL and st.probe is not None and st.probe.ok
-    data = json.loads(commands.dumps(st.to_json()))
+    data = json.loads(report.dumps(st.to_json()))
     assert data["ready"] is True and data["state"]["active_state"] == "active"
 
 
@@ -662,7 +666,7 @@ def cli(world: World, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
 
     from unitctl.cli import app
 
-    monkeypatch.setattr(commands, "real_edges", lambda name: world.edges())
+    monkeypatch.setattr(command_edges, "real_edges", lambda name: world.edges())
     monkeypatch.setattr(commands, "DEFAULT_UNIT_DIR", world.units)
     monkeypatch.chdir(world.tmp)
     runner = CliRunner()
@@ -679,7 +683,9 @@ def test_cli_apply_prints_one_json_object(world: World, cli: Callable[..., Any])
               "--history-dir", str(world.hist), "--json")  # fmt: skip
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["outcome"] == "ok" and out["record"]["to_rev"] == world.revs["v2"] and out["plan"]["action"] == "restart"
+    assert out["outcome"] == "deployed" and out["exit_code"] == 0 and out["unit"] == UNIT
+    result = out["result"]
+    assert result["record"]["to_rev"] == world.revs["v2"] and result["plan"]["action"] == "restart"
 
 
 def test_cli_apply_reads_unitctl_toml_and_reports_a_rollback(world: World, cli: Callable[..., Any]) -> None:
@@ -715,7 +721,7 @@ def test_cli_history_lists_attempts(world: World, cli: Callable[..., Any]) -> No
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 2 and " ok " in lines[0] and "refused" in lines[1] and "ImportError" in lines[1]
     data = json.loads(cli("history", "app", "--json", "--history-dir", str(world.hist)).stdout)
-    assert [r["outcome"] for r in data] == ["ok", "refused"]
+    assert [r["outcome"] for r in data["result"]["records"]] == ["ok", "refused"]
     assert "no deploys recorded" in cli("history", "other", "--history-dir", str(world.hist)).stdout
 
 
@@ -948,9 +954,9 @@ def test_ready_url_check_is_skipped_for_a_stopped_service(world: World) -> None:
 # -- the desired unit, built as 'unitctl diff' builds it ------------------------------------------------
 
 
-def _settings(world: World, **kw: Any) -> dict[str, Any]:
-    return {"name": "app", "guarded": True, "repo": str(world.repo), "ready_url": URL, "history_dir": str(world.hist),
-            **kw}  # fmt: skip
+def _settings(world: World, **kw: Any) -> ApplySettings:
+    return ApplySettings(**{"name": "app", "guarded": True, "repo": str(world.repo), "ready_url": URL,
+                            "history_dir": str(world.hist), **kw})  # fmt: skip
 
 
 def test_apply_workers_and_no_preload_writes_exactly_the_rewritten_unit(world: World) -> None:

@@ -145,6 +145,24 @@ def test_a_dict_result_works_like_the_object(tmp_path: Path) -> None:
     assert github.annotation_lines(result.to_json()) == github.annotation_lines(result)
 
 
+def test_the_json_envelope_works_like_the_object_it_wraps() -> None:
+    from unitctl.commands.report import CommandResult, Outcome, result_envelope
+    from unitctl.errors import RolledBackError
+
+    result = _rolled_back()
+    error = RolledBackError(result.message)
+    printed = result_envelope(
+        CommandResult("apply", "demoapp.service", Outcome.ROLLED_BACK, result.message, result.to_json(), error=error)
+    )
+    assert github.summary_markdown(printed) == github.summary_markdown(result, error=error)
+    assert github.annotation_lines(printed) == github.annotation_lines(result, error=error)
+    # An error before any attempt: the envelope alone (no result) still says what and what to do.
+    usage = {"schema_version": 1, "command": "apply", "unit": None, "outcome": "usage-error", "exit_code": 2,
+             "message": "which unit?", "hint": "pass NAME", "result": None}  # fmt: skip
+    assert github.annotation_lines(usage) == ["::error title=unitctl apply ?%3A usage error%2C nothing changed::"
+                                              "which unit?; pass NAME"]  # fmt: skip
+
+
 def test_success_has_no_annotation_and_a_short_summary(tmp_path: Path) -> None:
     record = Record(
         time="t", unit="demoapp.service", command="apply", outcome="ok", exit_code=0, to_rev="3" * 40,

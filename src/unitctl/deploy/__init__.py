@@ -6,7 +6,7 @@ journal.py   the per-unit intent journal (and the fault-injection test hook)
 engine.py    the transaction and the recovery of one that died
 signals.py   SIGINT/SIGTERM roll back, SIGHUP is ignored, nothing interrupts a rollback
 progress.py  phase lines and countdowns that survive a caller who went away
-commands.py  apply/rollback/status/history as the CLI calls them
+(the commands around it, apply/rollback/status/history, live in unitctl.commands)
 """
 
 from unitctl.deploy.engine import recover, run, run_result

@@ -1,0 +1,39 @@
+"""``unitctl render``: a unit (and its .socket) from the Jinja2 template, printed or written atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from unitctl.commands.settings import RenderSettings
+
+
+def run(*, settings: RenderSettings, err: Callable[[str], None]) -> str:
+    """Render the unit; write it (and the .socket beside it) to ``settings.output``, or return the text to print.
+
+    ``err`` receives the lines for stderr (warnings, what was written).
+    """
+    from unitctl.output import write_output
+    from unitctl.render import render_from_flags
+
+    flags = asdict(settings)
+    env, output = flags.pop("env"), flags.pop("output")
+    # render merges the flags over [render] of unitctl.toml: an empty tuple is "not given", as None is.
+    flags = {k: list(v) if isinstance(v, tuple) else v for k, v in flags.items()}
+    result = render_from_flags(flags=flags, env_flags=list(env), cpu_count=os.cpu_count())
+    for warning in result.warnings:
+        err(f"unitctl: warning: {warning}")
+    if output:
+        target = Path(output)
+        write_output(target, result.service)
+        err(f"wrote {target}")
+        if result.socket is not None and result.socket_name:
+            socket_path = target.parent / result.socket_name
+            write_output(socket_path, result.socket)
+            err(f"wrote {socket_path}")
+        return ""
+    if result.socket is None:
+        return result.service
+    return f"{result.service}\n# ==> {result.socket_name} <==\n{result.socket}"
