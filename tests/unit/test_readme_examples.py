@@ -61,7 +61,7 @@ RULES: list[tuple[str, str, str]] = [
         r"unitctl (apply|rollback|status|history|fetch|deploy)\b",
         "elsewhere",
         "drives a live systemd and a checkout: run against the sandbox by tests/integration/ "
-        "(test_apply_real.py, test_rollback_real.py and the others)",
+        "(test_apply_real.py, test_status_real.py and the others)",
     ),
     (
         r"(\S*/)?update_systemd_unit\.sh\b",
@@ -301,6 +301,14 @@ def test_example_runs_as_written(example: Example, tmp_path: Path) -> None:
     assert proc.returncode == expected_exit(example.command), f"{example}\n{printed}"
     if example.output is not None:
         assert printed == example.output, example
+
+
+def test_tests_named_in_rules_exist() -> None:
+    """A reason that names the test covering an example names a test file that exists."""
+    named = {name for _, _, why in RULES for name in re.findall(r"test_\w+\.py", why)}
+    assert named
+    tests = {p.name for p in (REPO_ROOT / "tests").rglob("test_*.py")}
+    assert named <= tests, sorted(named - tests)
 
 
 def test_examples_are_found() -> None:
