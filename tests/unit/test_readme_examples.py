@@ -20,6 +20,9 @@ The fixture a ``run`` command sees, in a fresh temporary directory each time:
 An argument under ``/etc/systemd/``, ``/usr/lib/systemd/`` or ``/mnt/image`` is read under ROOT instead, and
 ``unitctl diff`` without ``--root`` gets ``--root ROOT``: the only changes made to a command before it runs.
 ROOT is replaced by nothing in what it prints.
+
+Each fenced ``toml`` block is a ``unitctl.toml`` example: it must load, and one with a ``[render]`` table must render
+with no flags. A second part resolves every relative link of README.md and docs/*.md, anchors included.
 """
 
 from __future__ import annotations
@@ -321,6 +324,32 @@ def test_examples_are_found() -> None:
         "SQLite/PostgreSQL)",
     ]
     assert any(e.output for e in _runnable())
+
+
+TOML_EXAMPLES = [
+    pytest.param(body, id=f"{path.relative_to(REPO_ROOT)}:{first}")
+    for path in DOCS
+    for lang, first, body in _blocks(path)
+    if lang == "toml"
+]
+
+
+@pytest.mark.parametrize("body", TOML_EXAMPLES)
+def test_toml_example_is_a_valid_unitctl_toml(body: list[str], tmp_path: Path) -> None:
+    """A unitctl.toml example loads; one with a [render] table renders with no flags at all."""
+    from unitctl import config
+
+    _, work = _fixture(tmp_path)
+    (work / "unitctl.toml").write_text("".join(line + "\n" for line in body), encoding="utf-8")
+    loaded = config.load(cwd=work)
+    assert loaded is not None
+    if "[render]" in body:
+        proc = subprocess.run(
+            [sys.executable, "-m", "unitctl", "render"],
+            cwd=work, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "[Service]" in proc.stdout
 
 
 # --- links ---------------------------------------------------------------------------------------------------
