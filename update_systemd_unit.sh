@@ -27,7 +27,7 @@ Options:
   --ready-url URL      readiness URL the guard polls, e.g. http://127.0.0.1:8000/health/ready
   --ready-timeout S    seconds to wait for readiness [unitctl's default: 60]
   --workers N|auto     set Gunicorn's worker count (auto: 2 x CPUs + 1) [keep the unit's]
-  --keep-preload       do not drop --preload (see the README: the trade-off)
+  --keep-preload       do not drop --preload (see docs/preload.md: the trade-off)
   --unit-file FILE     start from this unit instead of the installed one (first deploy)
                        (a NAME.socket beside the unit, as 'unitctl render -o' writes it, goes with it:
                        installed on a first deploy, left alone when unchanged)

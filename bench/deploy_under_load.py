@@ -8,7 +8,7 @@ whole deploy. Each scenario runs with unitctl's defaults (`unitctl apply --guard
 baseline unitctl replaces: `git checkout`, `systemctl restart`, poll the readiness URL, and on failure
 `git reset --hard HEAD~1` + `systemctl restart`. It prints one table: scenario × tool → failed requests, requests
 answered by a release that is not ready, the longest wait, the exit code (min/median/max over --repeat runs).
-A benchmark, not a test: it asserts nothing. The README quotes its output with this command.
+A benchmark, not a test: it asserts nothing. docs/canary-and-guard.md quotes its output with this command.
 
 Scenarios: good (a good release), bad (imports, /health/ready 503 for ever), crash-import (ImportError),
 crash-after-switch (imports, then its workers die a second later), rollback (back from a good release to the one

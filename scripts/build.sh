@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build what a server installs: the wheel and the sdist, into dist/ (or the directory given).
 #   bash scripts/build.sh [OUTDIR]
-# Then, on the server: bash scripts/install-server.sh --wheel dist/unitctl-*.whl (see README, "Install on a server").
+# Then, on the server: bash scripts/install-server.sh --wheel dist/unitctl-*.whl (see docs/install.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/bootstrap.sh

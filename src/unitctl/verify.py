@@ -175,7 +175,7 @@ def _clean(line: str, tmp: str, original: str) -> str:
 
 
 def _own_checks(text: str, found: _Findings, *, offline: bool = False) -> None:
-    """Add unitctl's own findings; README ('unitctl verify') explains each."""
+    """Add unitctl's own findings; docs/reference.md ('unitctl verify') explains each."""
     from unitctl.errors import UnitctlError
     from unitctl.placeholders import find_placeholder
     from unitctl.unitfile import UnitFile

@@ -79,7 +79,7 @@ def _served(box: sandbox_mod.Sandbox) -> str:
 
 
 def _install_forced_command(box: sandbox_mod.Sandbox) -> None:
-    """Install the example forced command for this app, a deploy user and its sudo rule, as the README says."""
+    """Install the example forced command, a deploy user and its sudo rule, as docs/github-actions.md has it."""
     text = FORCED.read_text()
     for old, new in [
         ("SERVICE=demoapp", f"SERVICE={NAME}"),

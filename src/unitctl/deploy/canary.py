@@ -21,9 +21,10 @@ How the live service is kept off the new code until the switch:
   stopped. The unit and the tree are undo resources registered before they exist: every way out, a kill -9 too
   (the next command's recovery), removes them.
 
-Limits (README, "The canary"): the shared entries are the live ones (a build writing into venv/ writes the live
-venv); inside the canary the checkout's ``.git`` is a file pointing into the live git directory (an app running
-git sees the worktree); an app with a fixed port or a singleton in its code needs ``--no-canary``.
+Limits (docs/canary-and-guard.md, "The canary"): the shared entries are the live ones (a build writing into
+venv/ writes the live venv); inside the canary the checkout's ``.git`` is a file pointing into the live git
+directory (an app running git sees the worktree); an app with a fixed port or a singleton in its code
+needs ``--no-canary``.
 """
 
 from __future__ import annotations

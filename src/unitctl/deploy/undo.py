@@ -15,8 +15,8 @@ that start runs the previous code; the socket itself is never stopped by a rollb
 queued connections are answered by the previous release. A queued request waits at most the guard's next tick +
 the checkout + the stop of the instance the socket started (the unit's ``TimeoutStopSec=``) + the previous
 release's start: at most 4.54 s (median 2.18 s) measured with an app importing in 1.5 s
-(``bench/deploy_under_load.py --scenario crash-after-switch --repeat 3 --tool unitctl``; README, "A late crash
-with socket activation").
+(``bench/deploy_under_load.py --scenario crash-after-switch --repeat 3 --tool unitctl``; docs/canary-and-guard.md,
+"A late crash with socket activation").
 """
 
 from __future__ import annotations
