@@ -17,7 +17,13 @@ import typer
 from typer.core import TyperGroup
 
 from unitctl import __version__
-from unitctl.deploy.model import DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STRATEGY, STRATEGIES
+from unitctl.deploy.model import (
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_READY_INTERVAL,
+    DEFAULT_READY_TIMEOUT,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+)
 from unitctl.errors import ExitCode, UnitctlError
 from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import DEFAULT_DIR as DEFAULT_HISTORY_DIR
@@ -154,6 +160,36 @@ _ReadyInterval = Annotated[
         metavar="SECONDS",
         callback=_seconds,
         help=f"Seconds between probes [default: {DEFAULT_READY_INTERVAL:g}].",
+    ),
+]
+# Hooks (docs/hooks.md): each may repeat; every command runs as the service, argv split, no shell.
+_BuildCmd = Annotated[
+    list[str] | None,
+    typer.Option("--build-cmd", metavar="CMD", help="Run as the service in the checkout after each checkout."),
+]
+_PreSwitchCmd = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pre-switch-cmd",
+        metavar="CMD",
+        help="Run as the service on the new release before the switch (e.g. migrations); failing is exit 3.",
+    ),
+]
+_PostReadyCmd = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--post-ready-cmd",
+        metavar="CMD",
+        help="Run as the service once the new release is ready; failing rolls it back (exit 4).",
+    ),
+]
+_HookTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--hook-timeout",
+        metavar="SECONDS",
+        callback=_seconds,
+        help=f"Seconds each hook may run before it is killed [default: {DEFAULT_HOOK_TIMEOUT:g}].",
     ),
 ]
 # Options of every command that reads the history or talks to systemd.
@@ -665,10 +701,10 @@ def apply(
             help="Start the new release beside the live one and judge it before the switch [default: on if guarded].",
         ),
     ] = None,
-    build_cmd: Annotated[
-        str | None,
-        typer.Option("--build-cmd", metavar="CMD", help="Run in --repo after each checkout (argv split, no shell)."),
-    ] = None,
+    build_cmd: _BuildCmd = None,
+    pre_switch_cmd: _PreSwitchCmd = None,
+    post_ready_cmd: _PostReadyCmd = None,
+    hook_timeout: _HookTimeout = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Capture and check, print the plan, change nothing (exit 1: changes).")
     ] = False,
@@ -693,7 +729,8 @@ def apply(
         "name": name, "unit_file": unit_file, "guarded": guarded, "repo": repo, "rev": rev, "ready_url": ready_url,
         "ready_timeout": ready_timeout, "ready_interval": ready_interval, "strategy": _value(strategy),
         "fail_after": fail_after, "pre_import": pre_import, "no_pre_import": no_pre_import, "canary": canary,
-        "build_cmd": build_cmd,
+        "build_cmd": build_cmd, "pre_switch_cmd": pre_switch_cmd, "post_ready_cmd": post_ready_cmd,
+        "hook_timeout": hook_timeout,
         "history_dir": history_dir, "backend": _value(backend),
     }  # fmt: skip
     s = settings("apply", APPLY_SCHEMA, flags)
@@ -720,9 +757,10 @@ def rollback(
     ] = None,
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
-    build_cmd: Annotated[
-        str | None, typer.Option("--build-cmd", metavar="CMD", help="Run in the checkout after it.")
-    ] = None,
+    build_cmd: _BuildCmd = None,
+    pre_switch_cmd: _PreSwitchCmd = None,
+    post_ready_cmd: _PostReadyCmd = None,
+    hook_timeout: _HookTimeout = None,
     edit_template: _EditTemplate = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result object on stdout.")] = False,
     history_dir: _HistoryDir = None,
@@ -738,7 +776,8 @@ def rollback(
 
     flags = {
         "name": name, "repo": repo, "ready_url": ready_url, "ready_timeout": ready_timeout,
-        "ready_interval": ready_interval, "build_cmd": build_cmd, "history_dir": history_dir,
+        "ready_interval": ready_interval, "build_cmd": build_cmd, "pre_switch_cmd": pre_switch_cmd,
+        "post_ready_cmd": post_ready_cmd, "hook_timeout": hook_timeout, "history_dir": history_dir,
         "backend": _value(backend),
     }  # fmt: skip
     s = settings("rollback", ROLLBACK_SCHEMA, flags)

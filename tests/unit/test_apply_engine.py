@@ -249,8 +249,8 @@ def test_fault_hook_writes_the_pid_and_waits_for_the_file_to_go(tmp_path: Path) 
     journal.fault_pause("restart", env)
     t.join()
     assert seen == [f"{os.getpid()}\n"]
-    assert set(model.STEPS) >= {"lock", "canary", "unit-write", "socket-write", "rollback-guard", "record"}
-    assert len(model.STEPS) == len(set(model.STEPS)) == 24
+    assert set(model.STEPS) >= {"lock", "canary", "pre-switch", "unit-write", "post-ready", "rollback-guard", "record"}
+    assert len(model.STEPS) == len(set(model.STEPS)) == 26
 
 
 # -- caller loss ------------------------------------------------------------------------------------------------

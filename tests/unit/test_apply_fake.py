@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from unitctl.desired import DesiredOptions, RewriteSpec
 from unitctl.errors import (
     ExitCode,
     GitStateError,
+    HookError,
     LockHeldError,
     PreImportError,
     ReadyUrlError,
@@ -781,6 +783,19 @@ def test_a_slow_release_beats_in_the_ci_log_of_a_guarded_apply(world: World) -> 
 BUILD = f"{sys.executable} -c \"import pathlib; pathlib.Path('built').write_text(pathlib.Path('app.py').read_text())\""
 
 
+def run_here(spec: TransientSpec) -> TransientResult:
+    """Run a hook's command on this machine where its mounts show its cwd (the fake has no namespaces).
+
+    The import check (gunicorn --check-config) passes without running.
+    """
+    if "--check-config" in spec.argv:
+        return TransientResult(0, "")
+    cwd = next((source for source, dest in spec.binds if dest == spec.cwd), spec.cwd)
+    env = {**os.environ, **{k: v for k, v in spec.env.items() if k != "PATH"}}
+    proc = subprocess.run(list(spec.argv), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return TransientResult(proc.returncode, proc.stdout + proc.stderr)
+
+
 def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: World) -> None:
     installed(world)
     built: list[str] = []
@@ -793,24 +808,29 @@ def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: W
             503 if world.head() == world.revs["v2"] else 200
         )
     )
+    world.fake.on_transient = run_here
     with pytest.raises(RolledBackError):
-        world.run(build_cmd=BUILD)
+        world.run(build_cmd=(BUILD,))
     assert built[0] == "V = 2\n"  # the new release was built before it started
     assert (world.repo / "built").read_text() == "V = 1\n"  # and the previous one rebuilt on the way back
-    assert "build" in [p.name for p in world.records()[-1].phases]
+    assert [p.name for p in world.records()[-1].phases].count("hook build") == 2  # built, then rebuilt
+    # As the service, never as root: the build and the rebuild took the unit's User=.
+    assert {s.user for s in world.fake.transient_specs if "--check-config" not in s.argv} == {"www-data"}
 
 
 def test_failing_build_is_refused_before_the_switch(world: World) -> None:
     installed(world)
-    with pytest.raises(RefusedError, match="exited 3: boom"):
-        world.run(build_cmd=f"{sys.executable} -c \"import sys; print('boom', file=sys.stderr); sys.exit(3)\"")
+    world.fake.on_transient = run_here
+    with pytest.raises(HookError, match="exited 3: boom") as err:
+        world.run(build_cmd=(f"{sys.executable} -c \"import sys; print('boom', file=sys.stderr); sys.exit(3)\"",))
+    assert err.value.exit_code == ExitCode.REFUSED
     assert "restart" not in world.fake.ops()
     # Like a failed import check: the tree goes back to the last good revision (a later restart must not load v2).
     assert world.head() == world.revs["v1"]
-    assert world.records()[-1].output.startswith("boom")
+    assert "exit 3 ---\nboom" in world.records()[-1].output
     assert world.records()[-1].outcome == "refused"
     with pytest.raises(UsageError, match="not a command line"):
-        world.run(build_cmd="'unbalanced")
+        world.run(build_cmd=("'unbalanced",))
 
 
 def test_daemon_reload_failure_restores_the_unit_without_restarting(world: World) -> None:
@@ -1337,12 +1357,13 @@ def test_the_build_runs_in_the_canary_tree_first_then_in_the_live_tree_after_its
     _aside(world)
     log = world.tmp / "builds.log"
     monkeypatch.setenv("BUILD_LOG", str(log))
-    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=LOG_BUILD)
+    world.fake.on_transient = run_here
+    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=(LOG_BUILD,))
     assert result.exit_code == 0, result.message
     tree = world.tmp / "canary" / "app" / "work" / "tree"
     assert log.read_text().splitlines() == [f"{tree} V = 2", f"{world.repo} V = 2"]
     names = [p.name for p in world.records()[-1].phases]
-    assert names.index("build") < names.index("pre-import") < names.index("canary") < names.index("switch")
+    assert names.index("hook build") < names.index("pre-import") < names.index("canary") < names.index("switch")
 
 
 def test_a_reload_that_fails_in_the_rollback_falls_back_to_a_restart(world: World) -> None:

@@ -16,6 +16,7 @@ from unitctl.config import Kind
 from unitctl.deploy import engine, signals
 from unitctl.deploy.journal import Journal, history_dirs
 from unitctl.deploy.model import (
+    DEFAULT_HOOK_TIMEOUT,
     DEFAULT_READY_INTERVAL,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_STRATEGY,
@@ -196,14 +197,18 @@ APPLY_SCHEMA: dict[str, Kind] = {
     "pre_import": Kind.STR,
     "no_pre_import": Kind.BOOL,
     "canary": Kind.BOOL,
-    "build_cmd": Kind.STR,
+    "build_cmd": Kind.STR_LIST,
+    "pre_switch_cmd": Kind.STR_LIST,
+    "post_ready_cmd": Kind.STR_LIST,
+    "hook_timeout": Kind.NUMBER,
     "history_dir": Kind.PATH,
     "backend": Kind.STR,
 }
 ROLLBACK_SCHEMA: dict[str, Kind] = {
     k: APPLY_SCHEMA[k]
-    for k in ("name", "repo", "ready_url", "ready_timeout", "ready_interval", "build_cmd", "history_dir", "backend")
-}
+    for k in ("name", "repo", "ready_url", "ready_timeout", "ready_interval", "build_cmd", "pre_switch_cmd",
+              "post_ready_cmd", "hook_timeout", "history_dir", "backend")
+}  # fmt: skip
 STATUS_SCHEMA: dict[str, Kind] = {k: APPLY_SCHEMA[k] for k in ("name", "ready_url", "history_dir", "backend")}
 
 
@@ -258,7 +263,10 @@ def request_from_settings(
         pre_import=s.get("pre_import"),
         no_pre_import=bool(s.get("no_pre_import")),
         canary=s.get("canary") is not False,
-        build_cmd=s.get("build_cmd"),
+        build_cmd=tuple(s.get("build_cmd") or ()),
+        pre_switch_cmd=tuple(s.get("pre_switch_cmd") or ()),
+        post_ready_cmd=tuple(s.get("post_ready_cmd") or ()),
+        hook_timeout=float(s.get("hook_timeout") or DEFAULT_HOOK_TIMEOUT),
         dry_run=dry_run,
         edit_template=edit_template,
         history_dir=Path(s.get("history_dir") or history.DEFAULT_DIR),
