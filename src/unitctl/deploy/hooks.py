@@ -33,7 +33,7 @@ from unitctl import history
 from unitctl.deploy.attempt import Attempt
 from unitctl.deploy.capture import transient_prefix
 from unitctl.errors import HookError, SystemdError, UsageError
-from unitctl.systemd.base import TransientSpec
+from unitctl.systemd.base import TransientResult, TransientSpec
 
 if TYPE_CHECKING:
     from unitctl.deploy.canary import Tree
@@ -118,7 +118,7 @@ def _run_one(att: Attempt, point: str, command: str, text: str, tree: Tree | Non
                 f"{req.unit}: the {point} hook {command!r} could not run: {exc.message}",
                 hint=f"fix {FLAGS[point]}: the program must exist for the service's user",
             ) from exc
-        keep_output(att, point, command, result.returncode, result.output)
+        keep_output(att, point, command, result)
         if result.timed_out:
             detail.append(f"killed after {req.hook_timeout:g} s")
             raise HookError(
@@ -134,12 +134,13 @@ def _run_one(att: Attempt, point: str, command: str, text: str, tree: Tree | Non
             )
 
 
-def keep_output(att: Attempt, point: str, command: str, code: int, output: str) -> None:
+def keep_output(att: Attempt, point: str, command: str, result: TransientResult) -> None:
     """Append a hook's output (its end) to the attempt's record; masked when the record is written."""
-    text = output[-OUTPUT_LIMIT:]
+    text = result.output[-OUTPUT_LIMIT:]
     if text and not text.endswith("\n"):
         text += "\n"
-    att.record.output += f"--- {point} hook {command!r}: exit {code} ---\n{text}"
+    how = f"exit {result.returncode}" + ("" if result.result == "success" else f" ({result.result})")
+    att.record.output += f"--- {point} hook {command!r}: {how} ---\n{text}"
 
 
 def candidate_text(att: Attempt) -> str:
