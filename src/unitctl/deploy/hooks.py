@@ -100,15 +100,15 @@ def run(
     shown at the checkout's path.
     """
     text = unit_text if unit_text is not None else candidate_text(att)
-    where = "the canary's tree" if tree is not None else (f"{att.req.repo}" if att.req.repo else "WorkingDirectory=")
     for command in commands:
-        _run_one(att, point, command, text, tree, where)
+        _run_one(att, point, command, text, tree)
 
 
-def _run_one(att: Attempt, point: str, command: str, text: str, tree: Tree | None, where: str) -> None:
+def _run_one(att: Attempt, point: str, command: str, text: str, tree: Tree | None) -> None:
     req = att.req
     spec = hook_spec(att, split(point, command), unit_text=text, tree=tree)
     who = spec.user or "root"
+    where = "the canary's tree" if tree is not None else spec.cwd or "/"
     with att.phase(f"hook {point}") as detail:
         detail.append(f"{command} (as {who}, in {where})")
         try:
