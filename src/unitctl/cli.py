@@ -19,7 +19,13 @@ from typer.core import TyperGroup
 
 from unitctl import __version__
 from unitctl.commands.report import CURRENT, Invocation
-from unitctl.deploy.model import DEFAULT_READY_INTERVAL, DEFAULT_READY_TIMEOUT, DEFAULT_STRATEGY, STRATEGIES
+from unitctl.deploy.model import (
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_READY_INTERVAL,
+    DEFAULT_READY_TIMEOUT,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+)
 from unitctl.errors import ExitCode, UnitctlError
 from unitctl.guard import DEFAULT_FAIL_AFTER
 from unitctl.history import DEFAULT_DIR as DEFAULT_HISTORY_DIR
@@ -220,6 +226,36 @@ _ReadyInterval = Annotated[
         help=f"Seconds between probes [default: {DEFAULT_READY_INTERVAL:g}].",
     ),
 ]
+# Hooks (docs/hooks.md): each may repeat; every command runs as the service, argv split, no shell.
+_BuildCmd = Annotated[
+    list[str] | None,
+    typer.Option("--build-cmd", metavar="CMD", help="Run as the service in the checkout after each checkout."),
+]
+_PreSwitchCmd = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pre-switch-cmd",
+        metavar="CMD",
+        help="Run as the service on the new release before the switch (e.g. migrations); failing is exit 3.",
+    ),
+]
+_PostReadyCmd = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--post-ready-cmd",
+        metavar="CMD",
+        help="Run as the service once the new release is ready; failing rolls it back (exit 4).",
+    ),
+]
+_HookTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--hook-timeout",
+        metavar="SECONDS",
+        callback=_seconds,
+        help=f"Seconds each hook may run before it is killed [default: {DEFAULT_HOOK_TIMEOUT:g}].",
+    ),
+]
 _HistoryDir = Annotated[
     str | None,
     typer.Option(
@@ -240,10 +276,6 @@ _Repo = Annotated[
     typer.Option(
         "--repo", metavar="DIR", help="The app's git checkout (apply: HEAD is deployed; rollback: [default: recorded])."
     ),
-]
-_BuildCmd = Annotated[
-    str | None,
-    typer.Option("--build-cmd", metavar="CMD", help="Run in the checkout after each checkout (argv split, no shell)."),
 ]
 _EditTemplate = Annotated[
     bool,
@@ -587,6 +619,9 @@ def apply(
         ),
     ] = None,
     build_cmd: _BuildCmd = None,
+    pre_switch_cmd: _PreSwitchCmd = None,
+    post_ready_cmd: _PostReadyCmd = None,
+    hook_timeout: _HookTimeout = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Capture and check, print the plan, change nothing (exit 1: changes).")
     ] = False,
@@ -611,7 +646,8 @@ def apply(
         ApplySettings, "apply", name=name, unit_file=unit_file, guarded=guarded, repo=repo, rev=rev,
         ready_url=ready_url, ready_timeout=ready_timeout, ready_interval=ready_interval, strategy=_value(strategy),
         fail_after=fail_after, pre_import=pre_import, no_pre_import=no_pre_import, canary=canary,
-        build_cmd=build_cmd, history_dir=history_dir, backend=_value(backend), dry_run=dry_run,
+        build_cmd=build_cmd, pre_switch_cmd=pre_switch_cmd, post_ready_cmd=post_ready_cmd,
+        hook_timeout=hook_timeout, history_dir=history_dir, backend=_value(backend), dry_run=dry_run,
         edit_template=edit_template,
     )  # fmt: skip
     desired = DesiredOptions(
@@ -630,6 +666,9 @@ def rollback(
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
     build_cmd: _BuildCmd = None,
+    pre_switch_cmd: _PreSwitchCmd = None,
+    post_ready_cmd: _PostReadyCmd = None,
+    hook_timeout: _HookTimeout = None,
     edit_template: _EditTemplate = False,
     as_json: _Json = False,
     history_dir: _HistoryDir = None,
@@ -645,7 +684,8 @@ def rollback(
 
     settings = load(
         RollbackSettings, "rollback", name=name, repo=repo, ready_url=ready_url, ready_timeout=ready_timeout,
-        ready_interval=ready_interval, build_cmd=build_cmd, history_dir=history_dir, backend=_value(backend),
+        ready_interval=ready_interval, build_cmd=build_cmd, pre_switch_cmd=pre_switch_cmd,
+        post_ready_cmd=post_ready_cmd, hook_timeout=hook_timeout, history_dir=history_dir, backend=_value(backend),
         edit_template=edit_template,
     )  # fmt: skip
     _show(command.run_rollback(settings=settings), as_json=as_json)

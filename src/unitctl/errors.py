@@ -13,6 +13,7 @@
     │   ├── GitStateError              dirty or shallow tree, unknown revision
     │   ├── ReadyUrlError              the readiness URL does not answer (or redirects) while the service runs
     │   ├── UnitPathError              the unit's file cannot be written where systemd reads it (template, link, ...)
+    │   ├── HookError                  a hook (--build-cmd, --pre-switch-cmd, --post-ready-cmd) failed or timed out
     │   └── SandboxError               the systemd sandbox cannot start here
     ├── SystemdError                3  systemd refused an operation (after the switch, apply rolls back)
     ├── RolledBackError             4  the release failed after the switch; rollback verified healthy
@@ -106,6 +107,10 @@ class UnitPathError(RefusedError):
 
 class SandboxError(RefusedError):
     pass
+
+
+class HookError(RefusedError):
+    """A hook failed: exit 3 before the switch; after it the deploy rolls back (exit 4 or 5)."""
 
 
 class SystemdError(UnitctlError):

@@ -12,7 +12,7 @@ sees what the service will see. Two forms:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,13 +236,23 @@ def check_spec(text: str, *, unit: str, unit_dir: Path, pre_import: str | None) 
         # The unit's own words: ${APP_MODULE} or --bind 127.0.0.1:${PORT} mean what they mean for the service.
         argv = list(view.gunicorn_argv)
         expand = view.expand_variables
+    return as_service(view, argv, timeout=PRE_IMPORT_TIMEOUT, expand_variables=expand)
+
+
+def as_service(
+    view: ServiceView, argv: Sequence[str], *, timeout: float, expand_variables: bool = False
+) -> TransientSpec:
+    """Return a transient command with the service's identity: User, Group, WorkingDirectory, Environment(File).
+
+    The one home of that identity: the import check, the canary and the hooks (deploy/hooks.py) all start here.
+    """
     return TransientSpec(
-        argv=argv,
+        argv=list(argv),
         user=view.user,
         group=view.group,
         cwd=view.cwd,
         env=view.environment,
         env_files=view.env_files,
-        timeout=PRE_IMPORT_TIMEOUT,
-        expand_variables=expand,
+        timeout=timeout,
+        expand_variables=expand_variables,
     )

@@ -35,9 +35,11 @@ from unitctl.deploy.model import STEPS
 from unitctl.sandbox import Sandbox
 
 # The engine's steps in order (its own list, so a new step gets its cells), but for those these deploys never
-# perform: they pass no --build-cmd and deploy no .socket (test_socket_real.py kills a deploy at the socket steps).
-NOT_PERFORMED = ("build", "live-build", "socket-write", "socket-enable", "socket-restart", "rollback-socket")
-DEPLOY_STEPS = tuple(s for s in STEPS[: STEPS.index("guard") + 1] if s not in NOT_PERFORMED)
+# perform: they deploy no .socket (test_socket_real.py kills a deploy at the socket steps).
+NOT_PERFORMED = ("socket-write", "socket-enable", "socket-restart", "rollback-socket")
+DEPLOY_STEPS = tuple(s for s in STEPS[: STEPS.index("post-ready") + 1] if s not in NOT_PERFORMED)
+# Every hook point, so the hook steps (build, live-build, pre-switch, post-ready, the rollback's rebuild) have cells.
+HOOK = "/bin/true"
 ROLLBACK_STEPS = tuple(s for s in STEPS if s.startswith("rollback-") and s not in NOT_PERFORMED)
 FAULTS = ("kill-9", "sighup", "pipes-closed", "sigterm")
 # What `unitctl status` may call the faulted attempt, by the exit code it ended with (None: killed).
@@ -60,9 +62,10 @@ def steps_for(release: str) -> tuple[str, ...]:
     """Return the steps a deploy of ``release`` goes through (a bad release also rolls back).
 
     The bad release is deployed with --no-canary (a canary would refuse it before the switch, and the matrix is
-    about the rollback under faults; test_canary_real.py covers the canary refusing it): it has no canary step.
+    about the rollback under faults; test_canary_real.py covers the canary refusing it): it has no canary step,
+    and never becomes ready, so no post-ready step either.
     """
-    deploy = tuple(s for s in DEPLOY_STEPS if release == "good" or s != "canary")
+    deploy = tuple(s for s in DEPLOY_STEPS if release == "good" or s not in ("canary", "post-ready"))
     return deploy + (ROLLBACK_STEPS if release == "bad" else ()) + ("record",)
 
 
@@ -189,6 +192,7 @@ class FaultApp(DeployedApp):
             "--ready-timeout", str(READY_TIMEOUT), "--ready-interval", "0.2", "--history-dir", self.hist,
             "--unit-file", f"{self.repo.root}/units/{unit}/{self.unit}", *(["--rev", rev] if rev else []),
             *(["--no-canary"] if self.release == "bad" else []),
+            "--build-cmd", HOOK, "--pre-switch-cmd", HOOK, "--post-ready-cmd", HOOK,
         ]  # fmt: skip
 
     def revision_name(self) -> str:

@@ -251,8 +251,8 @@ def test_fault_hook_writes_the_pid_and_waits_for_the_file_to_go(tmp_path: Path) 
     journal.fault_pause("restart", env)
     t.join()
     assert seen == [f"{os.getpid()}\n"]
-    assert set(model.STEPS) >= {"lock", "canary", "unit-write", "socket-write", "rollback-guard", "record"}
-    assert len(model.STEPS) == len(set(model.STEPS)) == 24
+    assert set(model.STEPS) >= {"lock", "canary", "pre-switch", "unit-write", "post-ready", "rollback-guard", "record"}
+    assert len(model.STEPS) == len(set(model.STEPS)) == 26
 
 
 # -- caller loss ------------------------------------------------------------------------------------------------
@@ -527,3 +527,26 @@ def test_a_dead_deploy_in_another_history_dir_is_finished_too(world: World) -> N
     assert rec is not None and rec.outcome == "interrupted" and world.unit_path.read_bytes() == data
     assert world.records()[-1].tx == rec.tx  # recorded where the dead deploy recorded its attempts
     assert history.read(elsewhere, UNIT) == [] and unfinished(world) is None
+
+
+@pytest.mark.parametrize("step", ["live-build", "post-ready"])
+def test_a_deploy_killed_at_a_hook_has_its_hook_stopped_then_the_previous_release_rebuilt(
+    world: World, step: str
+) -> None:
+    installed(world)
+    git(world.repo, "checkout", "-q", world.revs["v1"])  # v2 is deployed with --rev: checked out by the switch
+    with killed_at(step):
+        world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")), rev=world.revs["v2"],
+                  build_cmd=("/bin/true build",), post_ready_cmd=("/bin/true warm",))  # fmt: skip
+    hook_unit = "unitctl-run-app-0123456789abcdef.service"
+    world.fake.leftover_transients.add(hook_unit)  # systemd still runs the dead deploy's hook
+    before, calls = len(world.fake.transient_specs), len(world.fake.calls)
+    rec = engine.recover(UNIT, history_dir=world.hist, edges=world.edges(), by="status")
+    assert rec is not None and (rec.outcome, rec.exit_code) == ("interrupted", 4)
+    assert hook_unit not in world.fake.leftover_transients
+    ops = [c[0] for c in world.fake.calls[calls:]]
+    assert ops.index("remove_transient_units") < ops.index("run_transient")  # stopped before the undo's rebuild
+    # The rebuild of v1: after its checkout, with the unit it runs with (from the history), never as root.
+    (rebuild,) = world.fake.transient_specs[before:]
+    assert (list(rebuild.argv), rebuild.user, rebuild.cwd) == (["/bin/true", "build"], "www-data", str(world.repo))
+    assert world.head() == world.revs["v1"]

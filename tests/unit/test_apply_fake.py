@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +29,13 @@ from unitctl import desired, errors, fsutil, gitrepo, history
 from unitctl.commands import apply as commands
 from unitctl.commands import edges as command_edges
 from unitctl.commands import report, status
-from unitctl.commands.settings import ApplySettings
+from unitctl.commands.settings import ApplySettings, RollbackSettings, schema
 from unitctl.deploy import ApplyRequest, ApplyResult, Edges, Reporter, engine, preflight
 from unitctl.desired import DesiredOptions
 from unitctl.errors import (
     ExitCode,
     GitStateError,
+    HookError,
     LockHeldError,
     PreImportError,
     ReadyUrlError,
@@ -795,6 +797,19 @@ def test_a_slow_release_beats_in_the_ci_log_of_a_guarded_apply(world: World) -> 
 BUILD = f"{sys.executable} -c \"import pathlib; pathlib.Path('built').write_text(pathlib.Path('app.py').read_text())\""
 
 
+def run_here(spec: TransientSpec) -> TransientResult:
+    """Run a hook's command on this machine where its mounts show its cwd (the fake has no namespaces).
+
+    The import check (gunicorn --check-config) passes without running.
+    """
+    if "--check-config" in spec.argv:
+        return TransientResult(0, "")
+    cwd = next((source for source, dest in spec.binds if dest == spec.cwd), spec.cwd)
+    env = {**os.environ, **{k: v for k, v in spec.env.items() if k != "PATH"}}
+    proc = subprocess.run(list(spec.argv), cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return TransientResult(proc.returncode, proc.stdout + proc.stderr)
+
+
 def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: World) -> None:
     installed(world)
     built: list[str] = []
@@ -807,24 +822,29 @@ def test_build_cmd_runs_after_the_checkout_and_again_after_the_rollback(world: W
         return 503 if world.head() == world.revs["v2"] else 200
 
     world.answer_fn = answer
+    world.fake.on_transient = run_here
     with pytest.raises(RolledBackError):
-        world.run(build_cmd=BUILD)
+        world.run(build_cmd=(BUILD,))
     assert built[0] == "V = 2\n"  # the new release was built before it started
     assert (world.repo / "built").read_text() == "V = 1\n"  # and the previous one rebuilt on the way back
-    assert "build" in [p.name for p in world.records()[-1].phases]
+    assert [p.name for p in world.records()[-1].phases].count("hook build") == 2  # built, then rebuilt
+    # As the service, never as root: the build and the rebuild took the unit's User=.
+    assert {s.user for s in world.fake.transient_specs if "--check-config" not in s.argv} == {"www-data"}
 
 
 def test_failing_build_is_refused_before_the_switch(world: World) -> None:
     installed(world)
-    with pytest.raises(RefusedError, match="exited 3: boom"):
-        world.run(build_cmd=f"{sys.executable} -c \"import sys; print('boom', file=sys.stderr); sys.exit(3)\"")
+    world.fake.on_transient = run_here
+    with pytest.raises(HookError, match="exited 3: boom") as err:
+        world.run(build_cmd=(f"{sys.executable} -c \"import sys; print('boom', file=sys.stderr); sys.exit(3)\"",))
+    assert err.value.exit_code == ExitCode.REFUSED
     assert "restart" not in world.fake.ops()
     # Like a failed import check: the tree goes back to the last good revision (a later restart must not load v2).
     assert world.head() == world.revs["v1"]
-    assert world.records()[-1].output.startswith("boom")
+    assert "exit 3 ---\nboom" in world.records()[-1].output
     assert world.records()[-1].outcome == "refused"
     with pytest.raises(UsageError, match="not a command line"):
-        world.run(build_cmd="'unbalanced")
+        world.run(build_cmd=("'unbalanced",))
 
 
 def test_daemon_reload_failure_restores_the_unit_without_restarting(world: World) -> None:
@@ -1352,12 +1372,13 @@ def test_the_build_runs_in_the_canary_tree_first_then_in_the_live_tree_after_its
     _aside(world)
     log = world.tmp / "builds.log"
     monkeypatch.setenv("BUILD_LOG", str(log))
-    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=LOG_BUILD)
+    world.fake.on_transient = run_here
+    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=(LOG_BUILD,))
     assert result.exit_code == 0, result.message
     tree = world.tmp / "canary" / "app" / "work" / "tree"
     assert log.read_text().splitlines() == [f"{tree} V = 2", f"{world.repo} V = 2"]
     names = [p.name for p in world.records()[-1].phases]
-    assert names.index("build") < names.index("pre-import") < names.index("canary") < names.index("switch")
+    assert names.index("hook build") < names.index("pre-import") < names.index("canary") < names.index("switch")
 
 
 def test_a_reload_that_fails_in_the_rollback_falls_back_to_a_restart(world: World) -> None:
@@ -1379,3 +1400,166 @@ def test_a_reload_that_fails_in_the_rollback_falls_back_to_a_restart(world: Worl
         "the reload failed (Job for app.service failed): restarting"
         in next(p for p in rec.phases if p.name == "rollback").detail
     )
+
+
+# -- hooks (deploy/hooks.py) ------------------------------------------------------------------------------------
+
+# A hook that logs its point, the release it sees in its working directory, and nothing else.
+SAY = f"{sys.executable} -c \"import pathlib, sys; print(sys.argv[1], pathlib.Path('app.py').read_text().strip())\""
+
+
+Seen = list[tuple[str, str, str, int, int]]
+
+
+def _logging_runner(world: World, seen: Seen) -> Callable[[TransientSpec], TransientResult]:
+    """Run hooks here; note (point, release seen, where, restarts of the service so far, canaries started)."""
+
+    def runner(spec: TransientSpec) -> TransientResult:
+        result = run_here(spec)
+        if "--check-config" not in spec.argv:
+            point, release = result.output.split(" ", 1)
+            where = "canary tree" if spec.binds else spec.cwd or ""
+            seen.append((point, release.strip(), where, world.fake.ops(UNIT).count("restart"),
+                         len(world.fake.started_specs)))  # fmt: skip
+        return result
+
+    return runner
+
+
+def test_hooks_run_at_their_points_in_order_on_the_new_release(world: World) -> None:
+    installed(world)
+    _aside(world)
+    seen: Seen = []
+    world.fake.on_transient = _logging_runner(world, seen)
+    result = world.run(rev=world.revs["v2"], canary=True, build_cmd=(f"{SAY} build",),
+                       pre_switch_cmd=(f"{SAY} pre-switch",), post_ready_cmd=(f"{SAY} post-ready",))  # fmt: skip
+    assert result.exit_code == 0, result.message
+    repo = str(world.repo)
+    assert seen == [
+        ("build", "V = 2", "canary tree", 0, 0),  # the new release, aside, before the canary
+        ("pre-switch", "V = 2", "canary tree", 0, 1),  # after the canary, before the switch, once
+        ("build", "V = 2", repo, 0, 1),  # the live tree after its checkout, before the restart
+        ("post-ready", "V = 2", repo, 1, 1),  # after the restart and the guard
+    ]
+    rec = world.records()[-1]
+    names = [p.name for p in rec.phases if p.name.startswith("hook") or p.name in ("canary", "switch", "guard")]
+    assert names == ["hook build", "canary", "hook pre-switch", "hook build", "switch", "guard", "hook post-ready"]
+    hook_line = next(line for line in world.stderr.getvalue().splitlines() if "hook pre-switch" in line)
+    assert " ok  " in hook_line and "pre-switch (as www-data, in the canary's tree)" in hook_line
+    assert "--- post-ready hook" in rec.output and "post-ready V = 2" in rec.output
+
+
+def test_a_hook_takes_the_services_identity_and_the_canarys_tree_read_write(world: World) -> None:
+    installed(world)
+    _aside(world)
+    world.run(rev=world.revs["v2"], canary=True, pre_switch_cmd=("/bin/true migrate",), hook_timeout=42.0)
+    (spec,) = [s for s in world.fake.transient_specs if s.argv[0] == "/bin/true"]
+    assert (spec.user, spec.group, spec.cwd) == ("www-data", "www-data", str(world.repo))
+    assert spec.env["APP_DB"] == "/srv/db.sqlite" and list(spec.env_files) == [("/etc/app.env", True)]
+    assert list(spec.argv) == ["/bin/true", "migrate"] and not spec.expand_variables
+    assert spec.timeout == 42.0 and spec.name_prefix == "unitctl-run-app-"  # a leftover is removed by name
+    tree = str(world.tmp / "canary" / "app" / "work" / "tree")
+    link = str(world.tmp / "canary" / "app" / "live" / "checkout")
+    # The tree at the checkout's path, and the live shared entries (venv/, a sqlite file) writable through it.
+    assert spec.binds == ((tree, str(world.repo)), (str(world.repo), link)) and spec.ro_binds == ()
+
+
+def test_a_bare_program_is_the_services_venvs(world: World) -> None:
+    venv = world.tmp / "venv" / "bin"
+    venv.mkdir(parents=True)
+    for name, text in (("gunicorn", f"#!{venv}/python3\n"), ("pip", "#!/bin/sh\n")):
+        (venv / name).write_text(text)
+        (venv / name).chmod(0o755)
+    installed(world, unit_text().replace(GUNICORN.encode(), f"{venv}/gunicorn".encode()))
+    world.run(build_cmd=("pip install -r requirements.txt", "sh -c 'echo $PATH'"))
+    hooks = [s for s in world.fake.transient_specs if "--check-config" not in s.argv]
+    assert [list(s.argv) for s in hooks] == [[f"{venv}/pip", "install", "-r", "requirements.txt"],
+                                             ["sh", "-c", "echo $PATH"]]  # fmt: skip
+    assert hooks[1].env["PATH"].startswith(f"{venv}:")  # a shell the hook starts finds the venv's programs too
+
+
+def test_a_failing_pre_switch_hook_is_exit_3_and_the_live_service_untouched(world: World) -> None:
+    data = installed(world)
+    _aside(world)
+    pid = world.fake.units[UNIT].main_pid
+    world.fake.on_transient = run_here
+    fails = f"{sys.executable} -c \"import sys; sys.exit('no such table: items_v2')\""
+    with pytest.raises(HookError, match="pre-switch hook .* exited 1: no such table") as err:
+        world.run(rev=world.revs["v2"], canary=True, unit_file=_write(world, unit_text(bind="127.0.0.1:8001")),
+                  pre_switch_cmd=(fails,), post_ready_cmd=("/bin/true",))  # fmt: skip
+    assert err.value.exit_code == ExitCode.REFUSED
+    assert "restart" not in world.fake.ops(UNIT) and world.fake.units[UNIT].main_pid == pid
+    assert world.unit_path.read_bytes() == data and world.head() == world.revs["v1"]
+    assert not (world.tmp / "canary" / "app" / "work" / "tree").exists()
+    assert not any(s.argv[0] == "/bin/true" for s in world.fake.transient_specs)  # no later point ran
+    rec = world.records()[-1]
+    assert rec.outcome == "refused" and "no such table: items_v2" in rec.output
+
+
+def test_a_failing_post_ready_hook_rolls_the_release_back(world: World) -> None:
+    data = installed(world)
+    world.fake.on_transient = run_here
+    fails = f"{sys.executable} -c \"import sys; print('cache warm-up: 500'); sys.exit(2)\""
+    with pytest.raises(RolledBackError, match="post-ready hook .* exited 2: cache warm-up: 500") as err:
+        world.run(unit_file=_write(world, unit_text(bind="127.0.0.1:8001")), post_ready_cmd=(fails, "/bin/false"))
+    assert err.value.exit_code == ExitCode.ROLLED_BACK
+    assert world.fake.ops(UNIT).count("restart") == 2 and world.unit_path.read_bytes() == data
+    assert world.head() == world.revs["v1"]
+    assert not any(s.argv[0] == "/bin/false" for s in world.fake.transient_specs)  # the first failure stops them
+    rec = world.records()[-1]
+    assert rec.outcome == "rolled-back" and "cache warm-up: 500" in rec.output
+    assert [p.name for p in rec.phases][-3:] == ["hook post-ready", "rollback", "rollback-guard"]
+
+
+def test_a_failing_post_ready_hook_whose_rollback_fails_is_exit_5(world: World) -> None:
+    installed(world)
+    world.answer_fn = lambda: 200 if world.fake.ops(UNIT).count("restart") < 2 else 503  # v1 is broken too
+    world.fake.script_transient(TransientResult(0, ""))  # the import check
+    world.fake.script_transient(TransientResult(1, "migration 0042 missing"))
+    with pytest.raises(RollbackFailedError, match="post-ready hook '/bin/true' exited 1.*ROLLBACK FAILED") as err:
+        world.run(post_ready_cmd=("/bin/true",))
+    assert err.value.exit_code == ExitCode.NEEDS_HUMAN
+    assert world.records()[-1].outcome == "rollback-failed"
+
+
+def test_a_hook_that_exceeds_its_timeout_is_killed_and_reported(world: World) -> None:
+    installed(world)
+    world.fake.script_transient(TransientResult(143, "collecting static files...", result="timeout"))
+    with pytest.raises(HookError, match=r"build hook 'sleep 99' did not finish within 5 s and was killed"):
+        world.run(build_cmd=("sleep 99",), hook_timeout=5.0)
+    assert "restart" not in world.fake.ops(UNIT)
+    rec = world.records()[-1]
+    assert "'sleep 99': exit 143 (timeout) ---\ncollecting static files" in rec.output
+    assert "killed after 5 s" in next(p.detail for p in rec.phases if p.name == "hook build" and not p.ok)
+
+
+def test_a_hook_systemd_cannot_start_is_refused(world: World) -> None:
+    installed(world)
+    world.fake.fail_next("run_transient", "*", "cannot run 'nosuch' as a transient unit: no such executable")
+    with pytest.raises(HookError, match="build hook 'nosuch' could not run: cannot run 'nosuch'"):
+        world.run(build_cmd=("nosuch",))
+    assert "restart" not in world.fake.ops(UNIT)
+
+
+def test_hooks_usage_errors_and_dry_runs(world: World) -> None:
+    installed(world)
+    with pytest.raises(UsageError, match="--post-ready-cmd runs once the guard said"):
+        world.run(guarded=False, post_ready_cmd=("/bin/true",))
+    with pytest.raises(UsageError, match="--pre-switch-cmd is empty"):
+        world.run(pre_switch_cmd=("  ",))
+    with pytest.raises(UsageError, match="--hook-timeout"):
+        world.run(hook_timeout=float("inf"))
+    assert world.run(dry_run=True, build_cmd=("/bin/true",), pre_switch_cmd=("/bin/true",)).exit_code == 1
+    assert not any(s.argv[0] == "/bin/true" for s in world.fake.transient_specs)  # a dry run runs no hook
+
+
+def test_hooks_come_from_the_flags_or_unitctl_toml_as_lists() -> None:
+    s = ApplySettings(
+        name="app", build_cmd=["pip install -r requirements.txt", "make"], post_ready_cmd=["curl x"], hook_timeout=30
+    )
+    req = commands.request_from_settings(s, command="apply", desired=DesiredOptions(unit_file="/dev/null"))
+    assert req.build_cmd == ("pip install -r requirements.txt", "make") and req.post_ready_cmd == ("curl x",)
+    assert (req.pre_switch_cmd, req.hook_timeout) == ((), 30.0)
+    # The same keys, with the same kinds, in [apply] and [rollback] of unitctl.toml.
+    hooks = ("build_cmd", "pre_switch_cmd", "post_ready_cmd", "hook_timeout")
+    assert {k: schema(ApplySettings)[k] for k in hooks} == {k: schema(RollbackSettings)[k] for k in hooks}

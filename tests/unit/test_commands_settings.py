@@ -44,7 +44,8 @@ def test_each_table_keeps_its_keys_and_configs_messages(tmp_path: Path, monkeypa
         load(RollbackSettings, "rollback", name="app")
     assert (
         err.value.hint
-        == "known keys: backend, build_cmd, history_dir, name, ready_interval, ready_timeout, ready_url, repo"
+        == "known keys: backend, build_cmd, history_dir, hook_timeout, name, post_ready_cmd, pre_switch_cmd, "
+        "ready_interval, ready_timeout, ready_url, repo"
     )
     (tmp_path / "unitctl.toml").write_text("[status]\nready_timeout = 0\n")
     with pytest.raises(UsageError, match="unknown key 'ready_timeout' in \\[status\\]"):

@@ -12,6 +12,7 @@ from unitctl.commands import edges as real
 from unitctl.commands.report import CommandResult, Outcome, current
 from unitctl.commands.settings import ApplySettings, RollbackSettings, default_argv, unit_or_none
 from unitctl.deploy.model import (
+    DEFAULT_HOOK_TIMEOUT,
     DEFAULT_READY_INTERVAL,
     DEFAULT_READY_TIMEOUT,
     DEFAULT_STRATEGY,
@@ -134,7 +135,10 @@ def request_from_settings(s: ApplySettings, *, command: str, desired: DesiredOpt
         pre_import=s.pre_import,
         no_pre_import=bool(s.no_pre_import),
         canary=s.canary is not False,
-        build_cmd=s.build_cmd,
+        build_cmd=tuple(s.build_cmd or ()),
+        pre_switch_cmd=tuple(s.pre_switch_cmd or ()),
+        post_ready_cmd=tuple(s.post_ready_cmd or ()),
+        hook_timeout=float(s.hook_timeout or DEFAULT_HOOK_TIMEOUT),
         dry_run=s.dry_run,
         edit_template=s.edit_template,
         history_dir=s.history_path,

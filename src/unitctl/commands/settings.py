@@ -68,7 +68,10 @@ class RollbackSettings(StatusSettings):
     repo: str | None = _key(Kind.PATH)
     ready_timeout: float | None = _key(Kind.NUMBER)
     ready_interval: float | None = _key(Kind.NUMBER)
-    build_cmd: str | None = _key(Kind.STR)
+    build_cmd: list[str] | None = _key(Kind.STR_LIST)  # hooks (docs/hooks.md): each point may repeat
+    pre_switch_cmd: list[str] | None = _key(Kind.STR_LIST)
+    post_ready_cmd: list[str] | None = _key(Kind.STR_LIST)
+    hook_timeout: float | None = _key(Kind.NUMBER)
     edit_template: bool = False
 
 

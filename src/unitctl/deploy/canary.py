@@ -88,11 +88,18 @@ class Tree:
     live: Path  # the live checkout: where the canary sees the worktree
     link: Path  # the live checkout as the worktree's symlinks reach it (host: a symlink; canary: a read-only bind)
 
-    def namespace(self) -> dict[str, tuple[tuple[str, str], ...] | tuple[str, ...]]:
-        """Return the TransientSpec mounts that show this tree at the live checkout's path."""
+    def namespace(self, *, writable: bool = False) -> dict[str, tuple[tuple[str, str], ...] | tuple[str, ...]]:
+        """Return the TransientSpec mounts that show this tree at the live checkout's path.
+
+        ``writable``: the live checkout's shared entries (venv/, .env, a sqlite file) can be written through the
+        tree's links, as a hook needs (pip installs into the venv, a migration writes the database); the canary
+        itself only reads them.
+        """
+        tree_bind = (str(self.path), str(self.live))
+        live_bind = (str(self.live), str(self.link))
         return {
-            "binds": ((str(self.path), str(self.live)),),
-            "ro_binds": ((str(self.live), str(self.link)),),
+            "binds": (tree_bind, live_bind) if writable else (tree_bind,),
+            "ro_binds": () if writable else (live_bind,),
             "temporary_fs": (str(self.link.parent),),
         }
 
@@ -204,7 +211,7 @@ def remove_tree(undo: Undo) -> None:
 
 def spec(att: Attempt, tree: Tree | None) -> TransientSpec:
     """Return the canary unit: the candidate's identity and Gunicorn command, its own socket, one worker."""
-    from unitctl.preimport import service_view
+    from unitctl.preimport import as_service, service_view
 
     req, facts = att.req, att.facts
     assert facts is not None
@@ -213,15 +220,9 @@ def spec(att: Attempt, tree: Tree | None) -> TransientSpec:
     assert inv is not None
     run = f"/run/{runtime_dir(req.unit)}"
     argv = canary_command(inv, socket=socket_path(req.unit), pidfile=f"{run}/gunicorn.pid")
-    out = TransientSpec(
-        argv=argv,
-        user=view.user,
-        group=view.group,
-        cwd=view.cwd,
+    out = replace(
+        as_service(view, argv, timeout=req.ready_timeout + LIFETIME_MARGIN, expand_variables=view.expand_variables),
         env={**view.environment, "XDG_RUNTIME_DIR": run},
-        env_files=view.env_files,
-        timeout=req.ready_timeout + LIFETIME_MARGIN,
-        expand_variables=view.expand_variables,
         unit_name=unit_name(req.unit),
         runtime_directory=runtime_dir(req.unit),
     )

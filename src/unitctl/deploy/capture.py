@@ -133,7 +133,7 @@ def capture(att: Attempt) -> None:
     att.journal.note(
         from_rev=att.record.from_rev, to_rev=to_rev, rollback_source=att.record.rollback_source,
         unit_sha256=snapshot.sha256, candidate_sha256=att.record.candidate_sha256, was_active=state.is_active,
-        rollback_timeout=att.rollback_timeout, build_cmd=req.build_cmd,
+        rollback_timeout=att.rollback_timeout, build_cmd=req.build_cmd, hook_timeout=req.hook_timeout,
     )  # fmt: skip
 
 

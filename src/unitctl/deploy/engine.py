@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from unitctl import fsutil, history, masking, sigterm, unitpath
 from unitctl.config import is_positive_number
-from unitctl.deploy import signals
+from unitctl.deploy import hooks, signals
 from unitctl.deploy.attempt import (
     Attempt,
     TransactionError,
@@ -39,8 +38,8 @@ from unitctl.deploy.attempt import (
 )
 from unitctl.deploy.capture import capture
 from unitctl.deploy.journal import Journal, Transaction, history_dirs, remember
-from unitctl.deploy.model import ApplyRequest, ApplyResult, Edges, Facts, Plan, parse_strategy
-from unitctl.deploy.preflight import build, needs_checkout, preflight, rebuild, reject_on_failure
+from unitctl.deploy.model import DEFAULT_HOOK_TIMEOUT, ApplyRequest, ApplyResult, Edges, Facts, Plan, parse_strategy
+from unitctl.deploy.preflight import needs_checkout, preflight, rebuild, reject_on_failure
 from unitctl.deploy.progress import Reporter
 from unitctl.deploy.rollback import restore_files, rollback
 from unitctl.deploy.signals import Interrupted
@@ -176,17 +175,19 @@ def _validate(req: ApplyRequest) -> None:
         from unitctl.preimport import parse_app_spec
 
         parse_app_spec(req.pre_import)
-    if req.build_cmd is not None:
-        try:
-            if not shlex.split(req.build_cmd):
-                raise ValueError("empty")
-        except ValueError as exc:
-            raise UsageError(
-                f"--build-cmd {req.build_cmd!r} is not a command line: {exc}",
-                hint="give it as one quoted argument, e.g. --build-cmd 'pip install -r requirements.txt'",
-            ) from exc
-        if req.repo is None:
-            raise UsageError("--build-cmd runs in the app's checkout", hint="pass --repo DIR too")
+    for point, commands in (("build", req.build_cmd), ("pre-switch", req.pre_switch_cmd),
+                            ("post-ready", req.post_ready_cmd)):  # fmt: skip
+        for command in commands:
+            hooks.split(point, command)
+    if req.build_cmd and req.repo is None:
+        raise UsageError("--build-cmd runs in the app's checkout", hint="pass --repo DIR too")
+    if req.post_ready_cmd and not req.guarded:
+        raise UsageError(
+            "--post-ready-cmd runs once the guard said the new release is ready, and a failure rolls it back",
+            hint="pass --guarded (with --ready-url), or run the command after the apply yourself",
+        )
+    if not is_positive_number(req.hook_timeout):
+        raise UsageError("--hook-timeout must be a finite number of seconds above 0", hint="e.g. --hook-timeout 600")
     if req.rev is not None and req.repo is None:
         raise UsageError("--rev needs --repo DIR (the checkout to switch)", hint="pass --repo DIR, the app's checkout")
 
@@ -234,6 +235,10 @@ def _transaction(att: Attempt) -> ApplyResult:
         att.step("guard")
         outcome = guard_phase(att, "guard", att.req.ready_timeout, fail_after=att.req.fail_after)
         if outcome.ready:
+            if att.req.post_ready_cmd:
+                # A failure here raises into the rollback below: the release is not done until its hooks are.
+                att.step("post-ready")
+                hooks.run(att, "post-ready", att.req.post_ready_cmd)
             _keep_unit(att)
             running_now(att, outcome.last_state, plan.to_rev)
             rev = f" at {plan.to_rev[:12]}" if plan.to_rev else ""
@@ -360,8 +365,8 @@ def _checkout_live(att: Attempt, detail: list[str]) -> None:
         att.git_notes_shown = git_findings(att.repo, detail, att.git_notes_shown)
         if req.build_cmd and plan.code_changed:
             att.step("live-build")
-            reject_on_failure(att, lambda: build(att, req.build_cmd or ""))
-            detail.append(f"built: {req.build_cmd}")
+            reject_on_failure(att, lambda: hooks.run(att, "build", req.build_cmd))
+            detail.append(f"built ({len(req.build_cmd)} hook(s))")
 
 
 def _note_switched(att: Attempt, service: Undo) -> None:
@@ -482,6 +487,7 @@ def _recover_in(unit: str, history_dir: Path, edges: Edges, by: str) -> Record |
         reporter.line(f"recorded the outcome of an earlier {rec.command} (pid {tx.begin.get('pid')}): {rec.outcome}")
         return rec
     att = _attempt_from(tx, unit, history_dir, edges, by)
+    _stop_leftovers(att)
     pid = tx.begin.get("pid")
     reporter.line(f"an earlier {att.req.command} (pid {pid}) died at step {tx.last_step}: finishing its rollback first")
     failure = f"interrupted at step {tx.last_step} (pid {pid} died); rolled back by 'unitctl {by}'"
@@ -501,6 +507,19 @@ def _recover_in(unit: str, history_dir: Path, edges: Edges, by: str) -> Record |
     return att.record
 
 
+def _stop_leftovers(att: Attempt) -> None:
+    """Stop what the dead deploy started as transient units (a hook, the import check, the canary).
+
+    A hook systemd still runs would go on writing into the tree the undo is about to check out or remove.
+    """
+    from unitctl.deploy.capture import transient_prefix
+
+    try:
+        att.edges.backend.remove_transient_units(transient_prefix(att.req.unit))
+    except SystemdError as exc:
+        att.reporter.line(f"warning: could not stop the dead deploy's transient units: {exc}")
+
+
 def _attempt_from(tx: Transaction, unit: str, history_dir: Path, edges: Edges, by: str) -> Attempt:
     b = tx.begin
     repo = Path(b["repo"]) if b.get("repo") else None
@@ -511,7 +530,8 @@ def _attempt_from(tx: Transaction, unit: str, history_dir: Path, edges: Edges, b
         ready_url=b.get("ready_url"),
         ready_interval=float(b.get("ready_interval") or 0.5),
         ready_timeout=float(b.get("rollback_timeout") or 60.0),
-        build_cmd=b.get("build_cmd"),
+        build_cmd=_commands(b.get("build_cmd")),
+        hook_timeout=float(b.get("hook_timeout") or DEFAULT_HOOK_TIMEOUT),
         history_dir=history_dir,
         command=str(b.get("command") or "apply"),
         successes_needed=int(b.get("successes_needed") or 3),
@@ -531,3 +551,10 @@ def _attempt_from(tx: Transaction, unit: str, history_dir: Path, edges: Edges, b
     att.was_active = bool(b.get("was_active", True))
     att.rollback_timeout = req.ready_timeout
     return att
+
+
+def _commands(value: object) -> tuple[str, ...]:
+    """Return a journaled list of hook commands (an older journal has one string, or none)."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(c) for c in value) if isinstance(value, list | tuple) else ()

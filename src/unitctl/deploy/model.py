@@ -39,6 +39,8 @@ def parse_strategy(value: str) -> Strategy:
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_READY_INTERVAL = 0.5
+# How long one hook (--build-cmd, --pre-switch-cmd, --post-ready-cmd) may run before systemd kills it.
+DEFAULT_HOOK_TIMEOUT = 600.0
 # The rollback's readiness check never waits less than this, nor less than twice what the previous release needed.
 ROLLBACK_READY_FLOOR = 20.0
 
@@ -52,6 +54,7 @@ STEPS = (
     "build",
     "pre-import",
     "canary",
+    "pre-switch",
     "unit-write",
     "socket-write",
     "daemon-reload",
@@ -61,6 +64,7 @@ STEPS = (
     "live-build",
     "restart",
     "guard",
+    "post-ready",
     "rollback-checkout",
     "rollback-unit",
     "rollback-socket",
@@ -90,7 +94,12 @@ class ApplyRequest:
     pre_import: str | None = None  # MODULE:VAR; None: gunicorn --check-config
     no_pre_import: bool = False
     canary: bool = True  # start the new release beside the live one and judge it before the switch (guarded only)
-    build_cmd: str | None = None
+    # Hooks (deploy/hooks.py), each a command line run as the service: after each checkout; in the canary's tree
+    # before the switch; after the guard said ready.
+    build_cmd: tuple[str, ...] = ()
+    pre_switch_cmd: tuple[str, ...] = ()
+    post_ready_cmd: tuple[str, ...] = ()
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     dry_run: bool = False
     edit_template: bool = False  # an instance app@1.service may change its template app@.service
     history_dir: Path = history.DEFAULT_DIR

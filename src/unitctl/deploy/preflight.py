@@ -1,9 +1,8 @@
-"""Pre-flight: checks of the new release before the service is touched: readiness URL, verify, build, canary."""
+"""Pre-flight, before the service is touched: readiness URL, verify, build, import check, canary, pre-switch."""
 
 from __future__ import annotations
 
 import shlex
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,21 +10,20 @@ from pathlib import Path
 from typing import Any
 
 from unitctl import masking
-from unitctl.deploy import canary
+from unitctl.deploy import canary, hooks
 from unitctl.deploy.attempt import Attempt, Detail
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Undo
 from unitctl.errors import PreImportError, ReadyUrlError, RefusedError, VerificationError
 from unitctl.probe import ProbeResult
 
-BUILD_TIMEOUT = 1800.0
 # Pre-flight check of the readiness URL: retry a connection failure for at most this long, this often.
 READY_URL_CHECK_SECONDS = 3.0
 READY_URL_CHECK_INTERVAL = 0.5
 
 
 def preflight(att: Attempt) -> None:
-    """Check the new release before the service is touched: readiness URL, verify, build, import, canary."""
+    """Check the new release before the service is touched: readiness URL, verify, build, import, canary, pre-switch."""
     req, plan, facts = att.req, att.plan, att.facts
     assert plan is not None and facts is not None
     if att.probe is not None:
@@ -56,10 +54,7 @@ def preflight(att: Attempt) -> None:
             tree = canary.prepare_tree(att, plan.to_rev)
         if req.build_cmd and not req.dry_run and plan.code_changed:
             att.step("build")
-            with att.phase("build") as detail:
-                where = tree.path if tree is not None else None
-                reject_on_failure(att, lambda: build(att, req.build_cmd or "", where), live=tree is None)
-                detail.append(f"{req.build_cmd} (in {where or att.req.repo})")
+            reject_on_failure(att, lambda: hooks.run(att, "build", req.build_cmd, tree=tree), live=tree is None)
         if not (req.no_pre_import or not req.guarded):
             if req.dry_run and att.repo is not None and plan.to_rev != facts.head:
                 att.reporter.line(f"pre-import skipped in a dry run: {plan.to_rev} is not checked out")
@@ -72,6 +67,11 @@ def preflight(att: Attempt) -> None:
             reject_on_failure(att, lambda: canary.run(att, tree), live=tree is None)
         elif not req.dry_run:
             att.reporter.line(f"canary skipped: {why_not}")
+        if req.pre_switch_cmd and not req.dry_run:
+            # Once, before the switch, on the new code (a migration): in the canary's tree, which is the new release.
+            att.step("pre-switch")
+            pre_switch = req.pre_switch_cmd
+            reject_on_failure(att, lambda: hooks.run(att, "pre-switch", pre_switch, tree=tree), live=tree is None)
     finally:
         # The switch checks the live tree out itself: the canary's tree is not needed any more.
         canary.remove(att)
@@ -107,9 +107,9 @@ def _last_good_rev(att: Attempt) -> str | None:
     return facts.rollback.rev if facts.rollback is not None else facts.head
 
 
-def rebuild(att: Attempt) -> str | None:
-    """Return the build command to run again after a checkout back (only when the code changed)."""
-    return att.req.build_cmd if att.plan is not None and att.plan.code_changed else None
+def rebuild(att: Attempt) -> tuple[str, ...] | None:
+    """Return the build hooks to run again after a checkout back (only when the code changed)."""
+    return att.req.build_cmd or None if att.plan is not None and att.plan.code_changed else None
 
 
 def _check_ready_url(att: Attempt, probe: Callable[[], ProbeResult], detail: Detail) -> None:
@@ -172,35 +172,6 @@ def _verify(att: Attempt) -> Any:
         return verifier(path, name=req.unit)
 
 
-def build(att: Attempt, build_cmd: str, repo: Path | None = None) -> None:
-    """Run ``build_cmd`` in the checkout (argv split, no shell); a failure refuses with its last line."""
-    cwd = repo or att.req.repo
-    assert cwd is not None
-    argv = shlex.split(build_cmd)
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=BUILD_TIMEOUT,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        raise RefusedError(f"--build-cmd: {argv[0]!r} not found", hint="fix --build-cmd") from None
-    except subprocess.TimeoutExpired:
-        raise RefusedError(f"--build-cmd {build_cmd!r} did not finish within {BUILD_TIMEOUT:g}s") from None
-    if proc.returncode != 0:
-        att.record.output = proc.stdout + proc.stderr
-        last = _last_line(proc.stderr or proc.stdout)
-        raise RefusedError(
-            f"--build-cmd {build_cmd!r} exited {proc.returncode}: {last}",
-            hint="fix the build; the full output is in the history",
-        )
-
-
 def _pre_import(att: Attempt, detail: list[str], tree: canary.Tree | None = None) -> None:
     from unitctl.preimport import check_spec
 
@@ -217,18 +188,9 @@ def _pre_import(att: Attempt, detail: list[str], tree: canary.Tree | None = None
     detail.append(" ".join(shlex.quote(a) for a in spec.argv)[:200])
     result = att.edges.backend.run_transient(spec)
     if result.returncode != 0:
-        att.record.output = result.output
-        last = _last_line(result.output) or f"exit status {result.returncode}"
+        att.record.output += result.output
+        last = hooks.last_line(result.output) or f"exit status {result.returncode}"
         raise PreImportError(
             f"{att.req.unit}: the new code does not import in the service's environment: {last}",
             hint="fix the release; the service was not restarted and the full output is in 'unitctl history'",
         )
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    # The exception line of a traceback is the last; Gunicorn may add a shutdown line after it.
-    for line in reversed(lines):
-        if "Error" in line or "Exception" in line:
-            return line[:300]
-    return lines[-1][:300] if lines else ""

@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 
 from unitctl import fsutil, history
-from unitctl.deploy import canary, signals
+from unitctl.deploy import canary, hooks, signals
 from unitctl.deploy.attempt import (
     Attempt,
     TransactionError,
@@ -18,7 +18,6 @@ from unitctl.deploy.attempt import (
     running_now,
 )
 from unitctl.deploy.model import choose_rollback_action, parse_strategy
-from unitctl.deploy.preflight import build
 from unitctl.deploy.undo import Undo
 from unitctl.errors import InputError, RollbackFailedError, RolledBackError, SystemdError, UnitctlError
 from unitctl.gitrepo import GitRepo
@@ -49,12 +48,8 @@ def _undo_tree(att: Attempt, undo: Undo, detail: list[str]) -> None:
     detail.append(f"checked out {undo.rev[:12]} ({len(changed)} file(s), bytecode purged)")
     git_findings(repo, detail)
     if undo.build_cmd:
-        # Keep the output of the check that failed, not of the rebuild.
-        failed_output, att.record.output = att.record.output, ""
-        try:
-            build(att, undo.build_cmd, Path(undo.repo))
-        finally:
-            att.record.output = failed_output + att.record.output
+        # The previous release is rebuilt as it runs: with its unit's identity, in the live tree.
+        hooks.run(att, "build", undo.build_cmd, unit_text=hooks.previous_text(att))
         detail.append("build re-run")
 
 

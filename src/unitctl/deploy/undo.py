@@ -37,7 +37,7 @@ class Undo:
     resource: Resource
     rev: str | None = None  # tree: the revision to check out
     repo: str | None = None  # tree, worktree: the checkout
-    build_cmd: str | None = None  # tree: run again after the checkout
+    build_cmd: tuple[str, ...] | None = None  # tree: the build hooks to run again after the checkout
     path: str | None = None  # unit, socket: the file; worktree: the canary tree
     name: str | None = None  # canary: the transient unit
     sha256: str | None = None  # unit, socket: previous bytes (kept in the history's unit store); None: was absent
@@ -65,7 +65,12 @@ class Undo:
         if data.get("resource") not in RESOURCES:
             raise ValueError(f"unknown undo resource {data.get('resource')!r}")
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        build = values.get("build_cmd")
+        if build is not None:
+            # JSON has lists; an older journal has one command as a string.
+            values["build_cmd"] = (build,) if isinstance(build, str) else tuple(str(c) for c in build)
+        return cls(**values)
 
 
 class UndoLog:

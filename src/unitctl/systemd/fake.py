@@ -93,6 +93,9 @@ class FakeSystemd:
         self.leftover_transients: set[str] = set()  # check units a killed run left behind
         self._pids: dict[str, deque[set[int] | None]] = {}
         self.enabled: set[str] = set()  # units enable() linked into their [Install] targets
+        # Answers every run_transient() nothing was scripted for (None: exit 0, no output), e.g. runs a hook here.
+        self.on_transient: Callable[[TransientSpec], TransientResult] | None = None
+        self.transient_specs: list[TransientSpec] = []  # run_transient() calls, in order
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -196,8 +199,9 @@ class FakeSystemd:
         self._maybe_fail("run_transient", "*")
         if not spec.argv:
             raise SystemdError("run_transient needs a command")
+        self.transient_specs.append(spec)
         if not self._transient:
-            return TransientResult(returncode=0, output="")
+            return TransientResult(returncode=0, output="") if self.on_transient is None else self.on_transient(spec)
         item = self._transient.popleft()
         return item(spec) if callable(item) else item
 

@@ -208,6 +208,10 @@ class SystemctlBackend:
             raise SystemdError(f"{what} did not finish within {spec.timeout:g}s") from exc
         except OSError as exc:
             raise SystemdError(f"{what} failed: cannot run systemd-run: {exc.strerror}") from exc
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): the unit would run on without us; a hook must not outlive its deploy.
+            self._discard(name)
+            raise
         if proc.returncode == 0:
             return TransientResult(returncode=0, output=proc.stdout)
         # systemd-run's exit status mixes the command's with its own failures: ask systemd what happened.
