@@ -31,6 +31,8 @@ class RewriteSpec:
     max_workers: int | None = None
     no_preload: bool = False
     cpu_count: int | None = None
+    # With no_preload: refuse when preload stays on all the same (a gunicorn.conf.py or GUNICORN_CMD_ARGS sets it).
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ def rewrite_text(text: str, spec: RewriteSpec, *, path: str | None = None) -> tu
     from unitctl.gunicorn import default_read_file
     from unitctl.rewrite import rewrite_unit
 
+    where = path or "the unit"
+
     result = rewrite_unit(
         text,
         workers=spec.workers,
@@ -145,6 +149,11 @@ def rewrite_text(text: str, spec: RewriteSpec, *, path: str | None = None) -> tu
         read_file=default_read_file,
         path=path,
     )
+    if spec.strict and result.preload_kept:
+        raise RefusedError(
+            f"{where}: --no-preload was asked, but preload stays on: {result.preload_kept} sets it",
+            hint="remove preload_app (or --preload) there; nothing was written",
+        )
     return result.text, list(result.warnings)
 
 

@@ -299,12 +299,7 @@ def cli_run(request: ApplyRequest, edges: Edges, *, as_json: bool, out: IO[str])
     try:
         result, error = engine.run_result(request, edges)
     except UnitctlError as err:
-        with contextlib.suppress(OSError, ValueError):
-            github.emit_error(err, unit=request.unit, command=request.command)  # no-op outside GitHub Actions
-        if as_json:
-            safe_write(out, dumps({"unit": request.unit, "command": request.command, "exit_code": int(err.exit_code),
-                                   "error": str(err)}) + "\n")  # fmt: skip
-        settle()
+        report_error(err, unit=request.unit, command=request.command, as_json=as_json, out=out)
         raise
     # The outcome is recorded: printing it is a courtesy to a caller who may be gone, never part of it.
     with contextlib.suppress(OSError, ValueError):
@@ -320,6 +315,18 @@ def cli_run(request: ApplyRequest, edges: Edges, *, as_json: bool, out: IO[str])
     if error is not None:
         raise error
     return result.exit_code
+
+
+def report_error(err: UnitctlError, *, unit: str | None, command: str, as_json: bool, out: IO[str]) -> None:
+    """Report an error that ended the command before an attempt had a result: annotation, summary, --json."""
+    from unitctl import github
+
+    with contextlib.suppress(OSError, ValueError):
+        github.emit_error(err, unit=unit, command=command)  # no-op outside GitHub Actions
+    if as_json:
+        safe_write(out, dumps({"unit": unit, "command": command, "exit_code": int(err.exit_code),
+                               "error": str(err)}) + "\n")  # fmt: skip
+    settle()
 
 
 def cli_status(s: dict[str, Any], *, history_dir: Path | None, as_json: bool) -> int:

@@ -1,0 +1,1 @@
+"""One module per command: typed settings in, a result out; cli.py declares the options and calls ``run``."""
