@@ -175,6 +175,7 @@ def resolve_settings(*, flags: Mapping[str, Any], config_file: str | None) -> De
         edit_template=bool(s.get("edit_template")),
         as_json=bool(s.get("as_json")),
         config_path=cfg.path if cfg is not None else None,
+        unit_dir=DEFAULT_UNIT_DIR,
     )
 
 
