@@ -65,9 +65,15 @@ def exec_start(data: bytes) -> str:
 # -- the deploy: a rewritten copy of the installed unit, handed to the guarded apply ------------------------------
 
 
-def test_the_installed_unit_is_rewritten_without_preload_and_deployed(world: World) -> None:
+def test_the_installed_unit_is_rewritten_without_preload_and_deployed(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     installed(world, PRELOADED)
     result = deploy(world, workers=3)
+    err = capsys.readouterr().err
+    assert "unitctl deploy: rewrote a copy of app.service" in err and "--no-preload --strict --workers 3" in err
+    assert f"-{exec_start(PRELOADED)}" in err, "the CI log shows what changes in the unit"
+    assert "DB_PASSWORD=****" in err and "hunter22" not in err, "secrets masked in that diff"
     assert result.exit_code == 0 and result.rewritten and result.source == world.unit_path
     deployed = world.unit_path.read_bytes()
     assert exec_start(deployed).endswith("/gunicorn -w 3 -b 127.0.0.1:8000 app:app")

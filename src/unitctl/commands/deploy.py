@@ -243,11 +243,22 @@ def _candidate(s: DeploySettings, edges: Edges) -> tuple[Path, bytes, bytes | No
     # --strict: a gunicorn.conf.py that sets preload_app keeps preload on whatever the unit says: refuse.
     spec = RewriteSpec(workers=s.workers, no_preload=not s.keep_preload, cpu_count=os.cpu_count(),
                        strict=not s.keep_preload)  # fmt: skip
-    what = " ".join([*([] if s.keep_preload else ["--no-preload", "--strict"]), *_workers_flag(s.workers)])
-    _say(f"rewriting {s.unit} (from {source}): {what}")
-    text, warnings = rewrite_text(data.decode("utf-8", "surrogateescape"), spec, path=str(source))
+    original = data.decode("utf-8", "surrogateescape")
+    text, warnings = rewrite_text(original, spec, path=str(source))
     for warning in warnings:
-        _say(f"warning: {warning}")
+        safe_write(sys.stderr, f"unitctl: warning: {warning}\n")
+    what = " ".join([*([] if s.keep_preload else ["--no-preload", "--strict"]), *_workers_flag(s.workers)])
+    _say(f"rewrote a copy of {s.unit} (from {source}): {what}" + ("" if text != original else ": no changes"))
+    if text != original:  # the CI log shows what the deploy changes in the unit, as 'unitctl rewrite' does
+        from unitctl.diff import colourize, unified
+        from unitctl.masking import mask_unit_text
+        from unitctl.output import colour_enabled
+
+        # Masked on both sides, as 'unitctl diff' shows a unit: a CI log is no place for a secret Environment=.
+        lines = unified(mask_unit_text(original), mask_unit_text(text), old_name=str(source),
+                        new_name=f"{s.unit} (to deploy)")  # fmt: skip
+        for line in colourize(lines, colour_enabled(sys.stderr)):
+            safe_write(sys.stderr, line)
     return source, text.encode("utf-8", "surrogateescape"), socket, True
 
 
