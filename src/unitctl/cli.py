@@ -761,6 +761,143 @@ def fetch(
     command.run(settings=FetchSettings(repo=repo, remote=remote))
 
 
+# -- deploy: the server's deploy step (the options of update_systemd_unit.sh; apply's options pass through) ---
+
+# apply's options deploy decides itself, by parameter: the flag and what to do instead.
+_OWN = "give it to deploy itself, before '--'"
+_RENDERED = "deploy starts from the installed unit or --unit-file: write one with 'unitctl render -o FILE'"
+_DEPLOY_OWNS = {
+    "unit_file": ("--unit-file", _OWN), "workers": ("--workers", _OWN), "repo": ("--repo", _OWN),
+    "rev": ("--rev", _OWN), "ready_url": ("--ready-url", _OWN), "ready_timeout": ("--ready-timeout", _OWN),
+    "no_preload": ("--no-preload", "deploy drops --preload unless --keep-preload"),
+    "guarded": ("--guarded/--no-guarded", "deploy is always guarded ('unitctl apply' installs unguarded)"),
+    "max_workers": ("--max-workers", _RENDERED), "render_": ("--render", _RENDERED), "app_": ("--app", _RENDERED),
+    "bind": ("--bind", _RENDERED), "working_dir": ("--working-dir", _RENDERED), "venv": ("--venv", _RENDERED),
+    "user": ("--user", _RENDERED), "group": ("--group", _RENDERED), "env_file": ("--env-file", _RENDERED),
+    "env": ("--env", _RENDERED), "template": ("--template", _RENDERED), "socket": ("--socket", _RENDERED),
+}  # fmt: skip
+
+
+def _apply_options(ctx: typer.Context, args: list[str]) -> dict[str, Any]:
+    """Parse the options deploy passes to the guarded apply with apply's own declarations; return those given."""
+    from unitctl.errors import UsageError
+
+    command = typer.main.get_command(app).get_command(ctx, "apply")  # type: ignore[attr-defined]
+    try:
+        sub = command.make_context("deploy", list(args), parent=ctx.parent)
+    except _ClickException as exc:  # as a UnitctlError: deploy reports it like its own (annotation, --json)
+        line = error_line(exc)
+        raise UsageError(line[0].removeprefix("unitctl: error: ") if line else str(exc)) from exc
+    given = {
+        k: (v.value if isinstance(v, enum.Enum) else v)
+        for k, v in sub.params.items()
+        # By name: typer may vendor its own click, whose ParameterSource is another enum than click's.
+        if getattr(sub.get_parameter_source(k), "name", "") == "COMMANDLINE"
+    }
+    if "name" in given:
+        raise UsageError(
+            f"unexpected argument {given['name']!r} (the service is {ctx.params.get('service')!r})",
+            hint="give apply options a value as --opt=VALUE or after '--'",
+        )
+    owned = [_DEPLOY_OWNS[k] for k in given if k in _DEPLOY_OWNS]
+    if owned:
+        flag, hint = owned[0]
+        raise UsageError(f"{flag} is not an apply option deploy passes on", hint=hint)
+    return given
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Other options are 'unitctl apply' options (--dry-run, --json, --strategy=S, --no-canary, "
+    "--build-cmd=CMD, --history-dir=DIR, ...): flags as they are, options with a value as --opt=VALUE, "
+    "or anything after '--'.",
+)
+def deploy(
+    ctx: typer.Context,
+    service: Annotated[str | None, typer.Argument(metavar="SERVICE", help="The service, e.g. myapp.")] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", metavar="DIR", help="The app's git checkout on this server.")
+    ] = None,
+    rev: Annotated[
+        str | None,
+        typer.Option("--rev", metavar="REV", help="Deploy exactly this revision (a commit hash) [default: HEAD]."),
+    ] = None,
+    fetch: Annotated[
+        bool | None,
+        typer.Option(
+            "--fetch/--no-fetch",
+            help="'git fetch --tags REMOTE' in --repo first, as the checkout's owner, no hooks (as 'unitctl fetch').",
+        ),
+    ] = None,
+    remote: Annotated[
+        str | None, typer.Option("--remote", metavar="NAME", help="The remote --fetch uses [default: origin].")
+    ] = None,
+    ready_url: Annotated[
+        str | None,
+        typer.Option("--ready-url", metavar="URL", help="Readiness URL the guard polls: http://HOST:PORT/PATH."),
+    ] = None,
+    ready_timeout: _ReadyTimeout = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers", metavar="N|auto", help="Set Gunicorn's worker count (auto: 2 x CPUs + 1) [default: keep]."
+        ),
+    ] = None,
+    keep_preload: Annotated[
+        bool | None,
+        typer.Option("--keep-preload/--no-keep-preload", help="Do not drop --preload (the README: the trade-off)."),
+    ] = None,
+    unit_file: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-file",
+            metavar="FILE",
+            help="Start from this unit instead of the installed one (first deploy); a NAME.socket beside it goes "
+            "with it.",
+        ),
+    ] = None,
+    summary_stdout: Annotated[
+        bool,
+        typer.Option(
+            "--summary-stdout",
+            help="Report as in GitHub Actions, everything on stderr, the Markdown step summary on stdout "
+            '(ssh HOST ... >> "$GITHUB_STEP_SUMMARY").',
+        ),
+    ] = False,
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Settings file with [deploy] and [deploy.SERVICE] [default: /etc/unitctl/unitctl.toml, if present].",
+        ),
+    ] = None,
+) -> None:
+    """Deploy a service: rewrite a copy of its unit (no --preload, --workers), fetch, then a guarded apply.
+
+    The unit is the installed one (systemd's FragmentPath) or --unit-file FILE. Settings not given as flags
+    come from [deploy.SERVICE] and [deploy] of --config FILE (else /etc/unitctl/unitctl.toml, never ./unitctl.toml);
+    flags win. When GITHUB_ACTIONS=true, failures are ::error:: annotations and a summary is appended to
+    $GITHUB_STEP_SUMMARY. Exit 0 deployed (or nothing to do), 1 dry run with changes, 2 usage error, 3 refused,
+    nothing changed, 4 the release failed, rolled back, previous release healthy, 5 rollback failed: a human is
+    needed.
+    """
+    from unitctl.commands.deploy import cli_deploy
+
+    flags = {
+        "service": service, "repo": repo, "rev": rev, "fetch": fetch, "remote": remote, "ready_url": ready_url,
+        "ready_timeout": ready_timeout, "workers": workers, "keep_preload": keep_preload, "unit_file": unit_file,
+    }  # fmt: skip
+    code = cli_deploy(
+        flags=flags,
+        apply_options=lambda: _apply_options(ctx, ctx.args),
+        as_json="--json" in ctx.args,  # for an error before the options are parsed
+        config_file=config_file,
+        summary_stdout=summary_stdout,
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Run the CLI (every error becomes one line and its exit code in _OneLineErrors.main)."""
     try:

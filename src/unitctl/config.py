@@ -5,6 +5,10 @@ The file lives in the current directory. Top-level keys are shared by every comm
 ``[rollback]``, ``[status]``, ``[history]``) with a schema the command passes in. Unknown tables, unknown
 keys and values of the wrong type are usage errors (exit 2) that name the key.
 
+``unitctl deploy`` is the server's command: it reads ``[deploy]`` (defaults for every service) and
+``[deploy.SERVICE]`` (one service's settings, over the defaults) from ``--config FILE`` or SERVER_CONFIG,
+never from the current directory (see ``service_section``).
+
     cfg = load()                                   # None when there is no unitctl.toml
     values = cfg.section("render", RENDER_SCHEMA)  # {} for a missing table
     merged = merge(flags, values)                  # a flag left unset takes the file's value
@@ -28,7 +32,10 @@ CONFIG_NAME = "unitctl.toml"
 
 # Every table a unitctl command reads; a table name outside this list is a typo. rewrite, diff and verify
 # take their desired state from flags only: a [rewrite] table that changed units silently would surprise.
-KNOWN_TABLES = ("render", "apply", "rollback", "status", "history")
+KNOWN_TABLES = ("render", "apply", "rollback", "status", "history", "deploy")
+# Where 'unitctl deploy' reads its settings without --config: root's file on the server, whatever the current
+# directory (a forced command runs in the deploy user's home, an admin may stand in the app's checkout).
+SERVER_CONFIG = Path("/etc/unitctl/unitctl.toml")
 
 
 class Kind(Enum):
@@ -96,6 +103,48 @@ class Config:
                 )
             result[key] = self._check(key, value, schema[key], where=f"[{table}]")
         return result
+
+    def service_section(self, table: str, unit: str, schema: Schema) -> dict[str, Any]:
+        """Return ``[table]``'s keys overlaid by ``[table.NAME]`` for ``unit`` (NAME or NAME.service), validated.
+
+        Every service's sub-table is checked, not only ``unit``'s: a typo in another service is found on
+        the first deploy of any, not on that service's next deploy.
+        """
+        from unitctl.unitname import validate_unit_name
+
+        if table not in KNOWN_TABLES:
+            raise ValueError(f"unknown unitctl.toml table {table!r}")  # a programming error
+        common: dict[str, Any] = {}
+        own: dict[str, Any] = {}
+        for key, value in self.data.get(table, {}).items():
+            if isinstance(value, dict):
+                try:
+                    name = validate_unit_name(key)
+                except UsageError:
+                    name = ""
+                if not name.endswith(".service"):
+                    raise UsageError(
+                        f"{self.path}: [{table}.{key}] does not name a service",
+                        hint=f"name the table after the service, e.g. [{table}.myapp]",
+                    )
+                checked = {}
+                for sub_key, sub_value in value.items():
+                    if sub_key not in schema:
+                        raise UsageError(
+                            f"{self.path}: unknown key {sub_key!r} in [{table}.{key}]",
+                            hint=f"known keys: {', '.join(sorted(schema))}",
+                        )
+                    checked[sub_key] = self._check(sub_key, sub_value, schema[sub_key], where=f"[{table}.{key}]")
+                if name == unit:
+                    own.update(checked)
+                continue
+            if key not in schema:
+                raise UsageError(
+                    f"{self.path}: unknown key {key!r} in [{table}]",
+                    hint=f"known keys: {', '.join(sorted(schema))}, or a [{table}.SERVICE] table",
+                )
+            common[key] = self._check(key, value, schema[key], where=f"[{table}]")
+        return {**common, **own}
 
     def _check(self, key: str, value: Any, kind: Kind, *, where: str) -> Any:
         bad = UsageError(
@@ -177,6 +226,15 @@ def load(path: Path | None = None, *, cwd: Path | None = None) -> Config | None:
         raise UsageError(f"{target}: invalid TOML: {exc}", hint="fix the syntax") from exc
     _check_shape(target, data)
     return Config(target, data)
+
+
+def load_server(path: Path | None = None) -> Config | None:
+    """Read the deploy settings: ``path`` when given, else SERVER_CONFIG; None when that one does not exist."""
+    if path is not None:
+        return load(path)
+    if not os.path.lexists(SERVER_CONFIG):
+        return None
+    return load(SERVER_CONFIG)
 
 
 def _check_shape(path: Path, data: Mapping[str, Any]) -> None:

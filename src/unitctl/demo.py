@@ -2,7 +2,7 @@
 
 Boots a throwaway systemd (unitctl.sandbox), builds the example app's releases in it (an origin with
 every release, the server's checkout cloned at v1), then deploys, exactly as the GitHub workflow does on
-a server, with update_systemd_unit.sh (fetch + exact commit + guarded apply):
+a server, with update_systemd_unit.sh, i.e. unitctl deploy (fetch + exact commit + guarded apply):
 
     v1                first deploy: the unit is rewritten (no --preload, 2 workers) and installed
     v2                a good release
@@ -144,7 +144,7 @@ class Demo:
         seconds = time.monotonic() - t0
         for line in (r.stderr + r.stdout).splitlines():
             # The phase lines and the one-line verdict; the rewrite's diff only on the first deploy.
-            if line.startswith(("unitctl: ", "update_systemd_unit.sh: ", "wrote ")) or (
+            if line.startswith(("unitctl: ", "unitctl deploy: ", "update_systemd_unit.sh: ")) or (
                 first and line[:1] in "+-@" and line.strip()
             ):
                 self.say(f"   {line}")

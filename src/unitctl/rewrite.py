@@ -23,6 +23,7 @@ from unitctl.gunicorn import (
     Found,
     GunicornArgs,
     ReadFile,
+    Settings,
     effective_settings,
     find_gunicorn,
     parse_args,
@@ -48,6 +49,8 @@ class RewriteSpec:
     max_workers: int | None = None
     no_preload: bool = False
     cpu_count: int | None = None
+    # With no_preload: refuse when preload stays on all the same (a gunicorn.conf.py or GUNICORN_CMD_ARGS sets it).
+    strict: bool = False
 
 
 class _SpecFields(TypedDict, total=False):
@@ -393,26 +396,37 @@ def rewrite_unit(
                 f"GUNICORN_CMD_ARGS would read {now!r} instead of {env_expected!r}",
                 hint="write GUNICORN_CMD_ARGS without escapes and retry",
             )
-    preload_kept = ""
-    if no_preload and after.preload.value is not False:
-        src = after.preload.source
-        preload_kept = src.removeprefix("config file ").removesuffix(" (computed)")
-        if src.startswith("config file"):
-            warnings.append(
-                f"{src.removeprefix('config file ').removesuffix(' (computed)')} sets preload_app; Gunicorn has no "
-                "--no-preload to override it from the unit: remove preload_app from that file"
-            )
-        elif src == "GUNICORN_CMD_ARGS":
-            warnings.append(
-                "GUNICORN_CMD_ARGS from an EnvironmentFile= turns on --preload; unitctl does not edit that file: "
-                "remove --preload there"
-            )
-        else:  # pragma: no cover - the command line and Environment= were both rewritten above
-            raise RewriteError(f"preload would stay on ({src})")
+    preload_kept = _preload_left_on(after, spec=spec, path=path, warnings=warnings)
     new_text = uf.serialize()
     if not changes:
         assert new_text == text
     return RewriteResult(new_text, changes, list(dict.fromkeys(warnings)), preload_kept)
+
+
+def _preload_left_on(after: Settings, *, spec: RewriteSpec, path: str | None, warnings: list[str]) -> str:
+    """Return where preload stays on after a --no-preload rewrite ("" if off), warning about it; refuse if strict."""
+    if not spec.no_preload or after.preload.value is False:
+        return ""
+    src = after.preload.source
+    preload_kept = src.removeprefix("config file ").removesuffix(" (computed)")
+    if src.startswith("config file"):
+        warnings.append(
+            f"{preload_kept} sets preload_app; Gunicorn has no --no-preload to override it from the unit: remove "
+            "preload_app from that file"
+        )
+    elif src == "GUNICORN_CMD_ARGS":
+        warnings.append(
+            "GUNICORN_CMD_ARGS from an EnvironmentFile= turns on --preload; unitctl does not edit that file: "
+            "remove --preload there"
+        )
+    else:  # pragma: no cover - the command line and Environment= were both rewritten above
+        raise RewriteError(f"preload would stay on ({src})")
+    if spec.strict:
+        raise RefusedError(
+            f"{path or 'the unit'}: --no-preload was asked, but preload stays on: {preload_kept} sets it",
+            hint="remove preload_app (or --preload) there; nothing was written",
+        )
+    return preload_kept
 
 
 def dropin_for(

@@ -95,7 +95,7 @@ def outcomes() -> Iterator[dict[str, tuple[world.Outcome, bool]]]:
 
 def test_the_cases_cover_every_command() -> None:
     commands = {c["argv"][0] for c in CASES}
-    assert {"render", "rewrite", "diff", "verify", "apply", "rollback", "status", "history"} <= commands
+    assert {"render", "rewrite", "diff", "verify", "apply", "rollback", "status", "history", "deploy"} <= commands
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])

@@ -2,7 +2,8 @@
 sandboxed "server" (Debian's own Python, no network: every dependency from a local wheelhouse), then deploy the
 example app's releases with the installed update_systemd_unit.sh and unitctl, from /, without the checkout: the
 first deploy as the admin does it, the next ones as CI does, through the forced command
-(examples/server/deploy-demoapp) run by an unprivileged deploy user with sudo, given only what the workflow sends.
+(examples/server/deploy-demoapp, settings in /etc/unitctl/unitctl.toml from examples/server/unitctl.toml) run by
+an unprivileged deploy user with sudo, given only what the workflow sends.
 
 The sandbox is one of its own: the install puts unitctl into /usr/local/bin, which other tests must not see.
 """
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.systemd
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAKE_RELEASES = REPO_ROOT / "examples" / "app" / "make_releases.py"
 FORCED = REPO_ROOT / "examples" / "server" / "deploy-demoapp"
+SERVER_TOML = REPO_ROOT / "examples" / "server" / "unitctl.toml"
 FORCED_AT = "/usr/local/sbin/deploy-inst"
 WHEELHOUSE = "/srv/wheelhouse"
 BASE = "/srv/server"
@@ -79,19 +81,24 @@ def _served(box: sandbox_mod.Sandbox) -> str:
 
 
 def _install_forced_command(box: sandbox_mod.Sandbox) -> None:
-    """Install the example forced command, a deploy user and its sudo rule, as docs/github-actions.md has it."""
+    """Install the example forced command and server settings for this app, a deploy user and its sudo rule."""
     text = FORCED.read_text()
-    for old, new in [
-        ("SERVICE=demoapp", f"SERVICE={NAME}"),
-        ("APP_DIR=/srv/demoapp/app", f"APP_DIR={BASE}/app"),
-        ("READY_URL=http://127.0.0.1:8000/health/ready", f"READY_URL=http://127.0.0.1:{PORT}/health/ready"),
-        ("READY_TIMEOUT=60", "READY_TIMEOUT=10"),
-        ("SELF=/usr/local/sbin/deploy-demoapp", f"SELF={FORCED_AT}"),
-        ("WORKERS=auto", "WORKERS=2"),
-    ]:
+    forced = [("SERVICE=demoapp", f"SERVICE={NAME}"), ("SELF=/usr/local/sbin/deploy-demoapp", f"SELF={FORCED_AT}")]
+    for old, new in forced:
         assert old in text, f"{FORCED} no longer sets {old}: update this test"
         text = text.replace(old, new)
     box.write_file(FORCED_AT, text, mode=0o755)
+    settings = SERVER_TOML.read_text()
+    for old, new in [
+        ("[deploy.demoapp]", f"[deploy.{NAME}]"),
+        ('repo = "/srv/demoapp/app"', f'repo = "{BASE}/app"'),
+        ("http://127.0.0.1:8000/health/ready", f"http://127.0.0.1:{PORT}/health/ready"),
+        ("ready_timeout = 60", "ready_timeout = 10"),
+        ('workers = "auto"', "workers = 2"),
+    ]:
+        assert old in settings, f"{SERVER_TOML} no longer sets {old}: update this test"
+        settings = settings.replace(old, new)
+    box.write_file("/etc/unitctl/unitctl.toml", settings, mode=0o644)
     box.run(["useradd", "--create-home", "--shell", "/bin/bash", "deploy"], check=True)
     box.write_file("/etc/sudoers.d/deploy-inst", f"deploy ALL=(root) NOPASSWD: {FORCED_AT}\n", mode=0o440)
 
@@ -157,7 +164,7 @@ def test_the_built_wheel_installs_on_a_server_and_deploys_without_the_checkout(s
     assert r.returncode == 0, r.stderr
     assert _served(box) == "v2"
     assert r.stderr.startswith(f"deploy: started {revs['v2']} on "), r.stderr
-    assert r.stdout.startswith(f"### ✅ unitctl apply {NAME}.service: deployed (exit 0)"), r.stdout
+    assert r.stdout.startswith(f"### ✅ unitctl deploy {NAME}.service: deployed (exit 0)"), r.stdout
     r = _as_ci(box, revs["v3-broken-import"])
     assert r.returncode == 3, r.stderr
     assert _served(box) == "v2"

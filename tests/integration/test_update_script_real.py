@@ -1,4 +1,5 @@
-"""update_systemd_unit.sh against real systemd, real Gunicorn, real git: the example app's releases, one by one.
+"""update_systemd_unit.sh (which execs unitctl deploy) against real systemd, Gunicorn and git: the example app's
+releases, one by one.
 
 The checkout is a clone holding only v1 (as a server is set up); each deploy fetches and deploys an exact
 commit hash, as the GitHub workflow does. Checked after each: the exit code, the release actually served,
@@ -96,7 +97,7 @@ def test_the_script_deploys_refuses_and_rolls_back_the_example_releases(box: San
     )
     assert "Environment=DATABASE_URL=" in unit, "everything but the Gunicorn command line is kept"
     summary = _summary(box)
-    assert f"### ✅ unitctl apply {NAME}.service: deployed (exit 0)" in summary
+    assert f"### ✅ unitctl deploy {NAME}.service: deployed (exit 0)" in summary
     assert f"| revision deployed | `{revs['v1'][:12]}` |" in summary
     assert "::error" not in r.stderr
 
@@ -116,9 +117,9 @@ def test_the_script_deploys_refuses_and_rolls_back_the_example_releases(box: San
     assert _served(box) == "v2"
     assert _main_pid(box) == pid_v2, "a refused deploy must not restart the service"
     assert _head(box) == revs["v2"]
-    assert r.stdout.startswith(f"### ❌ unitctl apply {NAME}.service: refused, nothing changed (exit 3)")
+    assert r.stdout.startswith(f"### ❌ unitctl deploy {NAME}.service: refused, nothing changed (exit 3)")
     assert "PydanticImportError: `BaseSettings` has been moved to the `pydantic-settings` package" in r.stdout
-    assert f"::error title=unitctl apply {NAME}.service%3A refused%2C nothing changed::" in r.stderr
+    assert f"::error title=unitctl deploy {NAME}.service%3A refused%2C nothing changed::" in r.stderr
 
     # v4: imports, but /health/ready is 503 forever: its canary refuses it (exit 3), v2 never restarted.
     r = _deploy(box, venv_bin, revs["v4-db-down"])
@@ -140,7 +141,7 @@ def test_the_script_deploys_refuses_and_rolls_back_the_example_releases(box: San
     assert "| guard |" in summary and "**FAILED**" in summary and "| rollback-guard |" in summary
     assert "unable to open database file" in summary, "the 503 reason reaches the summary"
     assert f"journal of {NAME}.service" in summary
-    assert f"::error title=unitctl apply {NAME}.service%3A failed and rolled back::" in r.stderr
+    assert f"::error title=unitctl deploy {NAME}.service%3A failed and rolled back::" in r.stderr
 
     # v5: good again.
     r = _deploy(box, venv_bin, revs["v5"])
@@ -160,6 +161,6 @@ def test_a_service_that_is_not_installed_is_refused(box: Sandbox, venv_bin: Path
     r = box.run(["bash", str(SCRIPT), "no-such-app", "--unitctl", str(venv_bin / "unitctl")], timeout=60)
     assert r.returncode == 3
     assert r.stderr.strip() == (
-        "update_systemd_unit.sh: error: no-such-app.service is not installed (LoadState=not-found); "
+        "unitctl: error: no-such-app.service is not installed (LoadState=not-found); "
         "install it first or pass --unit-file FILE"
     )

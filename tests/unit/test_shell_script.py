@@ -1,7 +1,8 @@
-"""update_systemd_unit.sh: shellcheck-clean, --help, argument errors, and how it drives unitctl.
+"""update_systemd_unit.sh: shellcheck-clean, --help, finding unitctl, and passing everything to 'unitctl deploy'.
 
-Argument building and exit-code pass-through are checked here against a recording stand-in for
-unitctl (no systemd needed: every call passes --unit-file, so the script never asks systemctl);
+The script is a wrapper since 'unitctl deploy' does the deploy: what it did in bash (option checks, the rewritten
+copy, fetch, apply, annotations and summary) is tested against the Python in tests/unit/test_deploy.py; here its
+argument errors come from the real unitctl deploy, its pass-through from a recording stand-in for unitctl.
 tests/integration/test_update_script_real.py runs the script against real systemd and unitctl.
 """
 
@@ -14,37 +15,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitcmd import git
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "update_systemd_unit.sh"
+REAL_UNITCTL = Path(sys.prefix) / "bin" / "unitctl"
+BASH = shutil.which("bash") or "/bin/bash"  # by path: some tests run the script with a PATH without unitctl
 
 FAKE_UNITCTL = r"""#!/usr/bin/env bash
-# Records each call, rewrites like 'unitctl rewrite --in-place' would (appends a marker), exits as told.
+# Records each call and exits as told.
 set -euo pipefail
 printf '%s\n' "$*" >>"$FAKE_LOG"
-case $1 in
-  rewrite)
-    echo "# rewritten by fake" >>"$2"
-    exit "${FAKE_REWRITE_RC:-0}"
-    ;;
-  fetch)
-    # The real one: it runs git as the checkout's owner.
-    exec "$REAL_UNITCTL" "$@"
-    ;;
-  apply)
-    while [ "$#" -gt 0 ]; do
-      if [ "$1" = --unit-file ]; then cp "$2" "$FAKE_SEEN"; fi
-      shift
-    done
-    echo "fake apply stdout line"
-    if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
-      echo "### fake summary (GITHUB_ACTIONS=$GITHUB_ACTIONS)" >>"$GITHUB_STEP_SUMMARY"
-    fi
-    exit "${FAKE_APPLY_RC:-0}"
-    ;;
-esac
-exit 99
+echo "fake stdout line"
+exit "${FAKE_RC:-0}"
 """
 
 UNIT = """[Service]
@@ -61,23 +43,16 @@ def fake(tmp_path: Path) -> dict[str, Path]:
     unit.write_text(UNIT)
     repo = tmp_path / "repo"
     repo.mkdir()
-    return {"unitctl": unitctl, "unit": unit, "repo": repo, "log": tmp_path / "calls.log", "seen": tmp_path / "seen"}
+    return {"unitctl": unitctl, "unit": unit, "repo": repo, "log": tmp_path / "calls.log"}
 
 
 def run(args: list[str], fake: dict[str, Path] | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "UNITCTL"))}
     if fake is not None:
-        full_env.update(
-            {
-                "FAKE_LOG": str(fake["log"]),
-                "FAKE_SEEN": str(fake["seen"]),
-                "TMPDIR": str(fake["repo"].parent),
-                "REAL_UNITCTL": str(Path(sys.prefix) / "bin" / "unitctl"),
-            }
-        )
+        full_env.update({"FAKE_LOG": str(fake["log"]), "TMPDIR": str(fake["repo"].parent)})
     full_env.update(env)
     return subprocess.run(
-        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=30, check=False
+        [BASH, str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=30, check=False
     )
 
 
@@ -96,22 +71,29 @@ def test_shellcheck_would_catch_a_mistake(tmp_path: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed: run scripts/bootstrap.sh"
     broken = tmp_path / "broken.sh"
-    broken.write_text(SCRIPT.read_text().replace('cp -- "$unit_file" "$candidate"', "cp -- $unit_file $candidate"))
+    text = SCRIPT.read_text()
+    assert 'exec "$unitctl_bin" deploy "${args[@]}"' in text
+    broken.write_text(text.replace('deploy "${args[@]}"', "deploy ${args[@]}"))
     proc = subprocess.run([shellcheck, str(broken)], capture_output=True, text=True, check=False)
-    assert proc.returncode != 0 and "SC2086" in proc.stdout
+    assert proc.returncode != 0 and "SC2068" in proc.stdout
 
 
-def test_the_script_is_executable_and_strict() -> None:
+def test_the_script_is_executable_strict_and_short() -> None:
     assert os.access(SCRIPT, os.X_OK)
-    assert "set -euo pipefail" in SCRIPT.read_text()
+    text = SCRIPT.read_text()
+    assert "set -euo pipefail" in text
+    assert len(text.splitlines()) < 100, "a wrapper: the deploy itself is 'unitctl deploy'"
 
 
-def test_help_explains_usage_and_exit_codes() -> None:
-    proc = run(["--help"])
+def test_help_is_deploys_help() -> None:
+    proc = run(["--help"], UNITCTL=str(REAL_UNITCTL))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("Usage: update_systemd_unit.sh SERVICE")
-    for text in ("--rev REV", "--workers N|auto", "--unitctl PATH", "4 the release failed, rolled back", "--opt=VALUE"):
-        assert text in proc.stdout
+    assert proc.stdout.startswith("Usage: update_systemd_unit.sh [--unitctl PATH] SERVICE")
+    text = " ".join(proc.stdout.split())  # the help is wrapped to the terminal's width
+    assert "Usage: unitctl deploy [OPTIONS] [SERVICE]" in text
+    for needle in ("--rev REV", "--workers N|auto", "--unitctl PATH", "4 the release failed, rolled back"):
+        assert needle in text
+    assert "--opt=VALUE" in text
     assert proc.stderr == ""
 
 
@@ -119,139 +101,74 @@ def test_help_explains_usage_and_exit_codes() -> None:
     ("args", "message"),
     [
         ([], "no SERVICE given"),
-        (["--workers"], "--workers needs a value"),
+        (["--workers"], "Option '--workers' requires an argument"),
         (["app", "extra"], "unexpected argument 'extra'"),
-        (["a b"], "'a b' is not a service name"),
-        (["app", "--workers", "0"], "--workers must be a positive number or 'auto', not '0'"),
-        (["app", "--workers=lots"], "--workers must be a positive number or 'auto', not 'lots'"),
-        (["app", "--ready-timeout", "soon"], "--ready-timeout must be a number of seconds"),
+        (["a b"], "'a b.service' is not a valid systemd unit name"),
+        (["app", "--workers", "0"], "--workers must be a positive integer or 'auto', not '0'"),
+        (["app", "--workers=lots"], "--workers must be a positive integer or 'auto', not 'lots'"),
+        (["app", "--ready-timeout", "soon"], "Invalid value for '--ready-timeout'"),
         (["app", "--rev", "abc"], "--rev needs --repo DIR"),
         (["app", "--fetch"], "--fetch needs --repo DIR"),
         (["app", "--repo", "/no/such/dir"], "--repo /no/such/dir: no such directory"),
-        (["app", "--ready-url"], "--ready-url needs a value"),
+        (["app", "--ready-url"], "Option '--ready-url' requires an argument"),
         (["app", "--unit-file", "/no/such.service"], "--unit-file /no/such.service: no such file"),
-        (["app", "--unit-file", "/etc/hostname", "--unitctl", "/no/unitctl"], "unitctl not found at /no/unitctl"),
     ],
 )
-def test_bad_arguments_fail_with_one_line_and_exit_2(
-    args: list[str], message: str, fake: dict[str, Path], tmp_path: Path
-) -> None:
-    args = [a.replace("REPO", str(fake["repo"])) for a in args]
-    if "--unitctl" not in args:
-        args += ["--unitctl", str(fake["unitctl"])]
-    proc = run(args, fake)
+def test_bad_arguments_fail_with_one_line_and_exit_2(args: list[str], message: str, fake: dict[str, Path]) -> None:
+    proc = run([*args, "--unitctl", str(REAL_UNITCTL)] if args else ["--unitctl", str(REAL_UNITCTL)], fake)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("update_systemd_unit.sh: error: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("unitctl: error: "), proc.stderr
     assert message in lines[0]
     assert proc.stdout == ""
-    assert calls(fake) == [], "nothing may run after a usage error"
     assert fake["unit"].read_text() == UNIT
 
 
-def test_in_github_actions_an_argument_error_is_also_an_annotation(fake: dict[str, Path]) -> None:
-    proc = run(["app", "--workers", "100%"], fake, GITHUB_ACTIONS="true")
+def test_unitctl_not_found_is_the_scripts_own_error(fake: dict[str, Path]) -> None:
+    proc = run(["app", "--unit-file", str(fake["unit"]), "--unitctl", "/no/unitctl"], fake)
     assert proc.returncode == 2
-    assert "::error title=update_systemd_unit.sh::--workers must be a positive number or 'auto', not '100%25'" in (
-        proc.stderr
-    )
+    assert proc.stderr.splitlines() == [
+        "update_systemd_unit.sh: error: unitctl not found at /no/unitctl; install it (scripts/install-server.sh) "
+        "or pass --unitctl PATH"
+    ]
+    proc = run(["app"], fake, PATH="/nonexistent")
+    assert proc.returncode == 2 and "unitctl not found; install it" in proc.stderr
 
 
-def test_rewrites_a_copy_then_runs_the_guarded_apply_with_everything(fake: dict[str, Path]) -> None:
-    proc = run(
-        [
-            "demoapp.service", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]),
-            "--repo", str(fake["repo"]), "--rev", "0123abc", "--ready-url", "http://127.0.0.1:8000/health/ready",
-            "--ready-timeout", "20", "--workers", "auto", "--json", "--strategy=auto", "--", "--build-cmd", "make x",
-        ],
-        fake,
-    )  # fmt: skip
+def test_in_github_actions_an_argument_error_is_also_an_annotation(fake: dict[str, Path]) -> None:
+    proc = run(["app", "--workers", "100%", "--unitctl", str(REAL_UNITCTL)], fake, GITHUB_ACTIONS="true")
+    assert proc.returncode == 2
+    assert (
+        "::error title=unitctl deploy app.service%3A usage error%2C nothing changed::"
+        "--workers must be a positive integer or 'auto', not '100%25'"
+    ) in proc.stderr
+    proc = run(["app", "--unitctl", "/no/unitctl"], fake, GITHUB_ACTIONS="true")
+    assert "::error title=update_systemd_unit.sh::unitctl not found at /no/unitctl" in proc.stderr
+
+
+def test_everything_but_unitctl_goes_to_deploy_unchanged(fake: dict[str, Path]) -> None:
+    args = [
+        "demoapp.service", "--unit-file", str(fake["unit"]), "--repo", str(fake["repo"]), "--rev", "0123abc",
+        "--ready-url", "http://127.0.0.1:8000/health/ready", "--ready-timeout", "20", "--workers", "auto", "--json",
+        "--strategy=auto", "--", "--build-cmd", "make x", "--unitctl", "not-ours-after-dashes",
+    ]  # fmt: skip
+    proc = run(["--unitctl", str(fake["unitctl"]), *args], fake)
     assert proc.returncode == 0, proc.stderr
-    rewrite, apply = calls(fake)
-    candidate = rewrite.split()[1]
-    assert Path(candidate).name == "demoapp.service", "the copy keeps the unit's name for verification"
-    assert rewrite == f"rewrite {candidate} --no-preload --strict --workers auto --in-place"
-    assert apply == (
-        f"apply demoapp --guarded --unit-file {candidate} --repo {fake['repo']} --rev 0123abc "
-        "--ready-url http://127.0.0.1:8000/health/ready --ready-timeout 20 --json --strategy=auto --build-cmd make x"
-    )
-    assert fake["seen"].read_text() == UNIT + "# rewritten by fake\n", "apply gets the rewritten copy"
-    assert fake["unit"].read_text() == UNIT, "the installed unit is never edited in place"
-    assert not Path(candidate).parent.exists(), "the temporary copy is removed"
-    assert proc.stdout == "fake apply stdout line\n"
+    assert calls(fake) == ["deploy " + " ".join(args)]
+    assert proc.stdout == "fake stdout line\n"
+    proc = run([f"--unitctl={fake['unitctl']}", "app"], fake)
+    assert calls(fake)[-1] == "deploy app"
+    proc = run(["app", "--fetch"], fake, UNITCTL=str(fake["unitctl"]))
+    assert calls(fake)[-1] == "deploy app --fetch"
 
 
-def test_keep_preload_and_no_workers_means_no_rewrite(fake: dict[str, Path]) -> None:
-    proc = run(["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]), "--keep-preload"], fake)
+def test_unitctl_is_found_on_path(fake: dict[str, Path]) -> None:
+    proc = run(["app"], fake, PATH=f"{fake['unitctl'].parent}:/usr/bin:/bin")
     assert proc.returncode == 0, proc.stderr
-    (apply,) = calls(fake)
-    assert apply.startswith("apply demoapp --guarded --unit-file ")
-    assert fake["seen"].read_text() == UNIT
+    assert calls(fake) == ["deploy app"]
 
 
-@pytest.mark.parametrize("code", [0, 1, 3, 4, 5])
-def test_unitctl_apply_exit_codes_pass_through_unchanged(code: int, fake: dict[str, Path]) -> None:
-    proc = run(
-        ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"])], fake, FAKE_APPLY_RC=str(code)
-    )
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 4, 5])
+def test_unitctl_deploy_exit_codes_pass_through_unchanged(code: int, fake: dict[str, Path]) -> None:
+    proc = run(["demoapp", "--unitctl", str(fake["unitctl"])], fake, FAKE_RC=str(code))
     assert proc.returncode == code, proc.stderr
-
-
-def test_a_failed_rewrite_stops_before_apply_with_its_code(fake: dict[str, Path]) -> None:
-    proc = run(
-        ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"])], fake, FAKE_REWRITE_RC="3"
-    )
-    assert proc.returncode == 3
-    assert [c.split()[0] for c in calls(fake)] == ["rewrite"]
-
-
-def test_a_failed_fetch_is_refused_before_apply(fake: dict[str, Path], tmp_path: Path) -> None:
-    repo = fake["repo"]
-    git(repo.parent, "init", "-q", str(repo))
-    args = ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]), "--repo", str(repo)]
-    proc = run([*args, "--fetch", "--remote", "nosuchremote"], fake)
-    assert proc.returncode == 3
-    assert "git fetch from nosuchremote" in proc.stderr and "nothing was changed" in proc.stderr
-    assert "unitctl: error: git fetch --quiet --tags -- nosuchremote failed" in proc.stderr
-    assert calls(fake)[1:] == [f"fetch {repo} --remote nosuchremote"], "no apply after a failed fetch"
-
-
-def test_fetch_brings_the_revision_before_apply(fake: dict[str, Path], tmp_path: Path) -> None:
-    origin = tmp_path / "origin"
-    git(tmp_path, "init", "-q", str(origin))
-    git(origin, "commit", "-q", "--allow-empty", "-m", "one")
-    clone = tmp_path / "clone"
-    git(tmp_path, "clone", "-q", str(origin), str(clone))
-    git(origin, "commit", "-q", "--allow-empty", "-m", "two")
-    new = git(origin, "rev-parse", "HEAD").strip()
-    args = ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]), "--repo", str(clone)]
-    proc = run([*args, "--fetch", "--rev", new], fake)
-    assert proc.returncode == 0, proc.stderr
-    git(clone, "cat-file", "-e", new)  # raises unless the clone has the revision
-    assert calls(fake)[1] == f"fetch {clone} --remote origin"
-    assert calls(fake)[-1].endswith(f"--rev {new}")
-
-
-def test_summary_stdout_sends_the_summary_to_stdout_and_the_rest_to_stderr(fake: dict[str, Path]) -> None:
-    proc = run(
-        ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"]), "--summary-stdout"],
-        fake,
-        FAKE_APPLY_RC="4",
-    )
-    assert proc.returncode == 4
-    assert proc.stdout == "### fake summary (GITHUB_ACTIONS=true)\n"
-    assert "fake apply stdout line" in proc.stderr
-
-
-def test_a_failed_rewrite_is_reported_to_github_actions(fake: dict[str, Path], tmp_path: Path) -> None:
-    summary = tmp_path / "summary.md"
-    proc = run(
-        ["demoapp", "--unit-file", str(fake["unit"]), "--unitctl", str(fake["unitctl"])],
-        fake,
-        FAKE_REWRITE_RC="3",
-        GITHUB_ACTIONS="true",
-        GITHUB_STEP_SUMMARY=str(summary),
-    )
-    assert proc.returncode == 3
-    assert "::error title=update_systemd_unit.sh::unitctl rewrite of demoapp.service exited 3" in proc.stderr
-    assert summary.read_text().startswith("### ❌ update_systemd_unit.sh demoapp.service: unitctl rewrite of")

@@ -17,8 +17,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = REPO_ROOT / "examples" / "github" / "deploy.yml"
-SCRIPT = REPO_ROOT / "update_systemd_unit.sh"
 FORCED = REPO_ROOT / "examples" / "server" / "deploy-demoapp"
+SERVER_TOML = REPO_ROOT / "examples" / "server" / "unitctl.toml"
 
 
 def _actionlint() -> str:
@@ -157,14 +157,33 @@ def test_the_workflow_tells_never_connected_from_lost_mid_deploy() -> None:
     assert 'echo "deploy: started $request on' in FORCED.read_text()
 
 
-def test_the_forced_command_only_passes_options_the_script_knows() -> None:
+def test_the_forced_command_only_passes_the_commit_and_options_deploy_knows() -> None:
     text = FORCED.read_text()
-    call = text[text.index("exec update_systemd_unit.sh") :]
+    call = text[text.index("exec unitctl deploy") :]
     used = set(re.findall(r"(--[a-z-]+)", call))
-    help_text = subprocess.run(["bash", str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    unitctl = Path(sys.prefix) / "bin" / "unitctl"
+    env = {**os.environ, "COLUMNS": "200"}
+    help_text = subprocess.run(
+        [str(unitctl), "deploy", "--help"], capture_output=True, text=True, check=True, env=env
+    ).stdout
     known = set(re.findall(r"^\s+(--[a-z-]+)", help_text, flags=re.M))
-    assert {"--rev", "--fetch", "--repo", "--ready-url", "--summary-stdout"} <= used, call
-    assert used <= known, f"unknown to update_systemd_unit.sh: {sorted(used - known)}"
+    assert {"--rev", "--summary-stdout"} <= used, call
+    assert used <= known, f"unknown to unitctl deploy: {sorted(used - known)}"
+    # Everything else about the deploy is root's file on the server, not the command line the key can reach.
+    assert not used & {"--repo", "--ready-url", "--build-cmd", "--config"}, call
+
+
+def test_the_servers_settings_file_is_valid_for_the_forced_commands_service() -> None:
+    from unitctl import config
+    from unitctl.commands.deploy import DEPLOY_SCHEMA
+
+    cfg = config.load(SERVER_TOML)
+    assert cfg is not None
+    values = cfg.service_section("deploy", "demoapp.service", DEPLOY_SCHEMA)
+    assert values["repo"] == "/srv/demoapp/app" and values["fetch"] is True
+    assert values["ready_url"] == "http://127.0.0.1:8000/health/ready"
+    assert (values["ready_timeout"], values["workers"]) == (60, "auto")
+    assert "SERVICE=demoapp" in FORCED.read_text()
 
 
 def test_the_forced_command_passes_shellcheck() -> None:

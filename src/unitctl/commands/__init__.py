@@ -4,7 +4,7 @@ settings.py  typed, frozen settings per unitctl.toml table: flags merged over th
 report.py    the result object every reporting command returns, the outcome vocabulary, the ``--json`` envelope
              and the one place that prints a result (text or JSON)
 edges.py     the real systemd backend and probes the commands use (tests replace them)
-render.py rewrite.py diff.py verify.py apply.py status.py history.py fetch.py   one verb each
+render.py rewrite.py diff.py verify.py apply.py status.py history.py fetch.py deploy.py   one verb each
 
 cli.py declares the options and calls ``run``; nothing here imports typer.
 """

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unitctl.commands.settings import RewriteSettings
-from unitctl.errors import ExitCode, InputError, RefusedError, UsageError
+from unitctl.errors import ExitCode, InputError, UsageError
 from unitctl.rewrite import RewriteResult
 
 
@@ -47,14 +47,9 @@ def run(*, settings: RewriteSettings, err: Callable[[str], None], colour: bool =
 
     make = rewrite.dropin_for if s.drop_in else rewrite.rewrite_unit
     spec = rewrite.RewriteSpec(
-        workers=wanted, no_preload=s.no_preload, max_workers=s.max_workers, cpu_count=os.cpu_count()
+        workers=wanted, no_preload=s.no_preload, max_workers=s.max_workers, cpu_count=os.cpu_count(), strict=s.strict
     )
     result = make(text, spec, read_file=default_read_file, path=s.file)
-    if s.strict and result.preload_kept:
-        raise RefusedError(
-            f"{s.file}: --no-preload was asked, but preload stays on: {result.preload_kept} sets it",
-            hint="remove preload_app (or --preload) there; nothing was written",
-        )
     for warning in result.warnings:
         err(f"unitctl: warning: {warning}\n")
     summary = ", ".join(result.changes) or "no changes"
