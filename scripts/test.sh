@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 echo "== ruff"
-"$VENV/bin/ruff" check src tests
-"$VENV/bin/ruff" format --check src tests
+"$VENV/bin/ruff" check src tests ansible
+"$VENV/bin/ruff" format --check src tests ansible
 echo "== mypy"
 "$VENV/bin/mypy"
 echo "== pytest"
