@@ -216,6 +216,25 @@ _UNCHANGED = ("nothing-to-do", "changes-pending", "usage-error", "refused")
 _SERVICE = re.compile(r"^[A-Za-z0-9_.:\\@-]+$")
 
 
+# The task's parameters (DOCUMENTATION's options say the same; a unit test holds them equal).
+ARGUMENT_SPEC = {
+    "service": {"type": "str", "required": True, "aliases": ["name"]},
+    "rev": {"type": "str", "required": True},
+    "command": {"type": "str", "choices": ["apply", "deploy"], "default": "apply"},
+    "repo": {"type": "path"},
+    "ready_url": {"type": "str"},
+    "ready_timeout": {"type": "float"},
+    "workers": {"type": "str"},
+    "unit_file": {"type": "path"},
+    "strategy": {"type": "str"},
+    "fetch": {"type": "bool", "default": False},
+    "remote": {"type": "str", "default": "origin"},
+    "extra_args": {"type": "list", "elements": "str", "default": []},
+    "unitctl_path": {"type": "str", "default": "/usr/local/bin/unitctl"},
+    "chdir": {"type": "path", "default": "/"},
+}
+
+
 def parse_report(rc, stdout, stderr=""):
     """Return unitctl's report (exit_code, outcome, message, hint, result, schema_version) from either shape."""
     data = _json_object(stdout)
@@ -380,22 +399,7 @@ def _text(value):
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "service": {"type": "str", "required": True, "aliases": ["name"]},
-            "rev": {"type": "str", "required": True},
-            "command": {"type": "str", "choices": ["apply", "deploy"], "default": "apply"},
-            "repo": {"type": "path"},
-            "ready_url": {"type": "str"},
-            "ready_timeout": {"type": "float"},
-            "workers": {"type": "str"},
-            "unit_file": {"type": "path"},
-            "strategy": {"type": "str"},
-            "fetch": {"type": "bool", "default": False},
-            "remote": {"type": "str", "default": "origin"},
-            "extra_args": {"type": "list", "elements": "str", "default": []},
-            "unitctl_path": {"type": "str", "default": "/usr/local/bin/unitctl"},
-            "chdir": {"type": "path", "default": "/"},
-        },
+        argument_spec=ARGUMENT_SPEC,
         required_if=[("command", "apply", ("repo", "ready_url"))],
         supports_check_mode=True,
     )
