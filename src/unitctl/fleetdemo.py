@@ -287,6 +287,25 @@ def booted_fleet(workdir: Path, hosts: Sequence[str] = HOSTS) -> Iterator[Fleet]
         yield Fleet(boxes, workdir)
 
 
+def deploy_lines(output: str, width: int = 150) -> list[str]:
+    """Return what the demo shows of a playbook run: each host's deploy result (a failure's msg) and the summary."""
+    shown: list[str] = []
+    task = ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[len("TASK [") :].split("]", 1)[0]
+            continue
+        text = line.strip()
+        if task == "Deploy the release, guarded" and text.startswith(("changed: [", "ok: [", "fatal: [")):
+            head, _, body = text.partition(" => ")
+            with contextlib.suppress(ValueError, AttributeError):
+                head = f"{head} {json.loads(body).get('msg', '')}"
+            shown.append(head)
+        elif task == "Every host's outcome" and text.startswith('"') and not text.startswith('"msg"'):
+            shown.append(text.strip('",'))
+    return [s if len(s) <= width else s[: width - 1] + "…" for s in shown]
+
+
 def table(rollouts: Sequence[Rollout], revs: Mapping[str, str]) -> list[str]:
     """Return the table release x host -> exit code, outcome, release served after (and whether it was expected)."""
     rows = [("release", "host", "exit", "outcome", "serves after", "result")]
@@ -340,11 +359,8 @@ def run(*, out: TextIO, workdir: Path, ready_timeout: float) -> int:
             say(f"\n== {release.tag} ({fleet.revs[release.tag][:12]}): {release.what}")
             ro = fleet.rollout(release, ready_timeout=ready_timeout)
             rollouts.append(ro)
-            for line in ro.output.splitlines():
-                if line.startswith(("TASK [Deploy the release", "changed: [", "fatal: [", "ok: [web")) or (
-                    line.strip().startswith('"web') and ":" in line
-                ):
-                    say(f"   {line.strip()}")
+            for line in deploy_lines(ro.output):
+                say(f"   {line}")
             say(f"   -> ansible-playbook exit {ro.returncode} in {ro.seconds:.0f}s")
         say("\n   tearing the hosts down...")
     left = [item for item in sandbox.leftovers() if any(n in item for n in names)]
