@@ -133,7 +133,9 @@ def test_the_envelope_gives_the_hint_and_marks_its_schema() -> None:
 def test_the_process_exit_code_wins_over_a_json_that_disagrees() -> None:
     # The envelope promises they are equal; if a unitctl ever broke that, the host's real exit code is the truth.
     res = mod.interpret(mod.parse_report(4, _envelope(0), ""))
-    assert res["failed"] and res["exit_code"] == 4 and res["rolled_back"]
+    assert res["failed"] and res["exit_code"] == 4 and res["rolled_back"] and res["outcome"] == "rolled-back"
+    ok = mod.interpret(mod.parse_report(0, _envelope(4), ""))
+    assert not ok["failed"] and ok["outcome"] == "deployed" and not ok["rolled_back"]
 
 
 @pytest.mark.parametrize("code", [2, 3, 4, 5])

@@ -239,10 +239,11 @@ def parse_report(rc, stdout, stderr=""):
     """Return unitctl's report (exit_code, outcome, message, hint, result, schema_version) from either shape."""
     data = _json_object(stdout)
     if data is not None and "schema_version" in data:
+        outcome = data.get("outcome") if isinstance(data.get("outcome"), str) else None
         exit_code = data.get("exit_code")
         if not isinstance(exit_code, int) or isinstance(exit_code, bool) or exit_code != rc:
-            exit_code = rc  # the process's code is the truth; the envelope promises they are equal
-        outcome = data.get("outcome") if isinstance(data.get("outcome"), str) else None
+            # The process's code is the truth (the envelope promises they are equal), and so is its outcome.
+            exit_code, outcome = rc, None
         result = data.get("result") if isinstance(data.get("result"), dict) else None
         return {
             "schema_version": data.get("schema_version"),
