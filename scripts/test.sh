@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 echo "== ruff"
-"$VENV/bin/ruff" check src tests scripts
-"$VENV/bin/ruff" format --check src tests scripts
+"$VENV/bin/ruff" check src tests scripts ansible
+"$VENV/bin/ruff" format --check src tests scripts ansible
 echo "== mypy"
 "$VENV/bin/mypy"
 echo "== pytest"

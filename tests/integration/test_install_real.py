@@ -11,7 +11,6 @@ The sandbox is one of its own: the install puts unitctl into /usr/local/bin, whi
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from unitctl import __version__
 from unitctl import sandbox as sandbox_mod
+from unitctl.fleetdemo import build_wheelhouse
 
 pytestmark = pytest.mark.systemd
 
@@ -36,24 +36,10 @@ PORT = 8131
 SERVER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
 
 
-def _built_wheelhouse(out: Path) -> Path:
-    """Build unitctl's wheel with scripts/build.sh and collect every dependency's wheel next to it."""
-    dist = out / "dist"
-    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build.sh"), str(dist)], check=True, capture_output=True)
-    (wheel,) = dist.glob("unitctl-*.whl")
-    house = out / "wheelhouse"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(house), f"{wheel}[dbus]"],
-        check=True,
-        capture_output=True,
-    )
-    return house
-
-
 @pytest.fixture(scope="module")
 def server(sandbox: sandbox_mod.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[sandbox_mod.Sandbox]:
     """A fresh sandbox with the wheelhouse copied in (the shared sandbox fixture proves the host can boot one)."""
-    house = _built_wheelhouse(tmp_path_factory.mktemp("install"))
+    _, house = build_wheelhouse(tmp_path_factory.mktemp("install"))
     with sandbox_mod.booted(bind_ro=[REPO_ROOT, sys.prefix]) as box:
         for whl in house.glob("*.whl"):
             box.write_file(f"{WHEELHOUSE}/{whl.name}", whl.read_bytes())

@@ -80,6 +80,13 @@ RULES: list[tuple[str, str, str]] = [
         "builds the wheel: tests/integration/test_install_real.py builds and installs it",
     ),
     (r"(bash )?(\S*/)?install-server\.sh\b", "elsewhere", _SERVER),
+    (
+        r"ansible-playbook\b",
+        "elsewhere",
+        "drives real hosts: tests/integration/test_fleet_real.py runs the playbooks against three sandboxed hosts",
+    ),
+    (r"bash scripts/demo-fleet\.sh\b", "elsewhere", "boots three sandboxes: tests/integration/test_fleet_real.py"),
+    (r"pip wheel\b", "elsewhere", "downloads every dependency: tests/integration/test_install_real.py builds one"),
     (r"(scp|ssh|pipx|install|sudo|git|systemctl|journalctl)\b", "elsewhere", _SERVER),
     (
         r"(\.venv/bin/)?python3? bench/",
