@@ -424,3 +424,13 @@ def test_anchor_rule_matches_github() -> None:
     )
     assert github_anchor('"Nothing to do" is checked against reality') == "nothing-to-do-is-checked-against-reality"
     assert github_anchor("Outcomes of `apply` and `rollback`") == "outcomes-of-apply-and-rollback"
+
+
+def test_the_step_list_in_apply_md_is_the_engines() -> None:
+    """docs/apply.md names the journal's steps in order: the engine's STEPS, not a copy that drifts."""
+    from unitctl.deploy.model import STEPS
+
+    text = (REPO_ROOT / "docs" / "apply.md").read_text(encoding="utf-8")
+    m = re.search(r"Steps, in order: (.*?) \(`worktree`", text, flags=re.S)
+    assert m is not None, "docs/apply.md lost its 'Steps, in order:' list"
+    assert re.findall(r"`([a-z-]+)`", m.group(1)) == list(STEPS)
