@@ -20,7 +20,7 @@ from pathlib import Path
 
 from unitctl import execline
 from unitctl.errors import UnitSyntaxError
-from unitctl.rewrite import rewrite_unit
+from unitctl.rewrite import RewriteSpec, rewrite_unit
 from unitctl.unitfile import UnitFile
 
 DEFAULT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
@@ -111,7 +111,7 @@ def bench_continuations() -> None:
     for lines in CONTINUATION_LINES:
         text = continuation_unit(lines)
         t0 = time.perf_counter()
-        result = rewrite_unit(text, workers=3, no_preload=True, cpu_count=2, read_file=lambda _path: None)
+        result = rewrite_unit(text, RewriteSpec(workers=3, no_preload=True, cpu_count=2), read_file=lambda _path: None)
         elapsed = time.perf_counter() - t0
         assert result.changed and "--preload" not in result.text  # the figure is for a rewrite that happened
         print(f"{lines:>6} {elapsed:9.2f}")

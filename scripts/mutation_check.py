@@ -225,8 +225,8 @@ MUTANTS: list[Mutant] = [
     # -- rewrite: minimal edits of the ExecStart= value -------------------------------------------------------------
     M(
         "rewrite",
-        "if no_preload and after.preload.value is not False:",
-        "if no_preload and after.preload.value is True:",
+        "if not spec.no_preload or after.preload.value is False:",
+        "if not spec.no_preload or after.preload.value is not True:",
         "no warning when the config file computes preload_app",
     ),
     M(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict, Unpack
 
 from unitctl import execline
 from unitctl.errors import RefusedError, UnitctlError
@@ -51,15 +50,6 @@ class RewriteSpec:
     cpu_count: int | None = None
     # With no_preload: refuse when preload stays on all the same (a gunicorn.conf.py or GUNICORN_CMD_ARGS sets it).
     strict: bool = False
-
-
-class _SpecFields(TypedDict, total=False):
-    """RewriteSpec's fields as keywords, for callers that have not built one."""
-
-    workers: int | str | None
-    max_workers: int | None
-    no_preload: bool
-    cpu_count: int | None
 
 
 @dataclass(frozen=True)
@@ -333,19 +323,16 @@ def _drop_preload_from_env(uf: UnitFile, changes: list[str]) -> list[str] | None
 
 def rewrite_unit(
     text: str,
-    spec: RewriteSpec | None = None,
+    spec: RewriteSpec,
     *,
     read_file: ReadFile | None = None,
     path: str | None = None,
-    **fields: Unpack[_SpecFields],
 ) -> RewriteResult:
     """Make the rewrite ``spec`` asks for (workers and/or no preload) with the fewest byte changes.
 
     ``read_file(path) -> text | None`` lets the rewrite look into the Gunicorn config file and EnvironmentFile=
     (they cannot be changed from the unit: settings there become warnings); without it they are not read.
-    ``fields`` are RewriteSpec's fields as keywords, instead of ``spec``.
     """
-    spec = _spec(spec, fields)
     workers, no_preload, max_workers, cpu_count = spec.workers, spec.no_preload, spec.max_workers, spec.cpu_count
     check_not_template(text, path=path)
     uf = UnitFile.parse(text, path=path)
@@ -431,18 +418,17 @@ def _preload_left_on(after: Settings, *, spec: RewriteSpec, path: str | None, wa
 
 def dropin_for(
     text: str,
-    spec: RewriteSpec | None = None,
+    spec: RewriteSpec,
     *,
     read_file: ReadFile | None = None,
     path: str | None = None,
-    **fields: Unpack[_SpecFields],
 ) -> RewriteResult:
     """Return an override drop-in (``[Service]`` / ``ExecStart=`` / ``ExecStart=<new>``) that makes the rewrite.
 
     ``text`` is the unit as systemd merges it for the service (or its main file); the result's text is empty
     when nothing needs to change.
     """
-    result = rewrite_unit(text, _spec(spec, fields), read_file=read_file, path=path)
+    result = rewrite_unit(text, spec, read_file=read_file, path=path)
     if not result.changes:
         return RewriteResult("", [], result.warnings, result.preload_kept)
     uf = UnitFile.parse(result.text, path=path)  # parse() is lossless: the rewritten unit, read back
@@ -458,10 +444,3 @@ def dropin_for(
         if new_args != original_env["GUNICORN_CMD_ARGS"][0]:
             out.append("Environment=" + execline.quote("GUNICORN_CMD_ARGS=" + new_args))
     return RewriteResult("\n".join(out) + "\n", result.changes, result.warnings, result.preload_kept)
-
-
-def _spec(spec: RewriteSpec | None, fields: _SpecFields) -> RewriteSpec:
-    """Return the spec given, or the one its fields make; refuse both at once."""
-    if spec is not None and fields:
-        raise TypeError("pass a RewriteSpec or its fields, not both")
-    return spec if spec is not None else RewriteSpec(**fields)

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from apphelpers import bus_path
 
-from unitctl.rewrite import dropin_for, rewrite_unit
+from unitctl.rewrite import RewriteSpec, dropin_for, rewrite_unit
 from unitctl.sandbox import Sandbox
 
 pytestmark = pytest.mark.systemd
@@ -57,14 +57,13 @@ def _rewrite(case: str) -> tuple[str, str]:
     text = _venv((GOLDEN / case / "input.service").read_bytes().decode("utf-8"))
     files = opts.get("files")
     func = dropin_for if opts.get("mode") == "dropin" else rewrite_unit
-    result = func(
-        text,
+    spec = RewriteSpec(
         workers=opts.get("workers"),
         no_preload=bool(opts.get("no_preload")),
         max_workers=opts.get("max_workers"),
         cpu_count=opts.get("cpu_count"),
-        read_file=None if files is None else files.get,
     )
+    result = func(text, spec, read_file=None if files is None else files.get)
     # The same rewrite as the golden file, with the venv path in place.
     assert result.text == _venv((GOLDEN / case / "expected.service").read_bytes().decode("utf-8"))
     return text, result.text

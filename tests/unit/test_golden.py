@@ -20,7 +20,8 @@ import pytest
 from goldens import NEW, regen_mode, regenerate
 
 from unitctl.errors import UnitctlError
-from unitctl.rewrite import dropin_for, rewrite_unit
+from unitctl.gunicorn import ReadFile
+from unitctl.rewrite import RewriteSpec, dropin_for, rewrite_unit
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "input.service").exists())
@@ -35,26 +36,25 @@ def _read(path: Path) -> str:
     return path.read_bytes().decode("utf-8")
 
 
-def _options(case: str) -> tuple[dict[str, Any], bool]:
-    """Return a case's rewrite keyword arguments from its options.json, and whether it is a drop-in case."""
+def _options(case: str) -> tuple[RewriteSpec, ReadFile | None, bool]:
+    """Return a case's rewrite (from its options.json), the files it may read, and whether it is a drop-in case."""
     opts: dict[str, Any] = json.loads(_read(GOLDEN / case / "options.json"))
     files: dict[str, str] | None = opts.get("files")
-    kwargs = {
-        "workers": opts.get("workers"),
-        "no_preload": bool(opts.get("no_preload", False)),
-        "max_workers": opts.get("max_workers"),
-        "cpu_count": opts.get("cpu_count"),
-        "read_file": None if files is None else files.get,
-    }
-    return kwargs, opts.get("mode") == "dropin"
+    spec = RewriteSpec(
+        workers=opts.get("workers"),
+        no_preload=bool(opts.get("no_preload", False)),
+        max_workers=opts.get("max_workers"),
+        cpu_count=opts.get("cpu_count"),
+    )
+    return spec, None if files is None else files.get, opts.get("mode") == "dropin"
 
 
 def run_case(case: str) -> tuple[str | None, str]:
     """Run one case; return (new unit text or None, report or error text)."""
-    kwargs, dropin = _options(case)
+    spec, read_file, dropin = _options(case)
     func = dropin_for if dropin else rewrite_unit
     try:
-        result = func(_read(GOLDEN / case / "input.service"), **kwargs)
+        result = func(_read(GOLDEN / case / "input.service"), spec, read_file=read_file)
     except UnitctlError as exc:
         return None, f"{type(exc).__name__} (exit {int(exc.exit_code)}): {exc}\n"
     report = "".join(f"change: {c}\n" for c in result.changes) + "".join(f"warning: {w}\n" for w in result.warnings)
@@ -97,6 +97,7 @@ def test_golden(case: str) -> None:
 def test_golden_is_idempotent(case: str) -> None:
     """Rewriting the expected output again with the same options changes nothing."""
     expected = _read(GOLDEN / case / "expected.service")
-    again = rewrite_unit(expected, **_options(case)[0])
+    spec, read_file, _ = _options(case)
+    again = rewrite_unit(expected, spec, read_file=read_file)
     assert again.text == expected
     assert again.changes == []

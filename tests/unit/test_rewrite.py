@@ -14,7 +14,7 @@ from unitctl import execline
 from unitctl.errors import NotGunicornError, TemplateUnitError, UsageError
 from unitctl.gunicorn import GunicornArgsError
 from unitctl.placeholders import check_not_template
-from unitctl.rewrite import RewriteError, dropin_for, rewrite_unit
+from unitctl.rewrite import RewriteError, RewriteSpec, dropin_for, rewrite_unit
 from unitctl.unitfile import UnitFile
 
 GU = "/srv/venv/bin/gunicorn"
@@ -109,7 +109,7 @@ def test_rewrite_gives_gunicorn_exactly_the_requested_change(
     text = f"[Unit]\nDescription=x\n\n[Service]\nType=notify\nExecStart={raw}\nRestart=always\n"
     assert _exec_args(text) == words  # the generator wrote what it meant
 
-    result = rewrite_unit(text, workers=workers, no_preload=no_preload)
+    result = rewrite_unit(text, RewriteSpec(workers=workers, no_preload=no_preload))
     after = _gunicorn(_exec_args(result.text))
     assert after is not None, result.text
     if workers is not None:
@@ -131,7 +131,7 @@ def test_rewrite_gives_gunicorn_exactly_the_requested_change(
     # No blank line, and no line left holding nothing but a continuation unless a comment forced it.
     assert "\n\n[Service]" in result.text and result.text.count("\n\n") == 1
     # A second run finds nothing to do.
-    again = rewrite_unit(result.text, workers=workers, no_preload=no_preload)
+    again = rewrite_unit(result.text, RewriteSpec(workers=workers, no_preload=no_preload))
     assert again.text == result.text and again.changes == []
     assert (result.text != text) == bool(result.changes)
 
@@ -143,41 +143,43 @@ UNIT = "[Service]\nExecStart=" + GU + " -w 9 --preload app:a\n"
 
 def test_noop_is_byte_identical_and_reports_nothing() -> None:
     text = "\ufeff[Service]\r\nExecStart=" + GU + " --workers=5   app:a\r\n# trailing comment"
-    result = rewrite_unit(text, workers=5, no_preload=True)
+    result = rewrite_unit(text, RewriteSpec(workers=5, no_preload=True))
     assert result.text == text
     assert result.changes == [] and not result.changed
 
 
 def test_only_the_value_bytes_change() -> None:
-    result = rewrite_unit(UNIT, workers=12)
+    result = rewrite_unit(UNIT, RewriteSpec(workers=12))
     assert result.text == UNIT.replace("-w 9", "-w 12")
     assert result.changes == ["workers 9 → 12"]
     assert result.warnings == []  # a command-line workers beats config files and environment files
 
 
 def test_auto_uses_the_given_cpu_count_and_cap() -> None:
-    assert "-w 9 " in rewrite_unit(UNIT, workers="auto", cpu_count=4).text
-    assert "-w 4 " in rewrite_unit(UNIT, workers="auto", cpu_count=4, max_workers=4).text
+    assert "-w 9 " in rewrite_unit(UNIT, RewriteSpec(workers="auto", cpu_count=4)).text
+    assert "-w 4 " in rewrite_unit(UNIT, RewriteSpec(workers="auto", cpu_count=4, max_workers=4)).text
     with pytest.raises(UsageError):
-        rewrite_unit(UNIT, workers="auto")
+        rewrite_unit(UNIT, RewriteSpec(workers="auto"))
 
 
 def test_read_file_reveals_preload_in_the_config_file() -> None:
     unit = "[Service]\nWorkingDirectory=/srv/app\nExecStart=" + GU + " app:a\n"
     files = {"/srv/app/gunicorn.conf.py": "preload_app = True\n"}
-    result = rewrite_unit(unit, no_preload=True, read_file=files.get)
+    result = rewrite_unit(unit, RewriteSpec(no_preload=True), read_file=files.get)
     assert result.text == unit
     assert result.warnings == [
         "/srv/app/gunicorn.conf.py sets preload_app; Gunicorn has no --no-preload to override it from the unit: "
         "remove preload_app from that file"
     ]
-    clean = rewrite_unit(unit, no_preload=True, read_file={"/srv/app/gunicorn.conf.py": "timeout = 5\n"}.get)
+    clean = rewrite_unit(
+        unit, RewriteSpec(no_preload=True), read_file={"/srv/app/gunicorn.conf.py": "timeout = 5\n"}.get
+    )
     assert clean.warnings == []
 
 
 def test_sh_c_word_with_escapes_is_requoted_whole() -> None:
     unit = '[Service]\nExecStart=/bin/sh -c "exec ' + GU + " -w 9 --bind \\'127.0.0.1:80\\' app:a\"\n"
-    result = rewrite_unit(unit, workers=3, no_preload=True)
+    result = rewrite_unit(unit, RewriteSpec(workers=3, no_preload=True))
     (cmd,) = execline.split(UnitFile.parse(result.text).get("Service", "ExecStart") or "")
     assert cmd.argv[2] == "exec " + GU + " -w 3 --bind '127.0.0.1:80' app:a"
 
@@ -185,20 +187,20 @@ def test_sh_c_word_with_escapes_is_requoted_whole() -> None:
 def test_proxy_protocol_swallowing_the_app_is_refused_not_corrupted() -> None:
     unit = "[Service]\nExecStart=" + GU + " --proxy-protocol --preload app:a\n"
     with pytest.raises(RewriteError, match="proxy-protocol"):
-        rewrite_unit(unit, no_preload=True)
+        rewrite_unit(unit, RewriteSpec(no_preload=True))
 
 
 def test_dropin_for_a_continued_command() -> None:
     unit = "[Service]\nExecStart=-" + GU + " \\\n  --preload \\\n  -w 9 \\\n  'app:a'\n"
-    result = dropin_for(unit, workers=4, no_preload=True)
+    result = dropin_for(unit, RewriteSpec(workers=4, no_preload=True))
     assert result.text == "[Service]\nExecStart=\nExecStart=-" + GU + " -w 4 'app:a'\n"
     assert result.changes == ["workers 9 → 4", "preload removed"]
-    assert dropin_for(result.text.replace("ExecStart=\n", ""), workers=4, no_preload=True).text == ""
+    assert dropin_for(result.text.replace("ExecStart=\n", ""), RewriteSpec(workers=4, no_preload=True)).text == ""
 
 
 def test_env_wrapper_and_other_launchers_are_not_silently_ignored() -> None:
     with pytest.raises(NotGunicornError, match="uWSGI"):
-        rewrite_unit("[Service]\nExecStart=/usr/bin/uwsgi --ini a.ini\n", workers=2)
+        rewrite_unit("[Service]\nExecStart=/usr/bin/uwsgi --ini a.ini\n", RewriteSpec(workers=2))
 
 
 @pytest.mark.parametrize(
@@ -211,7 +213,7 @@ def test_env_wrapper_and_other_launchers_are_not_silently_ignored() -> None:
 )
 def test_templates_are_refused(text: str) -> None:
     with pytest.raises(TemplateUnitError) as exc:
-        rewrite_unit(text, workers=2)
+        rewrite_unit(text, RewriteSpec(workers=2))
     assert exc.value.exit_code == 3 and "line 2" in str(exc.value)
 
 
@@ -222,7 +224,7 @@ def test_not_templates() -> None:
 def test_refusals_leave_no_partial_result() -> None:
     two = UNIT + "ExecStart=" + GU + " other:app\n"
     with pytest.raises(GunicornArgsError, match="2 ExecStart= commands"):
-        rewrite_unit(two, workers=2)
+        rewrite_unit(two, RewriteSpec(workers=2))
 
 
 def test_placeholders_in_comment_lines_are_not_a_template() -> None:
@@ -231,29 +233,11 @@ def test_placeholders_in_comment_lines_are_not_a_template() -> None:
         "[Service]\n# rendered from app.service.in (@VENV@ filled in); {{ jinja }} was here\n"
         "ExecStart=/v/bin/gunicorn -w 2 app:app\n"
     )
-    result = rewrite_unit(text, workers=3)
+    result = rewrite_unit(text, RewriteSpec(workers=3))
     assert result.text == text.replace("-w 2", "-w 3")
 
 
 def test_placeholder_outside_comments_is_refused_with_its_line() -> None:
     text = "[Service]\n# a comment\nExecStart=@VENV@/bin/gunicorn app:app\n"
     with pytest.raises(TemplateUnitError, match="line 3"):
-        rewrite_unit(text, workers=3)
-
-
-def test_a_rewrite_spec_and_its_fields_ask_for_the_same_rewrite() -> None:
-    from unitctl.rewrite import RewriteSpec
-
-    spec = RewriteSpec(workers="auto", max_workers=4, no_preload=True, cpu_count=8)
-    by_spec, by_fields = (
-        rewrite_unit(UNIT, spec),
-        rewrite_unit(UNIT, workers="auto", max_workers=4, no_preload=True, cpu_count=8),
-    )
-    assert (by_spec.text, by_spec.changes) == (by_fields.text, by_fields.changes)
-    assert "-w 4 " in by_spec.text
-    assert (
-        dropin_for(UNIT, spec).text
-        == dropin_for(UNIT, workers="auto", max_workers=4, no_preload=True, cpu_count=8).text
-    )
-    with pytest.raises(TypeError, match="not both"):
-        rewrite_unit(UNIT, spec, workers=3)
+        rewrite_unit(text, RewriteSpec(workers=3))
