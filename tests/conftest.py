@@ -63,6 +63,7 @@ def box(sandbox: sandbox_mod.Sandbox) -> Iterator[sandbox_mod.Sandbox]:
     """The session sandbox; units and drop-in dirs a test adds to /etc/systemd/system go after it."""
     before = _units(sandbox)
     yield sandbox
+    sandbox.reap()  # a process a test started and did not finish: killed, its pipes closed
     added = sorted(_units(sandbox) - before)
     services = [n for n in added if not n.endswith(".d") and "." in n]
     if services:

@@ -68,6 +68,7 @@ class Sandbox:
         self.root = base / "root"
         self.process = process
         self.leader = leader
+        self._processes: list[subprocess.Popen[str]] = []  # what popen started, closed by reap()
 
     def host_path(self, path: str | os.PathLike[str]) -> Path:
         """Return where a container path lives on the host (through the overlay)."""
@@ -123,7 +124,7 @@ class Sandbox:
         full_env = {"PATH": CONTAINER_PATH, "LANG": "C.UTF-8", "HOME": "/root", "TERM": "dumb"}
         if env:
             full_env.update(env)
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             ["nsenter", "-t", str(self.leader), "-a", "--", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -131,6 +132,19 @@ class Sandbox:
             text=True,
             env=full_env,
         )
+        self._processes.append(proc)
+        return proc
+
+    def reap(self) -> None:
+        """Kill what ``popen`` started that still runs, wait for it and close its pipes (a test's clean-up)."""
+        for proc in self._processes:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        self._processes.clear()
 
     def write_file(self, path: str, data: str | bytes, *, mode: int = 0o644) -> None:
         """Create or replace a file inside the container (parents created)."""
@@ -284,7 +298,10 @@ def booted(
                 time.sleep(0.1)
             else:
                 raise SandboxError(f"systemd in the sandbox did not finish booting (state {state!r})")
-            yield box
+            try:
+                yield box
+            finally:
+                box.reap()
         finally:
             _teardown(name, base, process)
 
