@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from apphelpers import DeployedApp, http_get
 
+from unitctl.commands.deploy import DEPLOY_SCHEMA
 from unitctl.sandbox import Sandbox
 
 pytestmark = pytest.mark.systemd
@@ -78,8 +79,7 @@ def test_deploy_takes_its_settings_from_the_servers_file(box: Sandbox, venv_bin:
         assert r.returncode == 2
         assert r.stderr.strip() == (
             f"unitctl: error: {SERVER_TOML}: unknown key 'ready_timout' in [deploy.{app.name}]; known keys: "
-            "backend, build_cmd, canary, fail_after, fetch, history_dir, keep_preload, no_pre_import, pre_import, "
-            "ready_interval, ready_timeout, ready_url, remote, repo, strategy, workers"
+            + ", ".join(sorted(DEPLOY_SCHEMA))  # what [deploy] may hold, hooks included
         )
     finally:
         box.run(["rm", "-f", SERVER_TOML], check=True)
