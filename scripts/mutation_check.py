@@ -40,15 +40,16 @@ class Module:
 # globs change. A snippet must occur exactly once across a module's files.
 MODULES: dict[str, Module] = {
     "unitfile": Module(
-        ("src/unitctl/unitfile.py",),
+        ("src/unitctl/unitfile.py", "src/unitctl/unitname.py"),  # unit names left unitfile.py for unitname.py
         ("tests/unit/test_unitfile.py", "tests/unit/test_unit_names.py"),
     ),
     "execline": Module(("src/unitctl/execline.py",), ("tests/unit/test_execline.py",)),
     "gunicorn": Module(
-        ("src/unitctl/gunicorn.py", "src/unitctl/gunicorn/*.py", "src/unitctl/workers.py"),
+        ("src/unitctl/gunicorn/*.py",),
         # test_masking reads EnvironmentFile= syntax through parse_env_file
         (
             "tests/unit/test_gunicorn.py",
+            "tests/unit/test_workers.py",
             "tests/unit/test_rewrite.py",
             "tests/unit/test_cli_units.py",
             "tests/unit/test_masking.py",
@@ -99,7 +100,12 @@ MUTANTS: list[Mutant] = [
         "if base not in best or rank[d] > best[base][0]:",
         "the lower-ranked drop-in directory wins",
     ),
-    M("unitfile", "if m is None or len(name) > 255:", "if m is None or len(name) > 256:", "a 256-character unit name"),
+    M(
+        "unitfile",
+        "if m is None or len(name) > MAX_LENGTH:",
+        "if m is None or len(name) > MAX_LENGTH + 1:",
+        "a 256-character unit name",
+    ),
     M(
         "unitfile",
         "        if pos > 0:\n            self._ensure_eol(pos - 1, eol)",
@@ -127,7 +133,12 @@ MUTANTS: list[Mutant] = [
         "        return values if self.separate_argv0 else values[1:]",
         "argv with and without '@' swapped",
     ),
-    M("execline", 'if flags["@"] and len(words) < 2:', 'if flags["@"] and len(words) < 1:', "'@' without argv[0]"),
+    M(
+        "execline",
+        'if "@" in prefixes and len(words) < 2:',
+        'if "@" in prefixes and len(words) < 1:',
+        "'@' without argv[0]",
+    ),
     M(
         "execline",
         'if value[pos] == ";" and (pos + 1 >= n or value[pos + 1] in WHITESPACE):',
@@ -156,8 +167,8 @@ MUTANTS: list[Mutant] = [
     # -- gunicorn: option grammar, workers, effective settings -----------------------------------------------------
     M(
         "gunicorn",
-        "if max_workers is not None and n > max_workers:",
-        "if max_workers is not None and n >= max_workers:",
+        "if max_workers is not None and workers > max_workers:",
+        "if max_workers is not None and workers >= max_workers:",
         "--workers 4 --max-workers 4 refused",
     ),
     M("gunicorn", "    n = 2 * cpu_count + 1\n", "    n = 2 * cpu_count\n", "auto forgets the +1"),
@@ -169,14 +180,14 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "gunicorn",
-        '    if n < 1:\n        raise UsageError(f"--workers {n} must be at least 1"',
-        '    if n < 0:\n        raise UsageError(f"--workers {n} must be at least 1"',
+        "    if n < 1:\n        raise _bad_workers(value)",
+        "    if n < 0:\n        raise _bad_workers(value)",
         "--workers 0 accepted",
     ),
     M(
         "gunicorn",
-        "if max_workers is not None and max_workers < 1:",
-        "if max_workers is not None and max_workers < 0:",
+        "isinstance(max_workers, bool) or max_workers < 1):",
+        "isinstance(max_workers, bool) or max_workers < 0):",
         "--max-workers 0 accepted",
     ),
     M("gunicorn", "    if len(positionals) > 1:", "    if len(positionals) > 2:", "two app modules accepted"),
@@ -188,38 +199,38 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "gunicorn",
-        'trailing = trailing + 1 if c in " \\t" else 0',
-        "trailing = 0",
+        'self.trailing = self.trailing + 1 if c in " \\t" else 0',
+        "self.trailing = 0",
         "EnvironmentFile= values keep trailing blanks",
     ),
     M(
         "gunicorn",
-        'if state in ("single", "double", "double_escape"):\n        emit()',
-        'if state in ("double", "double_escape"):\n        emit()',
+        'if state in ("single", "double", "double_escape", "value_escape"):',
+        'if state in ("double", "double_escape", "value_escape"):',
         "an unclosed single quote drops the value",
     ),
     M(
         "gunicorn",
-        'preload = pick("preload_app", False, "default")',
-        'preload = pick("preload_app", True, "default")',
+        'preload = layers.pick("preload_app", False, "default")',
+        'preload = layers.pick("preload_app", True, "default")',
         "preload on by default",
     ),
     M(
         "gunicorn",
-        'for args, label in ((cmd_args, "command line"), (env_args, "GUNICORN_CMD_ARGS")):',
-        'for args, label in ((env_args, "GUNICORN_CMD_ARGS"), (cmd_args, "command line")):',
+        'for args, label in ((self.cmd_args, "command line"), (self.env_args, "GUNICORN_CMD_ARGS")):',
+        'for args, label in ((self.env_args, "GUNICORN_CMD_ARGS"), (self.cmd_args, "command line")):',
         "GUNICORN_CMD_ARGS beats the command line",
     ),
     M(
         "gunicorn",
-        'if setting in facts.computed or "*" in facts.computed:',
-        "if setting in facts.computed:",
+        'if setting in self.facts.computed or "*" in self.facts.computed:',
+        "if setting in self.facts.computed:",
         "a config file writing through globals()/exec/setattr taken as literal",
     ),
     M(
         "gunicorn",
-        '        if not config_path.startswith("/"):\n            config_path = posixpath.normpath',
-        '        if config_path.startswith("/"):\n            config_path = posixpath.normpath',
+        '    if not config_path.startswith("/"):\n        config_path = posixpath.normpath',
+        '    if config_path.startswith("/"):\n        config_path = posixpath.normpath',
         "a relative -c not resolved against WorkingDirectory=",
     ),
     # -- rewrite: minimal edits of the ExecStart= value -------------------------------------------------------------
