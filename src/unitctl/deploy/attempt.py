@@ -155,17 +155,17 @@ def reload_tracked(att: Attempt) -> None:
     backend.reload(unit)
 
 
-def guard_phase(
-    att: Attempt,
-    name: str,
-    timeout: float,
-    *,
-    fail_after: int = 0,
-    unit: str | None = None,
-    probe: Callable[[], ProbeResult] | None = None,
-    waiting: str | None = None,
-) -> Any:
-    """Guard ``unit`` (default: the service) as phase ``name`` for at most ``timeout`` seconds; return the outcome.
+@dataclass(frozen=True)
+class Watched:
+    """Another unit than the service to guard (the canary): its name, its probe, and the waiting line to show."""
+
+    unit: str
+    probe: Callable[[], ProbeResult]
+    waiting: str
+
+
+def guard_phase(att: Attempt, name: str, timeout: float, *, fail_after: int = 0, other: Watched | None = None) -> Any:
+    """Guard the service (or ``other``) as phase ``name`` for at most ``timeout`` seconds; return the outcome.
 
     ``fail_after`` consecutive HTTP non-2xx answers end it early (0: wait out the timeout). Another unit than the
     service (the canary) was started fresh: no process of an older generation can answer for it.
@@ -173,7 +173,9 @@ def guard_phase(
     from unitctl import guard
 
     req = att.req
-    probe = probe or att.probe
+    unit = other.unit if other is not None else None
+    probe = other.probe if other is not None else att.probe
+    waiting = other.waiting if other is not None else None
     assert probe is not None
     with att.phase(name) as detail:
         outcome = guard.watch(
