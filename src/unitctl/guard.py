@@ -155,24 +155,35 @@ def _exit_text(state: UnitState) -> str:
     return f"Result={state.result}, ExecMainStatus={state.exec_main_status}"
 
 
+@dataclass(frozen=True)
+class Tick:
+    """What one tick of the guard saw: the unit, the probe's answer if one was made, and the cgroup's evidence.
+
+    ``listening`` None means unknown, which does not block. ``old_present``: whether workers from before a reload
+    are still in the cgroup (True: the answer may be theirs and does not count; None: unknown, it counts).
+    """
+
+    state: UnitState
+    probe: ProbeResult | None
+    elapsed: float
+    listening: bool | None = None
+    old_present: bool | None = False
+
+
 def decide(
     progress: Progress,
-    state: UnitState,
-    probe: ProbeResult | None,
+    tick: Tick,
     *,
-    elapsed: float,
     timeout: float,
     successes_needed: int = DEFAULT_SUCCESSES,
-    listening: bool | None = None,
-    old_present: bool | None = False,
     fail_after: int = DEFAULT_FAIL_AFTER,
 ) -> tuple[Progress, Verdict | None]:
-    """Fold one tick (unit state, probe answer if one was made, whether the unit listens) into the progress.
+    """Fold one tick into the progress; return the next progress and a verdict if decided.
 
-    Return the next progress and a verdict if decided. ``listening`` None means unknown, which does not block.
-    ``old_present``: whether workers from before a reload are still in the cgroup (True: the answer may be theirs
-    and does not count; None: unknown, it counts). ``fail_after`` 0 turns the early verdict off.
+    ``fail_after`` 0 turns the early verdict off.
     """
+    state, probe, elapsed = tick.state, tick.probe, tick.elapsed
+    listening, old_present = tick.listening, tick.old_present
     forced = unit_verdict(state, progress.baseline)
     if forced is not None:
         return progress, forced
@@ -307,13 +318,9 @@ def watch(
             serves = listening(state.main_pid)
         progress, verdict = decide(
             progress,
-            state,
-            answer,
-            elapsed=elapsed,
+            Tick(state, answer, elapsed, listening=serves, old_present=old_present),
             timeout=timeout,
             successes_needed=successes_needed,
-            listening=serves,
-            old_present=old_present,
             fail_after=fail_after,
         )
         if on_tick is not None:
