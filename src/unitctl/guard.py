@@ -253,31 +253,49 @@ def _timeout_reason(name: str, progress: Progress, timeout: float, needed: int) 
     return text
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How long and how often the guard probes, and how many answers decide."""
+
+    timeout: float
+    interval: float = DEFAULT_INTERVAL
+    successes_needed: int = DEFAULT_SUCCESSES
+    fail_after: int = DEFAULT_FAIL_AFTER
+
+
+@dataclass(frozen=True)
+class Senses:
+    """What the guard probes with, its clock and sleep, and whom it tells about each tick.
+
+    ``listening(main_pid)`` tells whether the unit holds a listening socket (True/False/None: unknown); None here:
+    /proc is read when the backend's units run on this host (``backend.local``), else nothing is checked.
+    """
+
+    probe: Callable[[], ProbeResult]
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    on_tick: Callable[[float, float, ProbeResult | None], None] | None = None
+    listening: Callable[[int], bool | None] | None = None
+
+
 def watch(
     backend: SystemdBackend,
     unit: str,
-    probe: Callable[[], ProbeResult],
+    rules: Rules,
+    senses: Senses,
     *,
-    timeout: float,
-    interval: float = DEFAULT_INTERVAL,
-    successes_needed: int = DEFAULT_SUCCESSES,
-    fail_after: int = DEFAULT_FAIL_AFTER,
     baseline: Baseline | UnitState | None = None,
     old_pids: Collection[int] | None = (),
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    on_tick: Callable[[float, float, ProbeResult | None], None] | None = None,
-    listening: Callable[[int], bool | None] | None = None,
 ) -> GuardOutcome:
-    """Watch ``unit`` and probe it until ready, failed, restart-looping, not ready or ``timeout`` seconds passed.
+    """Watch ``unit`` and probe it until ready, failed, restart-looping, not ready or the timeout passed.
 
     ``baseline`` is the unit right after the restart being guarded (default: read now). SystemdError
     from the backend propagates: the caller decides what a broken systemd connection means.
     ``old_pids`` are the unit's PIDs read right before a reload (empty after a restart: nothing to wait for; None:
     unknown, every answer counts); answers count once all but the master have left (``backend.unit_pids``).
-    ``listening(main_pid)`` tells whether the unit holds a listening socket (True/False/None: unknown); by
-    default /proc is read when the backend's units run on this host (``backend.local``), else nothing is checked.
     """
+    timeout, interval, successes_needed = rules.timeout, rules.interval, rules.successes_needed
+    probe, clock, sleep, on_tick, listening = senses.probe, senses.clock, senses.sleep, senses.on_tick, senses.listening
     if timeout <= 0 or interval <= 0:
         raise UsageError(f"guard timeout and interval must be positive (got {timeout:g}s, {interval:g}s)")
     if successes_needed < 1:
@@ -321,7 +339,7 @@ def watch(
             Tick(state, answer, elapsed, listening=serves, old_present=old_present),
             timeout=timeout,
             successes_needed=successes_needed,
-            fail_after=fail_after,
+            fail_after=rules.fail_after,
         )
         if on_tick is not None:
             on_tick(elapsed, timeout, progress.last_probe)

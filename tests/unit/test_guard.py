@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import httpx
 import pytest
@@ -53,17 +54,16 @@ def run(
     probe: Callable[[], ProbeResult],
     *,
     timeout: float = 30,
-    **kw: object,
+    **kw: Any,
 ) -> guard.GuardOutcome:
+    rules = {k: kw.pop(k) for k in ("successes_needed", "fail_after") if k in kw}
+    senses = {k: kw.pop(k) for k in ("on_tick", "listening") if k in kw}
     return guard.watch(
         fake,
         UNIT,
-        probe,
-        timeout=timeout,
-        interval=0.5,
-        clock=clock,
-        sleep=clock.sleep,
-        **kw,  # type: ignore[arg-type]
+        guard.Rules(timeout, interval=0.5, **rules),
+        guard.Senses(probe, clock=clock, sleep=clock.sleep, **senses),
+        **kw,
     )
 
 
@@ -209,7 +209,7 @@ def test_main_pid_change_is_a_restart_behind_our_back() -> None:
 def test_missing_unit_is_unit_failed() -> None:
     fake, clock = FakeSystemd(), Clock()
     probe, _ = scripted_probe([200], clock)
-    outcome = guard.watch(fake, "gone.service", probe, timeout=5, clock=clock, sleep=clock.sleep)
+    outcome = guard.watch(fake, "gone.service", guard.Rules(5), guard.Senses(probe, clock=clock, sleep=clock.sleep))
     assert outcome.kind == "unit-failed" and "not-found" in outcome.reason
 
 
@@ -257,7 +257,7 @@ def test_bad_parameters_are_usage_errors(kw: dict[str, float], text: str) -> Non
     probe, _ = scripted_probe([200], clock)
     args: dict[str, float] = {"timeout": 5, **kw}
     with pytest.raises(UsageError, match=text):
-        guard.watch(fake, UNIT, probe, clock=clock, sleep=clock.sleep, **args)  # type: ignore[arg-type]
+        guard.watch(fake, UNIT, guard.Rules(**args), guard.Senses(probe, clock=clock, sleep=clock.sleep))  # type: ignore[arg-type]
     assert fake.ops() == ["restart"]
 
 

@@ -181,17 +181,18 @@ def guard_phase(att: Attempt, name: str, timeout: float, *, fail_after: int = 0,
         outcome = guard.watch(
             att.edges.backend,
             unit or req.unit,
-            probe,
-            timeout=timeout,
-            interval=req.ready_interval,
-            successes_needed=req.successes_needed,
-            fail_after=fail_after,
-            old_pids=att.old_pids if unit is None else frozenset(),
-            clock=att.edges.clock,
-            sleep=att.edges.sleep,
-            on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
-                waiting or f"waiting for {req.ready_url}", elapsed, timeout, last
+            guard.Rules(
+                timeout, interval=req.ready_interval, successes_needed=req.successes_needed, fail_after=fail_after
             ),
+            guard.Senses(
+                probe,
+                clock=att.edges.clock,
+                sleep=att.edges.sleep,
+                on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
+                    waiting or f"waiting for {req.ready_url}", elapsed, timeout, last
+                ),
+            ),
+            old_pids=att.old_pids if unit is None else frozenset(),
         )
         detail.append(f"{outcome.kind}: {outcome.reason}")
         detail.append(f"{outcome.probes} probe(s)")
