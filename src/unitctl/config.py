@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -151,46 +151,60 @@ class Config:
             f"{self.path}: {key} in {where} must be {kind.value}, not {value!r}",
             hint=f"fix {key} in {self.path.name}",
         )
-        if kind is Kind.STR or kind is Kind.PATH:
-            if not isinstance(value, str):
-                raise bad
-            if kind is Kind.PATH and value:
-                return str(self.path.parent / Path(value).expanduser())
-            return value
-        if kind is Kind.BOOL:
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if kind is Kind.INT:
-            # bool is an int subclass in Python; `workers = true` is a mistake, not 1.
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad
-            return value
-        if kind is Kind.COUNT:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise bad
-            return value
-        if kind is Kind.NUMBER:
-            if not is_positive_number(value):
-                raise bad
-            return value
-        if kind is Kind.WORKERS:
-            if value == "auto":
-                return value
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad
-            return value
-        if kind is Kind.STR_LIST:
-            if isinstance(value, str):
-                return [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise bad
-            return list(value)
-        if kind is Kind.STR_MAP:
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise bad
-            return dict(value)
-        raise AssertionError(kind)  # pragma: no cover - every Kind is handled above
+        checked = _NORMALISE[kind](value)
+        if checked is _INVALID:
+            raise bad
+        if kind is Kind.PATH and checked:
+            return str(self.path.parent / Path(checked).expanduser())
+        return checked
+
+
+_INVALID: Any = object()  # what a normaliser returns for a value its Kind rejects
+
+
+def _as_str(value: Any) -> Any:
+    return value if isinstance(value, str) else _INVALID
+
+
+def _as_bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else _INVALID
+
+
+def _as_count(value: Any, least: int) -> Any:
+    # bool is an int subclass in Python; `workers = true` is a mistake, not 1.
+    return value if not isinstance(value, bool) and isinstance(value, int) and value >= least else _INVALID
+
+
+def _as_workers(value: Any) -> Any:
+    return value if value == "auto" else _as_count(value, 1)
+
+
+def _as_str_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return _INVALID
+    return list(value)
+
+
+def _as_str_map(value: Any) -> Any:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return _INVALID
+    return dict(value)
+
+
+# One normaliser per Kind: the value as unitctl uses it, or _INVALID (a PATH is then made relative to the file).
+_NORMALISE: dict[Kind, Callable[[Any], Any]] = {
+    Kind.STR: _as_str,
+    Kind.PATH: _as_str,
+    Kind.BOOL: _as_bool,
+    Kind.INT: lambda value: _as_count(value, 1),
+    Kind.COUNT: lambda value: _as_count(value, 0),
+    Kind.NUMBER: lambda value: value if is_positive_number(value) else _INVALID,
+    Kind.WORKERS: _as_workers,
+    Kind.STR_LIST: _as_str_list,
+    Kind.STR_MAP: _as_str_map,
+}
 
 
 def is_positive_number(value: object) -> bool:

@@ -155,24 +155,35 @@ def _exit_text(state: UnitState) -> str:
     return f"Result={state.result}, ExecMainStatus={state.exec_main_status}"
 
 
+@dataclass(frozen=True)
+class Tick:
+    """What one tick of the guard saw: the unit, the probe's answer if one was made, and the cgroup's evidence.
+
+    ``listening`` None means unknown, which does not block. ``old_present``: whether workers from before a reload
+    are still in the cgroup (True: the answer may be theirs and does not count; None: unknown, it counts).
+    """
+
+    state: UnitState
+    probe: ProbeResult | None
+    elapsed: float
+    listening: bool | None = None
+    old_present: bool | None = False
+
+
 def decide(
     progress: Progress,
-    state: UnitState,
-    probe: ProbeResult | None,
+    tick: Tick,
     *,
-    elapsed: float,
     timeout: float,
     successes_needed: int = DEFAULT_SUCCESSES,
-    listening: bool | None = None,
-    old_present: bool | None = False,
     fail_after: int = DEFAULT_FAIL_AFTER,
 ) -> tuple[Progress, Verdict | None]:
-    """Fold one tick (unit state, probe answer if one was made, whether the unit listens) into the progress.
+    """Fold one tick into the progress; return the next progress and a verdict if decided.
 
-    Return the next progress and a verdict if decided. ``listening`` None means unknown, which does not block.
-    ``old_present``: whether workers from before a reload are still in the cgroup (True: the answer may be theirs
-    and does not count; None: unknown, it counts). ``fail_after`` 0 turns the early verdict off.
+    ``fail_after`` 0 turns the early verdict off.
     """
+    state, probe, elapsed = tick.state, tick.probe, tick.elapsed
+    listening, old_present = tick.listening, tick.old_present
     forced = unit_verdict(state, progress.baseline)
     if forced is not None:
         return progress, forced
@@ -242,31 +253,49 @@ def _timeout_reason(name: str, progress: Progress, timeout: float, needed: int) 
     return text
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How long and how often the guard probes, and how many answers decide."""
+
+    timeout: float
+    interval: float = DEFAULT_INTERVAL
+    successes_needed: int = DEFAULT_SUCCESSES
+    fail_after: int = DEFAULT_FAIL_AFTER
+
+
+@dataclass(frozen=True)
+class Senses:
+    """What the guard probes with, its clock and sleep, and whom it tells about each tick.
+
+    ``listening(main_pid)`` tells whether the unit holds a listening socket (True/False/None: unknown); None here:
+    /proc is read when the backend's units run on this host (``backend.local``), else nothing is checked.
+    """
+
+    probe: Callable[[], ProbeResult]
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    on_tick: Callable[[float, float, ProbeResult | None], None] | None = None
+    listening: Callable[[int], bool | None] | None = None
+
+
 def watch(
     backend: SystemdBackend,
     unit: str,
-    probe: Callable[[], ProbeResult],
+    rules: Rules,
+    senses: Senses,
     *,
-    timeout: float,
-    interval: float = DEFAULT_INTERVAL,
-    successes_needed: int = DEFAULT_SUCCESSES,
-    fail_after: int = DEFAULT_FAIL_AFTER,
     baseline: Baseline | UnitState | None = None,
     old_pids: Collection[int] | None = (),
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-    on_tick: Callable[[float, float, ProbeResult | None], None] | None = None,
-    listening: Callable[[int], bool | None] | None = None,
 ) -> GuardOutcome:
-    """Watch ``unit`` and probe it until ready, failed, restart-looping, not ready or ``timeout`` seconds passed.
+    """Watch ``unit`` and probe it until ready, failed, restart-looping, not ready or the timeout passed.
 
     ``baseline`` is the unit right after the restart being guarded (default: read now). SystemdError
     from the backend propagates: the caller decides what a broken systemd connection means.
     ``old_pids`` are the unit's PIDs read right before a reload (empty after a restart: nothing to wait for; None:
     unknown, every answer counts); answers count once all but the master have left (``backend.unit_pids``).
-    ``listening(main_pid)`` tells whether the unit holds a listening socket (True/False/None: unknown); by
-    default /proc is read when the backend's units run on this host (``backend.local``), else nothing is checked.
     """
+    timeout, interval, successes_needed = rules.timeout, rules.interval, rules.successes_needed
+    probe, clock, sleep, on_tick, listening = senses.probe, senses.clock, senses.sleep, senses.on_tick, senses.listening
     if timeout <= 0 or interval <= 0:
         raise UsageError(f"guard timeout and interval must be positive (got {timeout:g}s, {interval:g}s)")
     if successes_needed < 1:
@@ -307,14 +336,10 @@ def watch(
             serves = listening(state.main_pid)
         progress, verdict = decide(
             progress,
-            state,
-            answer,
-            elapsed=elapsed,
+            Tick(state, answer, elapsed, listening=serves, old_present=old_present),
             timeout=timeout,
             successes_needed=successes_needed,
-            listening=serves,
-            old_present=old_present,
-            fail_after=fail_after,
+            fail_after=rules.fail_after,
         )
         if on_tick is not None:
             on_tick(elapsed, timeout, progress.last_probe)

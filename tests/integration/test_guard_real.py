@@ -19,7 +19,7 @@ GUARD = textwrap.dedent(
     """\
     import json, sys, time
     from unitctl.errors import SystemdError
-    from unitctl.guard import watch
+    from unitctl.guard import Rules, Senses, watch
     from unitctl.probe import Probe
     from unitctl.systemd import get_backend
     req = json.loads(sys.argv[1])
@@ -34,8 +34,8 @@ GUARD = textwrap.dedent(
     ticks = []
     with Probe(req["url"], timeout=1.0) as probe:
         # fail_after 0: these tests are about the timeout and the unit's state, not the early verdict.
-        outcome = watch(backend, req["unit"], probe, timeout=req["timeout"], interval=0.2, baseline=baseline,
-                        fail_after=0, on_tick=lambda e, t, p: ticks.append(e))
+        outcome = watch(backend, req["unit"], Rules(req["timeout"], interval=0.2, fail_after=0),
+                        Senses(probe, on_tick=lambda e, t, p: ticks.append(e)), baseline=baseline)
     last = outcome.last_probe
     print(json.dumps({
         "ready": outcome.ready, "kind": outcome.kind, "reason": outcome.reason, "elapsed": outcome.elapsed,

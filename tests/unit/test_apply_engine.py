@@ -316,14 +316,14 @@ def test_need_daemon_reload_is_refused_never_nothing_to_do(world: World) -> None
 
 
 def test_plan_decisions_from_reality() -> None:
-    action, why = model.choose_action("restart", unit_changed=False, code_changed=False, preload=False,
-                                      was_active=True, running_ready=False)  # fmt: skip
+    action, why = model.choose_action(model.Switch("restart", unit_changed=False, code_changed=False, preload=False,
+                                      was_active=True, running_ready=False))  # fmt: skip
     assert action == "restart" and "does not answer ready" in why
-    action, why = model.choose_action("auto", unit_changed=False, code_changed=False, preload=False,
-                                      was_active=True, stale_reload=True)  # fmt: skip
+    action, why = model.choose_action(model.Switch("auto", unit_changed=False, code_changed=False, preload=False,
+                                      was_active=True, stale_reload=True))  # fmt: skip
     assert action == "restart" and "NeedDaemonReload" in why
-    assert model.choose_action("auto", unit_changed=False, code_changed=False, preload=False, was_active=True,
-                               running_ready=True)[0] == "none"  # fmt: skip
+    assert model.choose_action(model.Switch("auto", unit_changed=False, code_changed=False, preload=False,
+                                            was_active=True, running_ready=True))[0] == "none"  # fmt: skip
     assert model.rollback_ready_timeout(0.5, None) == model.ROLLBACK_READY_FLOOR
     assert model.rollback_ready_timeout(0.5, 40.0) == 80.0
     assert model.rollback_ready_timeout(120.0, 3.0) == 120.0
@@ -501,10 +501,10 @@ def test_a_process_known_to_run_another_revision_is_a_code_change() -> None:
         "candidate": b"[Service]\n", "state": running_state(UNIT), "deployed_rev": "b" * 40,
         "rollback": RollbackTarget("a" * 40, "history"), "to_rev": "b" * 40, "preload": False, "strategy": "auto",
     }  # fmt: skip
-    assert model.make_plan(**args, running_rev="b" * 40).action == "none"  # type: ignore[arg-type]
-    plan = model.make_plan(**args, running_rev="a" * 40)  # type: ignore[arg-type]
+    assert model.make_plan(model.PlanInput(**args, running_rev="b" * 40)).action == "none"  # type: ignore[arg-type]
+    plan = model.make_plan(model.PlanInput(**args, running_rev="a" * 40))  # type: ignore[arg-type]
     assert plan.code_changed and plan.action == "reload"
-    plan = model.make_plan(**args, running_unrecorded=True)  # type: ignore[arg-type]
+    plan = model.make_plan(model.PlanInput(**args, running_unrecorded=True))  # type: ignore[arg-type]
     assert plan.action == "restart" and not plan.code_changed
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from unitctl import preimport
-from unitctl.deploy import ApplyRequest, Plan, choose_action, make_plan
+from unitctl.deploy import ApplyRequest, Plan, PlanInput, Switch, choose_action, make_plan
 from unitctl.deploy.model import DEFAULT_STRATEGY, choose_rollback_action
 from unitctl.errors import InputError, NotGunicornError, UnitSyntaxError, UsageError
 from unitctl.gitrepo import RollbackTarget
@@ -35,11 +35,13 @@ def test_choose_action(
     strategy: str, unit_changed: bool, code_changed: bool, preload: bool, active: bool, expected: str
 ) -> None:
     action, why = choose_action(
-        strategy,  # type: ignore[arg-type]
-        unit_changed=unit_changed,
-        code_changed=code_changed,
-        preload=preload,
-        was_active=active,
+        Switch(
+            strategy,  # type: ignore[arg-type]
+            unit_changed=unit_changed,
+            code_changed=code_changed,
+            preload=preload,
+            was_active=active,
+        )
     )
     assert action == expected
     assert why
@@ -57,13 +59,15 @@ def test_choose_action(
 def test_a_hup_needs_a_master_and_an_exec_reload(strategy: str, master_alive: bool, reloadable: bool,
                                                  expected: str) -> None:  # fmt: skip
     action, _ = choose_action(
-        strategy,  # type: ignore[arg-type]
-        unit_changed=False,
-        code_changed=True,
-        preload=False,
-        was_active=True,
-        master_alive=master_alive,
-        reloadable=reloadable,
+        Switch(
+            strategy,  # type: ignore[arg-type]
+            unit_changed=False,
+            code_changed=True,
+            preload=False,
+            was_active=True,
+            master_alive=master_alive,
+            reloadable=reloadable,
+        )
     )
     assert action == expected
 
@@ -116,7 +120,7 @@ def test_choose_rollback_action(
 
 def test_explicit_reload_with_preload_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="--preload"):
-        choose_action("reload", unit_changed=False, code_changed=True, preload=True, was_active=True)
+        choose_action(Switch("reload", unit_changed=False, code_changed=True, preload=True, was_active=True))
 
 
 def plan_of(**given: Any) -> Plan:
@@ -133,7 +137,7 @@ def plan_of(**given: Any) -> Plan:
         "preload": False,
         "strategy": "auto",
     }
-    return make_plan(**{**args, **given})
+    return make_plan(PlanInput(**{**args, **given}))
 
 
 def test_plan_of_a_first_deploy() -> None:

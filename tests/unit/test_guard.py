@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import httpx
 import pytest
@@ -53,17 +54,16 @@ def run(
     probe: Callable[[], ProbeResult],
     *,
     timeout: float = 30,
-    **kw: object,
+    **kw: Any,
 ) -> guard.GuardOutcome:
+    rules = {k: kw.pop(k) for k in ("successes_needed", "fail_after") if k in kw}
+    senses = {k: kw.pop(k) for k in ("on_tick", "listening") if k in kw}
     return guard.watch(
         fake,
         UNIT,
-        probe,
-        timeout=timeout,
-        interval=0.5,
-        clock=clock,
-        sleep=clock.sleep,
-        **kw,  # type: ignore[arg-type]
+        guard.Rules(timeout, interval=0.5, **rules),
+        guard.Senses(probe, clock=clock, sleep=clock.sleep, **senses),
+        **kw,
     )
 
 
@@ -209,7 +209,7 @@ def test_main_pid_change_is_a_restart_behind_our_back() -> None:
 def test_missing_unit_is_unit_failed() -> None:
     fake, clock = FakeSystemd(), Clock()
     probe, _ = scripted_probe([200], clock)
-    outcome = guard.watch(fake, "gone.service", probe, timeout=5, clock=clock, sleep=clock.sleep)
+    outcome = guard.watch(fake, "gone.service", guard.Rules(5), guard.Senses(probe, clock=clock, sleep=clock.sleep))
     assert outcome.kind == "unit-failed" and "not-found" in outcome.reason
 
 
@@ -257,7 +257,7 @@ def test_bad_parameters_are_usage_errors(kw: dict[str, float], text: str) -> Non
     probe, _ = scripted_probe([200], clock)
     args: dict[str, float] = {"timeout": 5, **kw}
     with pytest.raises(UsageError, match=text):
-        guard.watch(fake, UNIT, probe, clock=clock, sleep=clock.sleep, **args)  # type: ignore[arg-type]
+        guard.watch(fake, UNIT, guard.Rules(**args), guard.Senses(probe, clock=clock, sleep=clock.sleep))  # type: ignore[arg-type]
     assert fake.ops() == ["restart"]
 
 
@@ -283,18 +283,18 @@ def _ok(code: int = 200) -> ProbeResult:
 def test_decide_is_pure_and_counts_streaks() -> None:
     st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
     p0 = guard.Progress(baseline=guard.Baseline.of(st))
-    p1, v1 = guard.decide(p0, st, _ok(), elapsed=0.0, timeout=10)
+    p1, v1 = guard.decide(p0, guard.Tick(st, _ok(), 0.0), timeout=10)
     assert v1 is None and p1.streak == 1 and p0.streak == 0
-    p2, v2 = guard.decide(p1, st, _ok(503), elapsed=0.5, timeout=10)
+    p2, v2 = guard.decide(p1, guard.Tick(st, _ok(503), 0.5), timeout=10)
     assert v2 is None and p2.streak == 0 and p2.best_streak == 1 and p2.non_ready == 1
-    p3, v3 = guard.decide(p2, st, None, elapsed=10.0, timeout=10)
+    p3, v3 = guard.decide(p2, guard.Tick(st, None, 10.0), timeout=10)
     assert v3 is not None and v3.kind == "timeout" and p3.probes == 2
 
 
 def test_decide_ready_wins_on_the_last_tick_before_timeout() -> None:
     st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
     progress = guard.Progress(baseline=guard.Baseline.of(st), streak=2)
-    _, verdict = guard.decide(progress, st, _ok(), elapsed=10.0, timeout=10)
+    _, verdict = guard.decide(progress, guard.Tick(st, _ok(), 10.0), timeout=10)
     assert verdict is not None and verdict.ready
 
 
@@ -411,9 +411,9 @@ def test_decide_does_not_count_a_ready_answer_while_the_unit_is_not_active() -> 
     st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
     reloading = dataclasses.replace(st, active_state="reloading", sub_state="reload")
     progress = guard.Progress(baseline=guard.Baseline.of(st), streak=2)
-    after, verdict = guard.decide(progress, reloading, _ok(), elapsed=1.0, timeout=10)
+    after, verdict = guard.decide(progress, guard.Tick(reloading, _ok(), 1.0), timeout=10)
     assert verdict is None and after.streak == 0 and after.unit_not_active == 1
-    _, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10)
+    _, verdict = guard.decide(progress, guard.Tick(st, _ok(), 1.0), timeout=10)
     assert verdict is not None and verdict.ready
 
 
@@ -503,9 +503,9 @@ def test_decide_counts_only_http_answers_that_are_not_ready() -> None:
     progress = guard.Progress(baseline=guard.Baseline.of(st))
     refused = ProbeResult(False, None, "connection refused", 0.01)
     for answer, failing in ((_ok(503), 1), (refused, 1), (_ok(500), 2), (_ok(200), 0), (_ok(404), 1)):
-        progress, verdict = guard.decide(progress, st, answer, elapsed=1.0, timeout=10, fail_after=3)
+        progress, verdict = guard.decide(progress, guard.Tick(st, answer, 1.0), timeout=10, fail_after=3)
         assert verdict is None and progress.failing == failing
-    progress, verdict = guard.decide(progress, st, _ok(503), elapsed=1.0, timeout=10, fail_after=2)
+    progress, verdict = guard.decide(progress, guard.Tick(st, _ok(503), 1.0), timeout=10, fail_after=2)
     assert verdict is not None and verdict.kind == "not-ready" and "--fail-after 2" in verdict.reason
 
 
@@ -523,15 +523,15 @@ def test_decide_ignores_answers_while_the_old_generation_is_present() -> None:
     st = running_state(UNIT, main_pid=5, invocation_id="a" * 32)
     progress = guard.Progress(baseline=guard.Baseline.of(st))
     for _ in range(5):
-        progress, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10, old_present=True)
+        progress, verdict = guard.decide(progress, guard.Tick(st, _ok(), 1.0, old_present=True), timeout=10)
         assert verdict is None
     assert (progress.streak, progress.best_streak, progress.old_answers, progress.probes) == (0, 0, 5, 5)
     for _ in range(5):
-        progress, verdict = guard.decide(progress, st, _ok(503), elapsed=1.0, timeout=10, old_present=True,
+        progress, verdict = guard.decide(progress, guard.Tick(st, _ok(503), 1.0, old_present=True), timeout=10,
                                          fail_after=2)  # fmt: skip
         assert verdict is None and progress.failing == 0
     for present in (False, None):  # gone, or unknown (the fallback: every answer counts)
-        after, verdict = guard.decide(progress, st, _ok(), elapsed=1.0, timeout=10, old_present=present,
+        after, verdict = guard.decide(progress, guard.Tick(st, _ok(), 1.0, old_present=present), timeout=10,
                                       successes_needed=1)  # fmt: skip
         assert verdict is not None and verdict.ready
 

@@ -1,6 +1,6 @@
 """The deploy engine: facts captured once, a pure plan, steps with their own undo, an intent journal.
 
-model.py     ApplyRequest, Edges, Facts, Plan, choose_action/make_plan (pure), STEPS
+model.py     ApplyRequest, Edges, Facts, Plan, choose_action(Switch)/make_plan(PlanInput) (pure), STEPS
 undo.py      Undo / UndoLog: how each step that changed the world is put back
 journal.py   the per-unit intent journal (and the fault-injection test hook)
 engine.py    the transaction and the recovery of one that died
@@ -10,7 +10,18 @@ progress.py  phase lines and countdowns that survive a caller who went away
 """
 
 from unitctl.deploy.engine import recover, run, run_result
-from unitctl.deploy.model import STEPS, ApplyRequest, ApplyResult, Edges, Facts, Plan, choose_action, make_plan
+from unitctl.deploy.model import (
+    STEPS,
+    ApplyRequest,
+    ApplyResult,
+    Edges,
+    Facts,
+    Plan,
+    PlanInput,
+    Switch,
+    choose_action,
+    make_plan,
+)
 from unitctl.deploy.progress import Reporter
 
 __all__ = [
@@ -20,7 +31,9 @@ __all__ = [
     "Edges",
     "Facts",
     "Plan",
+    "PlanInput",
     "Reporter",
+    "Switch",
     "choose_action",
     "make_plan",
     "recover",

@@ -155,17 +155,17 @@ def reload_tracked(att: Attempt) -> None:
     backend.reload(unit)
 
 
-def guard_phase(
-    att: Attempt,
-    name: str,
-    timeout: float,
-    *,
-    fail_after: int = 0,
-    unit: str | None = None,
-    probe: Callable[[], ProbeResult] | None = None,
-    waiting: str | None = None,
-) -> Any:
-    """Guard ``unit`` (default: the service) as phase ``name`` for at most ``timeout`` seconds; return the outcome.
+@dataclass(frozen=True)
+class Watched:
+    """Another unit than the service to guard (the canary): its name, its probe, and the waiting line to show."""
+
+    unit: str
+    probe: Callable[[], ProbeResult]
+    waiting: str
+
+
+def guard_phase(att: Attempt, name: str, timeout: float, *, fail_after: int = 0, other: Watched | None = None) -> Any:
+    """Guard the service (or ``other``) as phase ``name`` for at most ``timeout`` seconds; return the outcome.
 
     ``fail_after`` consecutive HTTP non-2xx answers end it early (0: wait out the timeout). Another unit than the
     service (the canary) was started fresh: no process of an older generation can answer for it.
@@ -173,23 +173,26 @@ def guard_phase(
     from unitctl import guard
 
     req = att.req
-    probe = probe or att.probe
+    unit = other.unit if other is not None else None
+    probe = other.probe if other is not None else att.probe
+    waiting = other.waiting if other is not None else None
     assert probe is not None
     with att.phase(name) as detail:
         outcome = guard.watch(
             att.edges.backend,
             unit or req.unit,
-            probe,
-            timeout=timeout,
-            interval=req.ready_interval,
-            successes_needed=req.successes_needed,
-            fail_after=fail_after,
-            old_pids=att.old_pids if unit is None else frozenset(),
-            clock=att.edges.clock,
-            sleep=att.edges.sleep,
-            on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
-                waiting or f"waiting for {req.ready_url}", elapsed, timeout, last
+            guard.Rules(
+                timeout, interval=req.ready_interval, successes_needed=req.successes_needed, fail_after=fail_after
             ),
+            guard.Senses(
+                probe,
+                clock=att.edges.clock,
+                sleep=att.edges.sleep,
+                on_tick=lambda elapsed, timeout, last: att.reporter.waiting(
+                    waiting or f"waiting for {req.ready_url}", elapsed, timeout, last
+                ),
+            ),
+            old_pids=att.old_pids if unit is None else frozenset(),
         )
         detail.append(f"{outcome.kind}: {outcome.reason}")
         detail.append(f"{outcome.probes} probe(s)")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from unitctl.deploy import signals
-from unitctl.deploy.attempt import Attempt, guard_phase, journal_excerpt
+from unitctl.deploy.attempt import Attempt, Watched, guard_phase, journal_excerpt
 from unitctl.deploy.capture import transient_prefix
 from unitctl.deploy.undo import Resource, Undo
 from unitctl.errors import RefusedError, UnitctlError
@@ -240,8 +240,8 @@ def run(att: Attempt, tree: Tree | None) -> None:
     try:
         backend.start_transient(canary)
         probe = att.edges.canary_probe_factory(req.ready_url, socket_path(req.unit))
-        outcome = guard_phase(att, "canary", req.ready_timeout, fail_after=req.fail_after, unit=name, probe=probe,
-                              waiting=f"waiting for the canary at {socket_path(req.unit)}")  # fmt: skip
+        watched = Watched(name, probe, f"waiting for the canary at {socket_path(req.unit)}")
+        outcome = guard_phase(att, "canary", req.ready_timeout, fail_after=req.fail_after, other=watched)
         if not outcome.ready:
             att.record.journal = journal_excerpt(att, name, outcome.last_state)
             for line in att.record.journal[-10:]:

@@ -26,7 +26,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,25 +181,46 @@ def read(path: Path) -> Transaction | None:
         event, tx = entry.get("event"), str(entry.get("tx", ""))
         if event == "begin":
             current = Transaction(tx=tx, begin=entry)
-        elif current is None or tx != current.tx:
-            continue
-        elif event in ("step", "undo"):
-            if event == "step":
-                current.steps.append(str(entry.get("step")))
-            if isinstance(entry.get("undo"), dict):
-                try:
-                    current.undos.append(Undo.from_json(entry["undo"]))
-                except (TypeError, ValueError):
-                    continue
-            if isinstance(entry.get("record"), dict):
-                current.record = entry["record"]
-        elif event == "drop":
-            current.undos = [u for u in current.undos if u.resource != entry.get("resource")]
-        elif event == "note":
-            current.begin.update({k: v for k, v in entry.items() if k not in ("event", "tx")})
-        elif event == "end":
-            current.ended = True
+        elif current is not None and tx == current.tx and isinstance(event, str) and event in _APPLY:
+            _APPLY[event](current, entry)
     return current
+
+
+def _read_step(current: Transaction, entry: dict[str, Any]) -> None:
+    current.steps.append(str(entry.get("step")))
+    _read_undo(current, entry)
+
+
+def _read_undo(current: Transaction, entry: dict[str, Any]) -> None:
+    if isinstance(entry.get("undo"), dict):
+        try:
+            current.undos.append(Undo.from_json(entry["undo"]))
+        except (TypeError, ValueError):
+            return  # an undo that does not parse is skipped like a line that does not (and so is its record)
+    if isinstance(entry.get("record"), dict):
+        current.record = entry["record"]
+
+
+def _read_drop(current: Transaction, entry: dict[str, Any]) -> None:
+    current.undos = [u for u in current.undos if u.resource != entry.get("resource")]
+
+
+def _read_note(current: Transaction, entry: dict[str, Any]) -> None:
+    current.begin.update({k: v for k, v in entry.items() if k not in ("event", "tx")})
+
+
+def _read_end(current: Transaction, entry: dict[str, Any]) -> None:
+    current.ended = True
+
+
+# How each event after "begin" changes the transaction it belongs to.
+_APPLY: dict[str, Callable[[Transaction, dict[str, Any]], None]] = {
+    "step": _read_step,
+    "undo": _read_undo,
+    "drop": _read_drop,
+    "note": _read_note,
+    "end": _read_end,
+}
 
 
 def _line(entry: Mapping[str, Any]) -> bytes:

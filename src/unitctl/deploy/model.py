@@ -165,37 +165,42 @@ class Facts:
     reloadable: bool = True  # the candidate has an ExecReload= (a HUP is possible at all)
 
 
-def choose_action(
-    strategy: Strategy,
-    *,
-    unit_changed: bool,
-    code_changed: bool,
-    preload: bool,
-    was_active: bool,
-    stale_reload: bool = False,
-    running_unrecorded: bool = False,
-    running_ready: bool | None = None,
-    master_alive: bool = True,
-    reloadable: bool = True,
-) -> tuple[Action, str]:
+@dataclass(frozen=True)
+class Switch:
+    """What decides how to switch to the new release: the strategy asked for and what changed and runs."""
+
+    strategy: Strategy
+    unit_changed: bool
+    code_changed: bool
+    preload: bool
+    was_active: bool
+    stale_reload: bool = False
+    running_unrecorded: bool = False
+    running_ready: bool | None = None
+    master_alive: bool = True
+    reloadable: bool = True
+
+
+def choose_action(switch: Switch) -> tuple[Action, str]:
     """Decide how to switch to the new release and say why."""
-    if not was_active:
+    strategy, preload, reloadable = switch.strategy, switch.preload, switch.reloadable
+    if not switch.was_active:
         return "restart", "the service is not running: start it"
-    if unit_changed:
+    if switch.unit_changed:
         if strategy == "reload":
             return "restart", "the unit changed: a reload would not apply it, restarting"
         return "restart", "the unit changed"
-    if stale_reload:
+    if switch.stale_reload:
         return "restart", "systemd has not loaded the unit on disk (NeedDaemonReload=yes): daemon-reload and restart"
-    if not code_changed:
-        if running_unrecorded:
+    if not switch.code_changed:
+        if switch.running_unrecorded:
             return "restart", "the running process was not started by a recorded deploy: restart it under the guard"
-        if running_ready is False:
+        if switch.running_ready is False:
             return "restart", "the running release does not answer ready: restart it under the guard"
         return "none", "the unit and the code are what is deployed and running"
     if strategy == "restart":
         return "restart", "code changed (--strategy restart)"
-    if not master_alive:
+    if not switch.master_alive:
         return "restart", "code changed and the service has no main process to send a HUP to"
     if not reloadable:
         if strategy == "reload":
@@ -270,68 +275,76 @@ class Plan:
         return self.action != "none"
 
 
-def make_plan(
-    *,
-    unit: str,
-    unit_path: Path,
-    installed: bytes | None,
-    candidate: bytes,
-    state: UnitState,
-    deployed_rev: str | None,
-    rollback: RollbackTarget | None,
-    to_rev: str | None,
-    preload: bool,
-    strategy: Strategy,
-    running_rev: str | None = None,
-    running_unrecorded: bool = False,
-    running_ready: bool | None = None,
-    tree_reason: str = "",
-    first_deploy: bool | None = None,
-    socket_path: Path | None = None,
-    socket_installed: bytes | None = None,
-    socket_candidate: bytes | None = None,
-    reloadable: bool = True,
-) -> Plan:
+@dataclass(frozen=True)
+class PlanInput:
+    """What the plan is decided from: the unit and socket as installed and as rendered, the revisions, the state."""
+
+    unit: str
+    unit_path: Path
+    installed: bytes | None
+    candidate: bytes
+    state: UnitState
+    deployed_rev: str | None
+    rollback: RollbackTarget | None
+    to_rev: str | None
+    preload: bool
+    strategy: Strategy
+    running_rev: str | None = None
+    running_unrecorded: bool = False
+    running_ready: bool | None = None
+    tree_reason: str = ""
+    first_deploy: bool | None = None
+    socket_path: Path | None = None
+    socket_installed: bytes | None = None
+    socket_candidate: bytes | None = None
+    reloadable: bool = True
+
+
+def make_plan(given: PlanInput) -> Plan:
     """Decide the plan (pure)."""
     # A .socket is only ever installed, never removed: no candidate means "leave whatever is there alone".
-    socket_changed = socket_candidate is not None and socket_installed != socket_candidate
-    unit_changed = installed != candidate
+    socket_changed = given.socket_candidate is not None and given.socket_installed != given.socket_candidate
+    unit_changed = given.installed != given.candidate
     # Without a recorded deploy the running code is unknown: treat the revision as new. A process known to run
     # another revision than the one to deploy (a rollback's, say) is a code change too.
     # A torn or changed tree is not at any revision: it needs a checkout, so the code counts as changed.
-    code_changed = to_rev is not None and (
-        to_rev != deployed_rev or running_rev not in (None, to_rev) or bool(tree_reason)
+    code_changed = given.to_rev is not None and (
+        given.to_rev != given.deployed_rev or given.running_rev not in (None, given.to_rev) or bool(given.tree_reason)
     )
-    stale = state.need_daemon_reload and installed is not None
+    stale = given.state.need_daemon_reload and given.installed is not None
     action, why = choose_action(
-        strategy,
-        unit_changed=unit_changed or socket_changed,
-        code_changed=code_changed,
-        preload=preload,
-        was_active=state.is_active,
-        stale_reload=stale,
-        running_unrecorded=running_unrecorded and state.is_active,
-        running_ready=running_ready,
-        master_alive=state.main_pid > 0,
-        reloadable=reloadable,
+        Switch(
+            given.strategy,
+            unit_changed=unit_changed or socket_changed,
+            code_changed=code_changed,
+            preload=given.preload,
+            was_active=given.state.is_active,
+            stale_reload=stale,
+            running_unrecorded=given.running_unrecorded and given.state.is_active,
+            running_ready=given.running_ready,
+            master_alive=given.state.main_pid > 0,
+            reloadable=given.reloadable,
+        )
     )
     return Plan(
-        unit=unit,
-        unit_path=str(unit_path),
+        unit=given.unit,
+        unit_path=str(given.unit_path),
         unit_changed=unit_changed,
-        first_deploy=installed is None if first_deploy is None else first_deploy,
-        was_active=state.is_active,
-        from_rev=rollback.rev if rollback else deployed_rev,
-        rollback_source=rollback.source if rollback else None,
-        to_rev=to_rev,
+        first_deploy=given.installed is None if given.first_deploy is None else given.first_deploy,
+        was_active=given.state.is_active,
+        from_rev=given.rollback.rev if given.rollback else given.deployed_rev,
+        rollback_source=given.rollback.source if given.rollback else None,
+        to_rev=given.to_rev,
         code_changed=code_changed,
-        preload=preload,
+        preload=given.preload,
         action=action,
         why=why,
-        candidate_sha256=fsutil.sha256(candidate),
-        installed_sha256=fsutil.sha256(installed) if installed is not None else None,
+        candidate_sha256=fsutil.sha256(given.candidate),
+        installed_sha256=fsutil.sha256(given.installed) if given.installed is not None else None,
         daemon_reload=unit_changed or stale or socket_changed,
-        socket_path=str(socket_path) if socket_path is not None and socket_candidate is not None else None,
+        socket_path=str(given.socket_path)
+        if given.socket_path is not None and given.socket_candidate is not None
+        else None,
         socket_changed=socket_changed,
     )
 
@@ -339,25 +352,27 @@ def make_plan(
 def plan_from(facts: Facts, strategy: Strategy) -> Plan:
     """Decide the plan from the captured facts (pure)."""
     return make_plan(
-        unit=facts.unit,
-        unit_path=facts.unit_path,
-        installed=facts.loaded,
-        candidate=facts.candidate,
-        state=facts.state,
-        deployed_rev=facts.deployed_rev,
-        rollback=facts.rollback,
-        to_rev=facts.to_rev,
-        preload=facts.preload,
-        strategy=strategy,
-        running_rev=facts.running_rev,
-        running_unrecorded=facts.running_unrecorded,
-        running_ready=facts.running_ready,
-        tree_reason=facts.tree_reason,
-        first_deploy=facts.target.first_deploy,
-        socket_path=facts.socket.path if facts.socket is not None else None,
-        socket_installed=facts.socket.data if facts.socket is not None else None,
-        socket_candidate=facts.socket_candidate,
-        reloadable=facts.reloadable,
+        PlanInput(
+            unit=facts.unit,
+            unit_path=facts.unit_path,
+            installed=facts.loaded,
+            candidate=facts.candidate,
+            state=facts.state,
+            deployed_rev=facts.deployed_rev,
+            rollback=facts.rollback,
+            to_rev=facts.to_rev,
+            preload=facts.preload,
+            strategy=strategy,
+            running_rev=facts.running_rev,
+            running_unrecorded=facts.running_unrecorded,
+            running_ready=facts.running_ready,
+            tree_reason=facts.tree_reason,
+            first_deploy=facts.target.first_deploy,
+            socket_path=facts.socket.path if facts.socket is not None else None,
+            socket_installed=facts.socket.data if facts.socket is not None else None,
+            socket_candidate=facts.socket_candidate,
+            reloadable=facts.reloadable,
+        )
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitctl import fsutil, history
@@ -99,59 +101,93 @@ def _head_or_unknown(att: Attempt) -> str:
         return "an unknown revision"
 
 
+@dataclass
+class _Replay:
+    """What replaying the undo log found so far."""
+
+    problems: list[str] = field(default_factory=list)
+    removed: bool = False  # a first deploy: the unit is gone again
+    restored: bool = False  # the undo changed the unit file systemd loads
+
+
 def run_undo(att: Attempt) -> tuple[bool, str]:
     """Replay the undo log (tree, unit, daemon-reload, service), then check the previous release."""
-    req = att.req
-    backend = att.edges.backend
-    problems: list[str] = []
-    removed = False  # a first deploy: the unit is gone again
-    restored = False  # the undo changed the unit file systemd loads
+    replay = _Replay()
     canary.remove(att)  # a deploy killed during its canary: nothing of it may outlive the rollback
     with att.phase("rollback") as detail:
         for undo in att.undo.entries():
-            if undo.resource == "tree":
-                att.announce("rollback-checkout")
-                try:
-                    _undo_tree(att, undo, detail)
-                except UnitctlError as exc:
-                    problems.append(f"checkout/build of {(undo.rev or '')[:12]} failed: {exc}")
-            elif undo.resource == "unit":
-                att.announce("rollback-unit")
-                removed, wrote = _undo_unit(att, undo, detail)
-                restored = restored or wrote
-                if wrote and att.undo.get("daemon") is None:
-                    # The deploy died between its unit write and its daemon-reload: systemd must load the file put
-                    # back too (a rewritten file is NeedDaemonReload=yes even with the old bytes: its mtime moved).
-                    with contextlib.suppress(SystemdError):
-                        backend.reset_failed(req.unit)
-                    backend.daemon_reload()
-                    detail.append("daemon-reload")
-            elif undo.resource == "socket":
-                att.announce("rollback-socket")
-                # A socket put back or removed means new listening fds: the service restarts to take them.
-                restored = _undo_socket(att, undo, detail) or restored
-            elif undo.resource == "daemon":
-                att.announce("rollback-daemon-reload")
-                with contextlib.suppress(SystemdError):
-                    backend.reset_failed(req.unit)
-                backend.daemon_reload()
-            elif undo.resource == "service":
-                att.announce("rollback-restart")
-                if removed:
-                    continue
-                if not undo.was_active:
-                    with contextlib.suppress(SystemdError):
-                        backend.stop(req.unit)
-                    detail.append("left stopped, as it was")
-                    continue
-                try:
-                    _bring_back(att, undo, restored, detail)
-                except SystemdError as exc:
-                    problems.append(f"{att.record.rollback_action or 'restart'} of the previous release failed: {exc}")
-        if att.undo.get("service") is None and not removed:
+            handler = _REPLAY.get(undo.resource)
+            if handler is not None:
+                handler(att, undo, replay, detail)
+        if att.undo.get("service") is None and not replay.removed:
             # The unit was written but systemd never restarted the service: the old process still runs.
             detail.append("not restarted: the running service was never switched")
-    if removed:
+    return _verdict(att, replay, detail)
+
+
+def _replay_tree(att: Attempt, undo: Undo, replay: _Replay, detail: list[str]) -> None:
+    att.announce("rollback-checkout")
+    try:
+        _undo_tree(att, undo, detail)
+    except UnitctlError as exc:
+        replay.problems.append(f"checkout/build of {(undo.rev or '')[:12]} failed: {exc}")
+
+
+def _replay_unit(att: Attempt, undo: Undo, replay: _Replay, detail: list[str]) -> None:
+    att.announce("rollback-unit")
+    replay.removed, wrote = _undo_unit(att, undo, detail)
+    replay.restored = replay.restored or wrote
+    if wrote and att.undo.get("daemon") is None:
+        # The deploy died between its unit write and its daemon-reload: systemd must load the file put
+        # back too (a rewritten file is NeedDaemonReload=yes even with the old bytes: its mtime moved).
+        with contextlib.suppress(SystemdError):
+            att.edges.backend.reset_failed(att.req.unit)
+        att.edges.backend.daemon_reload()
+        detail.append("daemon-reload")
+
+
+def _replay_socket(att: Attempt, undo: Undo, replay: _Replay, detail: list[str]) -> None:
+    att.announce("rollback-socket")
+    # A socket put back or removed means new listening fds: the service restarts to take them.
+    replay.restored = _undo_socket(att, undo, detail) or replay.restored
+
+
+def _replay_daemon(att: Attempt, undo: Undo, replay: _Replay, detail: list[str]) -> None:
+    att.announce("rollback-daemon-reload")
+    with contextlib.suppress(SystemdError):
+        att.edges.backend.reset_failed(att.req.unit)
+    att.edges.backend.daemon_reload()
+
+
+def _replay_service(att: Attempt, undo: Undo, replay: _Replay, detail: list[str]) -> None:
+    att.announce("rollback-restart")
+    if replay.removed:
+        return
+    if not undo.was_active:
+        with contextlib.suppress(SystemdError):
+            att.edges.backend.stop(att.req.unit)
+        detail.append("left stopped, as it was")
+        return
+    try:
+        _bring_back(att, undo, replay.restored, detail)
+    except SystemdError as exc:
+        replay.problems.append(f"{att.record.rollback_action or 'restart'} of the previous release failed: {exc}")
+
+
+# How the rollback undoes each resource of the log (the log's order is the order of replay).
+_REPLAY: dict[str, Callable[[Attempt, Undo, _Replay, list[str]], None]] = {
+    "tree": _replay_tree,
+    "unit": _replay_unit,
+    "socket": _replay_socket,
+    "daemon": _replay_daemon,
+    "service": _replay_service,
+}
+
+
+def _verdict(att: Attempt, replay: _Replay, detail: list[str]) -> tuple[bool, str]:
+    """Say whether the previous release is back (guarding it when it runs and is guarded), and why."""
+    req, problems = att.req, replay.problems
+    if replay.removed:
         detail.append("first deploy: no unit left")
         if problems:
             return False, "; ".join(problems)
@@ -163,7 +199,7 @@ def run_undo(att: Attempt) -> tuple[bool, str]:
     if problems:
         return False, "; ".join(problems) + f"; {req.unit} is {_state_text(att)}"
     if att.probe is None:
-        state = backend.state(req.unit)
+        state = att.edges.backend.state(req.unit)
         return state.is_active, f"{req.unit} is {state.active_state}/{state.sub_state} (not guarded)"
     att.announce("rollback-guard")
     outcome = guard_phase(att, "rollback-guard", att.rollback_timeout or req.ready_timeout)
