@@ -291,15 +291,15 @@ MUTANTS: list[Mutant] = [
     # -- plan: the deploy's pure decisions ----------------------------------------------------------------------------
     M(
         "plan",
-        "code_changed = to_rev is not None and (",
+        "code_changed = given.to_rev is not None and (",
         "code_changed = (",
         "an apply without --repo after a deploy from a repo counts as a code change",
     ),
-    M("plan", " or bool(tree_reason)\n", "\n", "a torn checkout is not a code change"),
+    M("plan", " or bool(given.tree_reason)\n", "\n", "a torn checkout is not a code change"),
     M(
         "plan",
-        "        if running_ready is False:",
-        "        if running_ready is not True:",
+        "        if switch.running_ready is False:",
+        "        if switch.running_ready is not True:",
         "a running release nobody probed (None) restarted as if it did not answer",
     ),
     M(
@@ -310,8 +310,8 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "plan",
-        "first_deploy=installed is None if first_deploy is None else first_deploy,",
-        "first_deploy=installed is not None if first_deploy is None else first_deploy,",
+        "first_deploy=given.installed is None if given.first_deploy is None else given.first_deploy,",
+        "first_deploy=given.installed is not None if given.first_deploy is None else given.first_deploy,",
         "first deploy inverted",
     ),
     M(
@@ -322,8 +322,8 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "plan",
-        "socket_changed = socket_candidate is not None and socket_installed != socket_candidate",
-        "socket_changed = socket_installed != socket_candidate",
+        "socket_changed = given.socket_candidate is not None and given.socket_installed != given.socket_candidate",
+        "socket_changed = given.socket_installed != given.socket_candidate",
         "no socket candidate removes the .socket",
     ),
     M(
@@ -332,7 +332,7 @@ MUTANTS: list[Mutant] = [
         '    if not preload:\n        if strategy == "reload":',
         "HUP chosen for a preloading Gunicorn",
     ),
-    M("plan", "    if not master_alive:\n", "    if master_alive:\n", "HUP sent without a master"),
+    M("plan", "    if not switch.master_alive:\n", "    if switch.master_alive:\n", "HUP sent without a master"),
     M(
         "plan",
         'if not (state.active_state == "active" and state.main_pid > 0):',
@@ -347,8 +347,8 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "plan",
-        "from_rev=rollback.rev if rollback else deployed_rev,",
-        "from_rev=deployed_rev,",
+        "from_rev=given.rollback.rev if given.rollback else given.deployed_rev,",
+        "from_rev=given.deployed_rev,",
         "the rollback revision ignored",
     ),
     # -- history: last good / previous good, prune, append ------------------------------------------------------
