@@ -122,21 +122,21 @@ def test_teardown_leaves_nothing_behind(how: str, tmp_path: Path) -> None:
     """A failing test, Ctrl-C and SIGTERM all end with no mounts and no nspawn process left."""
     script = tmp_path / "boot.py"
     script.write_text(SCRIPT)
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # the with block closes the pipes (warnings are errors)
         [sys.executable, str(script), "raise" if how == "raise" else "wait"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("booted"), (line, proc.stderr.read() if proc.stderr else "")
-    name = line.split()[1]
-    base = sandbox_mod.SANDBOX_BASE / name
-    assert any(m.startswith(f"mount {base}") for m in sandbox_mod.leftovers())
-    if how != "raise":
-        proc.send_signal(getattr(signal, how))
-    proc.wait(timeout=60)
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("booted"), (line, proc.stderr.read() if proc.stderr else "")
+        name = line.split()[1]
+        base = sandbox_mod.SANDBOX_BASE / name
+        assert any(m.startswith(f"mount {base}") for m in sandbox_mod.leftovers())
+        if how != "raise":
+            proc.send_signal(getattr(signal, how))
+        proc.wait(timeout=60)
     assert proc.returncode != 0
     # Other sandboxes (the session's) may be up: only this one must be gone.
     assert [m for m in sandbox_mod.leftovers() if name in m] == []
