@@ -10,7 +10,11 @@ probes must run inside. Never boot systemd over the host's own root (see docs in
         box.run(["systemctl", "daemon-reload"], check=True)
 
 Teardown happens on every way out: an exception, Ctrl-C, and SIGTERM (converted into
-``SystemExit`` while a sandbox is up, when we are in the main thread).
+``SystemExit`` while a sandbox is up, when we are in the main thread). A process killed outright
+(kill -9, the OOM killer, a machine or CI runner that stops everything) runs no teardown: its
+container keeps running in its own session and its mounts stay. Each sandbox records its owner
+(pid and start time) in ``owner``; the next ``booted()`` tears down every sandbox whose owner is gone
+(``reap_stale``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from unitctl.errors import SandboxError
 from unitctl.systemd.systemctl import parse_show
 
 SANDBOX_BASE = Path("/run/unitctl-sandbox")
+OWNER = "owner"  # "PID START" of the process that booted a sandbox (START: /proc/PID/stat's starttime)
+# A sandbox without an owner file is being set up (the file follows its tmpfs within milliseconds) or was left by
+# an older unitctl; it is reaped only once it is this old and no nspawn runs it.
+UNOWNED_GRACE_SECONDS = 60
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Directories whose contents systemd empties (or hides behind a tmpfs) when the container boots.
 _HIDDEN_IN_CONTAINER = (Path("/tmp"), Path("/var/tmp"))
@@ -255,6 +263,7 @@ def booted(
     (under /tmp, or on another file system); the others need no binding.
     """
     check_host()
+    reap_stale()
     name = name or f"unitctl-{uuid.uuid4().hex[:10]}"
     base = SANDBOX_BASE / name
     root = base / "root"
@@ -263,6 +272,7 @@ def booted(
         try:
             base.mkdir(parents=True, exist_ok=False)
             _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(base))
+            (base / OWNER).write_text(_owner_id(os.getpid()) or "")
             for sub in ("upper", "work", "root"):
                 (base / sub).mkdir()
             _mount(
@@ -342,6 +352,77 @@ def _teardown(name: str, base: Path, process: subprocess.Popen[bytes] | None) ->
             Path("/run/systemd/nspawn/propagate", name).rmdir()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _owner_id(pid: int) -> str | None:
+    """Return "PID START" for a live process (a reused pid has another start time), None if there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces and parentheses): starttime is field 22.
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _nspawn_pids(name: str) -> list[int]:
+    """Return the pids of the systemd-nspawn processes running the sandbox ``name``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline[0].endswith(b"systemd-nspawn") and f"--machine={name}".encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _is_stale(base: Path) -> bool:
+    """True when the process that booted ``base`` is gone (or, without an owner file, nothing runs it any more)."""
+    try:
+        owner = (base / OWNER).read_text().strip()
+    except OSError:
+        owner = ""
+    if owner:
+        return _owner_id(int(owner.split()[0])) != owner
+    try:
+        age = time.time() - base.stat().st_mtime
+    except OSError:
+        return False
+    return age > UNOWNED_GRACE_SECONDS and not _nspawn_pids(base.name)
+
+
+def _stop(pid: int) -> None:
+    """Terminate an orphaned nspawn (it halts its container), then kill it if it does not end."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+def reap_stale() -> list[str]:
+    """Tear down the sandboxes whose booting process died without its teardown; return their names."""
+    if not SANDBOX_BASE.is_dir():
+        return []
+    reaped = []
+    for base in sorted(SANDBOX_BASE.iterdir()):
+        if not base.is_dir() or not _is_stale(base):
+            continue
+        for pid in _nspawn_pids(base.name):
+            _stop(pid)
+        _teardown(base.name, base, None)
+        # Unmounted, a directory left with files is on the host's /run itself (written after a lazy unmount):
+        # ours to remove, once nothing is mounted below it.
+        if base.exists() and not any(m.startswith(f"mount {base}") for m in leftovers()):
+            shutil.rmtree(base, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                SANDBOX_BASE.rmdir()
+        reaped.append(base.name)
+    return reaped
 
 
 def leftovers() -> list[str]:

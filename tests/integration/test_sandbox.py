@@ -155,3 +155,39 @@ def test_refuses_clearly_without_nspawn(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr("unitctl.sandbox.shutil.which", lambda n: None if n == "systemd-nspawn" else real_which(n))
     with pytest.raises(SandboxError, match="systemd-container"):
         sandbox_mod.check_host()
+
+
+def test_a_sandbox_whose_owner_was_killed_is_torn_down_by_the_next_boot() -> None:
+    """kill -9 (or a lost CI runner) runs no teardown: the container lives on in its own session, the overlay of /
+    stays mounted. The next booted() reaps it, because its owner file names a process that is gone."""
+    with subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("booted"), (line, proc.stderr.read() if proc.stderr else "")
+        name = line.split()[1]
+        proc.kill()
+        proc.wait(timeout=30)
+    mine = [m for m in sandbox_mod.leftovers() if name in m]
+    assert any(m.startswith("mount") for m in mine) and any(m.startswith("process") for m in mine), mine
+    assert name in sandbox_mod.reap_stale()
+    assert [m for m in sandbox_mod.leftovers() if name in m] == []
+    assert not (sandbox_mod.SANDBOX_BASE / name).exists()
+
+
+def test_an_old_unowned_sandbox_directory_is_removed_and_a_new_one_left_alone() -> None:
+    """A directory without an owner file is one being set up right now, or one an older unitctl left behind."""
+    old = sandbox_mod.SANDBOX_BASE / f"unitctl-old-{uuid.uuid4().hex[:6]}"
+    new = sandbox_mod.SANDBOX_BASE / f"unitctl-new-{uuid.uuid4().hex[:6]}"
+    try:
+        for base in (old, new):
+            (base / "root" / "srv" / "app").mkdir(parents=True)
+        past = time.time() - sandbox_mod.UNOWNED_GRACE_SECONDS - 5
+        os.utime(old, (past, past))
+        reaped = sandbox_mod.reap_stale()
+        assert old.name in reaped and not old.exists()
+        assert new.name not in reaped and new.exists()
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(new, ignore_errors=True)
