@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+PY=${PYTHON:-python3}
 need_debs=()
 command -v systemd-nspawn >/dev/null 2>&1 || need_debs+=(systemd-container)
+command -v systemd-analyze >/dev/null 2>&1 || need_debs+=(systemd)
 command -v pkg-config >/dev/null 2>&1 || need_debs+=(pkg-config)
 [ -e /usr/include/systemd/sd-bus.h ] || need_debs+=(libsystemd-dev)
 command -v git >/dev/null 2>&1 || need_debs+=(git)
@@ -14,6 +16,14 @@ command -v shellcheck >/dev/null 2>&1 || need_debs+=(shellcheck)
 command -v sqlite3 >/dev/null 2>&1 || need_debs+=(sqlite3)
 # sudo: the server's forced deploy command (examples/server/deploy-demoapp) is tested for real in the sandbox.
 command -v sudo >/dev/null 2>&1 || need_debs+=(sudo)
+# pystemd (the dbus extra) is compiled against libsystemd: a C compiler and the Python headers.
+command -v gcc >/dev/null 2>&1 || need_debs+=(gcc)
+"$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+  2>/dev/null || need_debs+=(python3-dev)
+# The supported server install is tested with Debian's own Python (/usr/bin/python3 -m venv, in the sandbox).
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_debs+=(python3 python3-venv)
+# The example app's readiness checks a real PostgreSQL 15 (tests/integration/test_example_app_real.py).
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_debs+=(postgresql)
 if [ "${#need_debs[@]}" -gt 0 ]; then
   echo "== installing Debian packages: ${need_debs[*]}"
   if [ "$(id -u)" -ne 0 ]; then
@@ -24,7 +34,6 @@ if [ "${#need_debs[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_debs[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "bootstrap: $PY is older than 3.11; set PYTHON to a Python >= 3.11" >&2
   exit 2
