@@ -277,6 +277,10 @@ _Repo = Annotated[
         "--repo", metavar="DIR", help="The app's git checkout (apply: HEAD is deployed; rollback: [default: recorded])."
     ),
 ]
+_Rev = Annotated[
+    str | None,
+    typer.Option("--rev", metavar="REV", help="Deploy exactly this revision, checked out detached [default: HEAD]."),
+]
 _EditTemplate = Annotated[
     bool,
     typer.Option(
@@ -303,7 +307,10 @@ _NoPreload = Annotated[
 _UnitFile = Annotated[
     str | None,
     typer.Option(
-        "--unit-file", metavar="FILE", help="This unit file replaces the installed one [apply's default: keep it]."
+        "--unit-file",
+        metavar="FILE",
+        help="This unit file replaces the installed one (a NAME.socket beside it goes with it) [apply's default: "
+        "keep it].",
     ),
 ]
 _Render = Annotated[
@@ -426,13 +433,15 @@ def render(
     """
     from unitctl.commands import render as command
     from unitctl.commands.settings import RenderSettings
+    from unitctl.render import RenderFlags
 
-    settings = RenderSettings(
+    flags = RenderFlags(
         name=name, app=app_, workers=workers, max_workers=max_workers, worker_class=worker_class,
         bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
         env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
-        control_socket=control_socket, description=description, output=output,
+        control_socket=control_socket, description=description,
     )  # fmt: skip
+    settings = RenderSettings(flags=flags, output=output)
     typer.echo(command.run(settings=settings, err=lambda line: typer.echo(line, err=True)), nl=False)
 
 
@@ -515,11 +524,14 @@ def diff(
     from unitctl.commands.settings import DiffSettings
     from unitctl.desired import DesiredOptions
     from unitctl.output import colour_enabled
+    from unitctl.render import RenderFlags
 
     desired = DesiredOptions(
         unit_file=unit_file, render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
-        app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
+        render_flags=RenderFlags(
+            app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
+        ),
     )  # fmt: skip
     settings = DiffSettings(name=name, desired=desired, root=root)
     _show(command.run(settings=settings, colour=not as_json and colour_enabled(sys.stdout)), as_json=as_json)
@@ -577,9 +589,7 @@ def apply(
         ),
     ] = None,
     repo: _Repo = None,
-    rev: Annotated[
-        str | None, typer.Option("--rev", metavar="REV", help="Check out this revision (detached) [default: HEAD].")
-    ] = None,
+    rev: _Rev = None,
     ready_url: _ReadyUrl = None,
     ready_timeout: _ReadyTimeout = None,
     ready_interval: _ReadyInterval = None,
@@ -641,6 +651,7 @@ def apply(
     from unitctl.commands import apply as command
     from unitctl.commands.settings import ApplySettings, load
     from unitctl.desired import DesiredOptions
+    from unitctl.render import RenderFlags
 
     settings = load(
         ApplySettings, "apply", name=name, unit_file=unit_file, guarded=guarded, repo=repo, rev=rev,
@@ -651,9 +662,11 @@ def apply(
         edit_template=edit_template,
     )  # fmt: skip
     desired = DesiredOptions(
-        render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload, app=app_,
-        bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
-        env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
+        render=render_, workers=workers, max_workers=max_workers, no_preload=no_preload,
+        render_flags=RenderFlags(
+            app=app_, bind=tuple(bind or ()), working_dir=working_dir, venv=venv, user=user, group=group,
+            env_file=tuple(env_file or ()), env=tuple(env or ()), template=template, socket=socket,
+        ),
     )  # fmt: skip
     _show(command.run(settings=settings, desired=desired), as_json=as_json)
 
@@ -815,13 +828,8 @@ def _apply_options(ctx: typer.Context, args: list[str]) -> dict[str, Any]:
 def deploy(
     ctx: typer.Context,
     service: Annotated[str | None, typer.Argument(metavar="SERVICE", help="The service, e.g. myapp.")] = None,
-    repo: Annotated[
-        str | None, typer.Option("--repo", metavar="DIR", help="The app's git checkout on this server.")
-    ] = None,
-    rev: Annotated[
-        str | None,
-        typer.Option("--rev", metavar="REV", help="Deploy exactly this revision (a commit hash) [default: HEAD]."),
-    ] = None,
+    repo: _Repo = None,
+    rev: _Rev = None,
     fetch: Annotated[
         bool | None,
         typer.Option(
@@ -832,30 +840,14 @@ def deploy(
     remote: Annotated[
         str | None, typer.Option("--remote", metavar="NAME", help="The remote --fetch uses [default: origin].")
     ] = None,
-    ready_url: Annotated[
-        str | None,
-        typer.Option("--ready-url", metavar="URL", help="Readiness URL the guard polls: http://HOST:PORT/PATH."),
-    ] = None,
+    ready_url: _ReadyUrl = None,
     ready_timeout: _ReadyTimeout = None,
-    workers: Annotated[
-        str | None,
-        typer.Option(
-            "--workers", metavar="N|auto", help="Set Gunicorn's worker count (auto: 2 x CPUs + 1) [default: keep]."
-        ),
-    ] = None,
+    workers: _Workers = None,
     keep_preload: Annotated[
         bool | None,
         typer.Option("--keep-preload/--no-keep-preload", help="Do not drop --preload (the README: the trade-off)."),
     ] = None,
-    unit_file: Annotated[
-        str | None,
-        typer.Option(
-            "--unit-file",
-            metavar="FILE",
-            help="Start from this unit instead of the installed one (first deploy); a NAME.socket beside it goes "
-            "with it.",
-        ),
-    ] = None,
+    unit_file: _UnitFile = None,
     summary_stdout: Annotated[
         bool,
         typer.Option(

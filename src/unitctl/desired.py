@@ -13,13 +13,14 @@ Light at import time: render and rewrite are imported when used.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unitctl.errors import RefusedError, UsageError
 
 if TYPE_CHECKING:
+    from unitctl.render import RenderFlags
     from unitctl.rewrite import RewriteSpec
     from unitctl.unitfile import UnitFile
 
@@ -33,17 +34,8 @@ class DesiredOptions:
     workers: str | None = None
     max_workers: int | None = None
     no_preload: bool = False
-    # Only with --render:
-    app: str | None = None
-    bind: tuple[str, ...] = ()
-    working_dir: str | None = None
-    venv: str | None = None
-    user: str | None = None
-    group: str | None = None
-    env_file: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()
-    template: str | None = None
-    socket: bool | None = None  # None: [render] of unitctl.toml decides (default: socket activation)
+    # Only with --render (its workers and max_workers are the two above): --app, --bind, --user ...
+    render_flags: RenderFlags | None = None
 
 
 @dataclass(frozen=True)
@@ -63,9 +55,10 @@ class Desired:
 
 def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) -> Desired:
     """Check the options exclude each other properly; render the unit if asked; return the desired source."""
-    render_only = [opts.app, opts.bind, opts.working_dir, opts.venv, opts.user, opts.group, opts.env_file, opts.env,
-                   opts.template, opts.socket is not None]  # fmt: skip
-    if not opts.render and any(v for v in render_only):
+    from unitctl.render import RenderFlags, render_from_flags
+
+    render_flags = opts.render_flags or RenderFlags()
+    if not opts.render and (render_flags.given() or render_flags.env):
         raise UsageError("--app, --bind, --user ... describe a rendered unit", hint="add --render")
     rewrite_given = opts.workers is not None or opts.max_workers is not None or opts.no_preload
     if opts.unit_file is not None and (opts.render or rewrite_given):
@@ -74,17 +67,10 @@ def resolve(name: str | None, opts: DesiredOptions, *, cpu_count: int | None) ->
             hint="pass one way to say what the unit becomes (unit_file may come from unitctl.toml)",
         )
     if opts.render:
-        from unitctl.render import render_from_flags
-
         if opts.no_preload:
             raise UsageError("--no-preload is for a rewrite; a rendered unit never preloads", hint="drop it")
-        flags = {
-            "name": name, "app": opts.app, "workers": opts.workers, "max_workers": opts.max_workers,
-            "bind": list(opts.bind) or None, "working_dir": opts.working_dir, "venv": opts.venv, "user": opts.user,
-            "group": opts.group, "env_file": list(opts.env_file) or None, "template": opts.template,
-            "socket": opts.socket,
-        }  # fmt: skip
-        result = render_from_flags(flags=flags, env_flags=list(opts.env), cpu_count=cpu_count)
+        flags = replace(render_flags, name=name, workers=opts.workers, max_workers=opts.max_workers)
+        result = render_from_flags(flags, cpu_count=cpu_count)
         return Desired(rendered=result.service, rendered_socket=result.socket,
                        socket_name=result.socket_name if result.socket is not None else None)  # fmt: skip
     if rewrite_given:

@@ -21,7 +21,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -40,6 +40,33 @@ _USER = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]{0,30}[A-Za-z0-9_.$-]?|[0-9]{1,10}
 
 DEFAULT_WORKERS: Workers = "auto"
 DEFAULT_BIND = "127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class RenderFlags:
+    """The render options as given (None or empty: not given); ``[render]`` of unitctl.toml supplies the rest."""
+
+    name: str | None = None
+    app: str | None = None
+    workers: str | None = None
+    max_workers: int | None = None
+    worker_class: str | None = None
+    bind: tuple[str, ...] = ()
+    working_dir: str | None = None
+    venv: str | None = None
+    user: str | None = None
+    group: str | None = None
+    env_file: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # NAME=VALUE words; merged per variable over the file's [render.env]
+    template: str | None = None
+    socket: bool | None = None
+    control_socket: bool | None = None
+    description: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """Return the options that were given, as unitctl.toml keys (the env words apart: they merge per name)."""
+        values = {f.name: getattr(self, f.name) for f in fields(RenderFlags) if f.name != "env"}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v not in (None, ())}
 
 
 @dataclass(frozen=True)
@@ -558,22 +585,16 @@ def read_user_template(path: Path) -> str:
         raise InputError(f"{path}: the template is not UTF-8 text", hint="save it as UTF-8") from exc
 
 
-def render_from_flags(
-    *,
-    flags: Mapping[str, Any],
-    env_flags: Sequence[str],
-    cpu_count: int | None,
-    cwd: Path | None = None,
-) -> Rendered:
+def render_from_flags(flags: RenderFlags, *, cpu_count: int | None, cwd: Path | None = None) -> Rendered:
     """Merge ``flags`` over ``unitctl.toml``'s [render] table, load the templates and render."""
     from unitctl import config
 
     cfg = config.load(cwd=cwd)
     file_values = cfg.section("render", config.RENDER_SCHEMA) if cfg else {}
-    values = config.merge(flags, file_values)
+    values = config.merge(flags.given(), file_values)
     # --env merges per variable: the file's variables stay unless a flag sets the same name.
     env = {validate_env_name(k): validate_env_value(k, v) for k, v in (values.get("env") or {}).items()}
-    env.update(parse_env(env_flags))
+    env.update(parse_env(flags.env))
     missing = [flag for key, flag in (("name", "--name"), ("app", "--app")) if not values.get(key)]
     if missing:
         raise UsageError(

@@ -47,6 +47,7 @@ from unitctl.errors import (
 )
 from unitctl.lock import unit_lock
 from unitctl.probe import Probe, ProbeResult
+from unitctl.render import RenderFlags
 from unitctl.rewrite import RewriteSpec
 from unitctl.systemd.base import TransientResult, TransientSpec, UnitState
 from unitctl.systemd.fake import FakeSystemd, absent_state, failed_state, running_state
@@ -1029,7 +1030,7 @@ def test_apply_render_builds_the_unit_from_unitctl_toml(
     )
     monkeypatch.chdir(tmp_path)
     req = commands.request_from_settings(_settings(world), command="apply", desired=DesiredOptions(render=True,
-                                      workers="4", bind=("127.0.0.1:8000",)))  # fmt: skip
+                                      workers="4", render_flags=RenderFlags(bind=("127.0.0.1:8000",))))  # fmt: skip
     assert req.unit_bytes is not None and req.unit_file is None and req.rewrite is None
     text = req.unit_bytes.decode()
     # The flag wins over the table; the rest comes from the table.
@@ -1049,9 +1050,10 @@ def test_apply_render_no_socket_installs_the_service_alone(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    opts = DesiredOptions(render=True, app="shop:app", workers="2", user="shop", working_dir="/srv/shop")
-    req = commands.request_from_settings(_settings(world), command="apply", desired=dataclasses.replace(opts,
-                                         socket=False))  # fmt: skip
+    flags = RenderFlags(app="shop:app", user="shop", working_dir="/srv/shop")
+    opts = DesiredOptions(render=True, workers="2", render_flags=flags)
+    no_socket = dataclasses.replace(opts, render_flags=dataclasses.replace(flags, socket=False))
+    req = commands.request_from_settings(_settings(world), command="apply", desired=no_socket)
     assert req.socket_bytes is None and req.unit_bytes is not None and b"--bind 127.0.0.1:8000" in req.unit_bytes
     (tmp_path / "unitctl.toml").write_text("[render]\nsocket = false\n")
     from_file = commands.request_from_settings(_settings(world), command="apply", desired=opts)
@@ -1135,7 +1137,7 @@ def test_an_unchanged_socket_is_left_alone(world: World) -> None:
         ({"unit_file": "/x.service"}, DesiredOptions(workers="3"), "--unit-file is the whole desired unit"),
         ({"unit_file": "/x.service"}, DesiredOptions(render=True), "--unit-file is the whole desired unit"),
         ({}, DesiredOptions(render=True, no_preload=True), "a rendered unit never preloads"),
-        ({}, DesiredOptions(app="a:b"), "describe a rendered unit; add --render"),
+        ({}, DesiredOptions(render_flags=RenderFlags(app="a:b")), "describe a rendered unit; add --render"),
         ({}, DesiredOptions(workers="zero"), "--workers must be a positive integer"),
     ],
 )

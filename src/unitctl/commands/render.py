@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from unitctl.commands.settings import RenderSettings
@@ -18,11 +17,8 @@ def run(*, settings: RenderSettings, err: Callable[[str], None]) -> str:
     from unitctl.output import write_output
     from unitctl.render import render_from_flags
 
-    flags = asdict(settings)
-    env, output = flags.pop("env"), flags.pop("output")
-    # render merges the flags over [render] of unitctl.toml: an empty tuple is "not given", as None is.
-    flags = {k: list(v) if isinstance(v, tuple) else v for k, v in flags.items()}
-    result = render_from_flags(flags=flags, env_flags=list(env), cpu_count=os.cpu_count())
+    output = settings.output
+    result = render_from_flags(settings.flags, cpu_count=os.cpu_count())
     for warning in result.warnings:
         err(f"unitctl: warning: {warning}")
     if output:

@@ -12,11 +12,14 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from unitctl.config import Kind
 from unitctl.desired import DesiredOptions
 from unitctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from unitctl.render import RenderFlags
 
 
 def _key(kind: Kind) -> Any:
@@ -166,24 +169,9 @@ class RewriteSettings:
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """``unitctl render``: the flags given (None: not given); render merges them over ``[render]`` itself."""
+    """``unitctl render``: the flags given (render merges them over ``[render]`` itself) and where the unit goes."""
 
-    name: str | None = None
-    app: str | None = None
-    workers: str | None = None
-    max_workers: int | None = None
-    worker_class: str | None = None
-    bind: tuple[str, ...] = ()
-    working_dir: str | None = None
-    venv: str | None = None
-    user: str | None = None
-    group: str | None = None
-    env_file: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()
-    template: str | None = None
-    socket: bool | None = None
-    control_socket: bool | None = None
-    description: str | None = None
+    flags: RenderFlags
     output: str | None = None
 
 
